@@ -1,0 +1,331 @@
+"""Aggregates: the state each rule needs, rebuilt from recorded events.
+
+Command methods here only record decisions already taken (see
+``ledger.commands``); they assert invariants and never reject. Ids are
+derived from business keys with uuid5, so the same key always finds the same
+aggregate, in any store.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from functools import singledispatchmethod
+from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.domain import Aggregate
+
+from ledger import events as ev
+
+NAMESPACE = uuid5(NAMESPACE_URL, "https://leadledger.invalid/aggregates")
+
+
+def wallet_id(pro_id: str) -> UUID:
+    return uuid5(NAMESPACE, f"wallet:{pro_id}")
+
+
+def contact_id_to_uuid(contact_id: str) -> UUID:
+    return uuid5(NAMESPACE, f"contact:{contact_id}")
+
+
+def customer_id_to_uuid(customer_id: str) -> UUID:
+    return uuid5(NAMESPACE, f"customer:{customer_id}")
+
+
+# --- wallet ------------------------------------------------------------------
+
+
+@dataclass
+class ContactMoney:
+    """What one contact cost the pro: charges and refunds with their times."""
+
+    charges: list[tuple[datetime, int, int]] = field(default_factory=list)  # at, total, refundable
+    refunds: list[tuple[datetime, int]] = field(default_factory=list)  # at, amount
+
+    def charged_by(self, at: datetime) -> int:
+        return sum(total for when, total, _ in self.charges if when <= at)
+
+    def refundable_by(self, at: datetime) -> int:
+        return sum(refundable for when, _, refundable in self.charges if when <= at)
+
+    @property
+    def charged_total(self) -> int:
+        return sum(total for _, total, _ in self.charges)
+
+    @property
+    def refunded_total(self) -> int:
+        return sum(amount for _, amount in self.refunds)
+
+    def refunded_by(self, at: datetime) -> bool:
+        return any(when <= at for when, _ in self.refunds)
+
+
+@dataclass(frozen=True)
+class WalletPosition:
+    """The wallet seen from one instant: what is there and what later facts need."""
+
+    balance: int  # balance at the instant
+    headroom: int  # lowest balance from the instant on
+    advance: int  # outstanding advance at the instant
+    advance_peak: int  # highest outstanding advance from the instant on
+    advance_floor: int  # lowest outstanding advance from the instant on
+
+
+class Wallet(Aggregate):
+    """One per pro: the wallet, its advance and its card, with a timeline.
+
+    Submissions arrive late and out of order, so the wallet keeps its balance
+    changes ordered by ``occurred_at``: a late debit is allowed only if no later
+    balance would go below zero, which keeps invariant 3 true at every as-of time.
+    """
+
+    @singledispatchmethod
+    def when(self, event: Any) -> None:
+        raise AssertionError(f"Wallet cannot apply {type(event).__name__}")
+
+    @when.register
+    def _(self, event: ev.WalletOpened) -> None:
+        self.pro_id = event.pro_id
+        self.market = event.market
+        self.region = event.region
+        self.policy_version = event.policy_version
+        self.opened_at: datetime = event.occurred_at
+        self.unit = event.unit
+        self.card_registered_at: datetime | None = None
+        self.courtesy_credits = 0
+        self.contacts: dict[str, ContactMoney] = {}
+        # (occurred_at, sequence, balance delta, advance delta), in time order.
+        self._timeline: list[tuple[datetime, int, int, int]] = []
+        self._sequence = 0
+        self.balance = 0
+        self.advance_outstanding = 0
+
+    def _move(self, at: datetime, balance_delta: int, advance_delta: int) -> None:
+        self._sequence += 1
+        bisect.insort(self._timeline, (at, self._sequence, balance_delta, advance_delta))
+        self.balance += balance_delta
+        self.advance_outstanding += advance_delta
+        assert self.balance >= 0, f"wallet {self.pro_id} below zero: {self.balance}"
+        assert self.advance_outstanding >= 0, self.advance_outstanding
+
+    def position_at(self, at: datetime) -> WalletPosition:
+        start = bisect.bisect_right(self._timeline, (at, math.inf))
+        later = self._timeline[start:]
+        balance = self.balance - sum(entry[2] for entry in later)
+        advance = self.advance_outstanding - sum(entry[3] for entry in later)
+        headroom, peak, floor = balance, advance, advance
+        running_balance, running_advance = balance, advance
+        for _, _, balance_delta, advance_delta in later:
+            running_balance += balance_delta
+            running_advance += advance_delta
+            headroom = min(headroom, running_balance)
+            peak = max(peak, running_advance)
+            floor = min(floor, running_advance)
+        return WalletPosition(balance, headroom, advance, peak, floor)
+
+    def money(self, contact_id: str) -> ContactMoney:
+        return self.contacts.get(contact_id) or ContactMoney()
+
+    def card_registered_by(self, at: datetime) -> bool:
+        return self.card_registered_at is not None and self.card_registered_at <= at
+
+    @when.register
+    def _(self, event: ev.CreditsPurchased) -> None:
+        self._move(event.occurred_at, event.amount, 0)
+
+    @when.register
+    def _(self, event: ev.AdvanceRepaid) -> None:
+        self._move(event.occurred_at, -event.amount, -event.amount)
+
+    @when.register
+    def _(self, event: ev.CardRegistered) -> None:
+        if self.card_registered_at is None or event.occurred_at < self.card_registered_at:
+            self.card_registered_at = event.occurred_at
+
+    @when.register
+    def _(self, event: ev.CronosAdvanced) -> None:
+        self._move(event.occurred_at, event.amount, event.amount)
+
+    @when.register
+    def _(self, event: ev.ContactFeeCharged) -> None:
+        total = event.commission + event.management_fee
+        assert total > 0 and 0 <= event.refundable <= total
+        if event.paid_from == "wallet":
+            self._move(event.occurred_at, -total, 0)
+        else:
+            assert event.paid_from == "card", event.paid_from
+        money = self.contacts.setdefault(event.contact_id, ContactMoney())
+        money.charges.append((event.occurred_at, total, event.refundable))
+
+    @when.register
+    def _(self, event: ev.QuoteFeeRefunded) -> None:
+        money = self.contacts[event.contact_id]
+        assert not money.refunds, "at most one refund per contact"
+        assert 0 < event.amount <= money.refundable_by(event.occurred_at)
+        money.refunds.append((event.occurred_at, event.amount))
+        self._move(event.occurred_at, event.amount, 0)
+
+    @when.register
+    def _(self, event: ev.CourtesyCreditIssued) -> None:
+        self.courtesy_credits += 1
+        self._move(event.occurred_at, event.amount, 0)
+
+    # Commands: record decisions taken by ledger.commands.
+
+    @classmethod
+    def open(cls, event_id: UUID, at: datetime, **fields: Any) -> "Wallet":
+        return cls._create(
+            ev.WalletOpened, id=wallet_id(fields["pro_id"]), event_id=event_id,
+            occurred_at=at, **fields,
+        )
+
+    def record(self, event_class: type[ev.LedgerEvent], event_id: UUID, at: datetime, **fields: Any) -> None:
+        self.trigger_event(event_class, event_id=event_id, occurred_at=at, pro_id=self.pro_id, **fields)
+
+
+# --- contact -----------------------------------------------------------------
+
+
+class Contact(Aggregate):
+    """One per contact_id: quote, reads and replies, calls, refund requests."""
+
+    @singledispatchmethod
+    def when(self, event: Any) -> None:
+        raise AssertionError(f"Contact cannot apply {type(event).__name__}")
+
+    @when.register
+    def _(self, event: ev.QuoteSent) -> None:
+        self.contact_id = event.contact_id
+        self.pro_id = event.pro_id
+        self.customer_id = event.customer_id
+        self.category = event.category
+        self.job_date: date = event.job_date
+        self.pricing = event.pricing
+        self.commission = event.commission
+        self.management_fee = event.management_fee
+        self.market = event.market
+        self.sent_at: datetime = event.occurred_at
+        self.refund_deadline: datetime = event.refund_deadline
+        self.unread_refund_due: datetime | None = event.unread_refund_due
+        self.first_seen_at: datetime | None = None  # earliest read or reply
+        self.successful_contact = False
+        self.failed_streak = 0
+        self.calls_stopped = False
+        self.call_ids: set[str] = set()
+        self.refund_requested = False
+        self.postponed_until: date | None = None
+        self.confirmed_at: datetime | None = None
+        self.rectified_at: datetime | None = None
+
+    @property
+    def fee(self) -> int:
+        return self.commission + self.management_fee
+
+    def _seen(self, at: datetime) -> None:
+        if self.first_seen_at is None or at < self.first_seen_at:
+            self.first_seen_at = at
+
+    @when.register
+    def _(self, event: ev.QuoteRead) -> None:
+        self._seen(event.occurred_at)
+
+    @when.register
+    def _(self, event: ev.CustomerReplied) -> None:
+        self._seen(event.occurred_at)
+        self.successful_contact = True
+        self.failed_streak = 0
+        self.calls_stopped = False
+
+    @when.register
+    def _(self, event: ev.CallAttemptFailed) -> None:
+        self.failed_streak += 1
+
+    @when.register
+    def _(self, event: ev.CallConnectionStopped) -> None:
+        self.calls_stopped = True
+
+    @when.register
+    def _(self, event: ev.CallMinutesBilled) -> None:
+        self.call_ids.add(event.call_id)
+        self.successful_contact = True
+        self.failed_streak = 0
+
+    @when.register
+    def _(self, event: ev.RefundRequested) -> None:
+        self.refund_requested = True
+
+    @when.register
+    def _(self, event: ev.RefundPostponed) -> None:
+        self.postponed_until = event.until
+
+    @when.register
+    def _(self, event: ev.ServiceConfirmed) -> None:
+        self.confirmed_at = event.occurred_at
+
+    @when.register
+    def _(self, event: ev.RefundRectified) -> None:
+        self.rectified_at = event.occurred_at
+
+    @classmethod
+    def send(cls, event_id: UUID, at: datetime, **fields: Any) -> "Contact":
+        return cls._create(
+            ev.QuoteSent, id=contact_id_to_uuid(fields["contact_id"]), event_id=event_id,
+            occurred_at=at, **fields,
+        )
+
+    def record(self, event_class: type[ev.LedgerEvent], event_id: UUID, at: datetime, **fields: Any) -> None:
+        self.trigger_event(event_class, event_id=event_id, occurred_at=at, contact_id=self.contact_id, **fields)
+
+
+# --- customer ----------------------------------------------------------------
+
+
+class Customer(Aggregate):
+    """Exists only once a customer is terminated (recruiter, advertiser, price check)."""
+
+    @singledispatchmethod
+    def when(self, event: Any) -> None:
+        raise AssertionError(f"Customer cannot apply {type(event).__name__}")
+
+    @when.register
+    def _(self, event: ev.CustomerTerminated) -> None:
+        self.customer_id = event.customer_id
+        self.terminated_at: datetime = event.occurred_at
+
+    @classmethod
+    def terminate(cls, event_id: UUID, at: datetime, customer_id: str, contact_id: str, reason: str) -> "Customer":
+        return cls._create(
+            ev.CustomerTerminated, id=customer_id_to_uuid(customer_id), event_id=event_id,
+            occurred_at=at, customer_id=customer_id, contact_id=contact_id, reason=reason,
+        )
+
+
+# --- receipt -----------------------------------------------------------------
+
+
+class Receipt(Aggregate):
+    """One per accepted submission, keyed by its event_id: the idempotency record.
+
+    It is saved in the same transaction as the submission's events, so a
+    retried submission is found here after any restart, in any process.
+    """
+
+    @singledispatchmethod
+    def when(self, event: Any) -> None:
+        raise AssertionError(f"Receipt cannot apply {type(event).__name__}")
+
+    @when.register
+    def _(self, event: ev.SubmissionAccepted) -> None:
+        self.submission_type = event.submission_type
+        self.content_sha256 = event.content_sha256
+        self.recorded = list(event.recorded)
+
+    @classmethod
+    def accept(cls, event_id: UUID, at: datetime, submission_type: str, content_sha256: str, recorded: list[str]) -> "Receipt":
+        return cls._create(
+            ev.SubmissionAccepted, id=event_id, event_id=event_id, occurred_at=at,
+            submission_type=submission_type, content_sha256=content_sha256, recorded=recorded,
+        )

@@ -1,0 +1,282 @@
+"""The application layer: storage, transactions, batching, retries.
+
+``Ledger`` is the one entry point for services and for the CLI::
+
+    from ledger import Ledger
+    with Ledger.from_url("sqlite:///leadledger.db") as ledger:
+        results = ledger.append([submission_dict_or_json_line, ...])
+        ledger.balances(as_of=None)
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import time
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from typing import Any, Iterable, Iterator
+
+from eventsourcing.application import Application
+from eventsourcing.persistence import (
+    IntegrityError,
+    JSONTranscoder,
+    OperationalError,
+    PersistenceError,
+    Transcoding,
+)
+
+from ledger import errors
+from ledger.commands import Outcome, UnitOfWork, UnreadRefundDue, decide
+from ledger.errors import LedgerError, Rejection
+from ledger.store import (
+    EVENTS_TABLE,
+    TRACKING_TABLE,
+    POSTGRES_EVENT_STORE_DDL,
+    StoreConfig,
+    config_for,
+    resolve_url,
+)
+from ledger.submissions import event_id_of, parse_submission
+from ledger.timefmt import parse_utc
+from projections import queries
+from projections.tables import READ_MODEL_DDL
+from projections.view import PostgresLedgerView, SQLiteLedgerView, catch_up
+
+CHUNK_SIZE = 1000  # submissions decided and committed per transaction (group commit)
+MAX_ATOMIC_BATCH = 100_000  # --atomic holds the whole batch in one transaction
+MAX_WRITE_ATTEMPTS = 20  # a batch that conflicts this often is reported, not looped on
+
+
+class DateAsISO(Transcoding):
+    type = date
+    name = "date_iso"
+
+    def encode(self, obj: date) -> str:
+        return obj.isoformat()
+
+    def decode(self, data: str) -> date:
+        return date.fromisoformat(data)
+
+
+class LedgerApp(Application):
+    """The eventsourcing application: its recorder is the event store."""
+
+    name = "LeadLedger"
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        transcoder.register(DateAsISO())
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    event_id: str | None
+    status: str
+    code: str | None = None
+    message: str | None = None
+    recorded: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "event_id": self.event_id,
+            "status": self.status,
+            "code": self.code,
+            "message": self.message,
+            "recorded": list(self.recorded),
+        }
+
+
+class Ledger:
+    """A ledger over one store. Thread-compatible, not thread-safe: one per thread."""
+
+    def __init__(self, config: StoreConfig):
+        self.config = config
+        self._app: LedgerApp | None = None
+        self._view: Any = None
+
+    @classmethod
+    def from_url(cls, url: str | None = None) -> "Ledger":
+        """Open the ledger at ``url`` (default: $LEADLEDGER_DATABASE_URL, then sqlite:///leadledger.db)."""
+        return cls(config_for(resolve_url(url)))
+
+    def __enter__(self) -> "Ledger":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._app is not None:
+            self._app.close()
+            self._app = None
+            self._view = None
+
+    # --- store -------------------------------------------------------------
+
+    def _open(self) -> tuple[LedgerApp, Any]:
+        if self._app is None:
+            try:
+                app = LedgerApp(env=self.config.env)
+                datastore = app.factory.datastore  # type: ignore[attr-defined]
+                if self.config.kind == "sqlite":
+                    view = SQLiteLedgerView(datastore)
+                    view.create_table()
+                else:
+                    view = PostgresLedgerView(datastore, tracking_table_name=TRACKING_TABLE)
+                    self._check_initialised(view)
+            except PersistenceError as exc:
+                raise LedgerError("store_unavailable", _one_line(exc)) from None
+            except OSError as exc:
+                raise LedgerError("store_unavailable", _one_line(exc)) from None
+            self._app, self._view = app, view
+        return self._app, self._view
+
+    @staticmethod
+    def _check_initialised(view: Any) -> None:
+        rows = view.query(f"SELECT to_regclass('{EVENTS_TABLE}') IS NOT NULL AS ok")
+        if not rows[0]["ok"]:
+            raise LedgerError("store_not_initialised", "run `leadledger init` on this database first")
+
+    def init(self) -> None:
+        """Create the schema (idempotent). On PostgreSQL this applies schema.sql."""
+        if self.config.kind == "postgres":
+            import psycopg
+
+            env = self.config.env
+            try:
+                with psycopg.connect(
+                    host=env["POSTGRES_HOST"], port=int(env["POSTGRES_PORT"]),
+                    dbname=env["POSTGRES_DBNAME"], user=env["POSTGRES_USER"],
+                    password=env["POSTGRES_PASSWORD"] or None, connect_timeout=5,
+                    autocommit=True,
+                ) as conn:
+                    if env.get("POSTGRES_SCHEMA"):
+                        conn.execute(f'SET search_path TO "{env["POSTGRES_SCHEMA"]}"')
+                    for statement in (*POSTGRES_EVENT_STORE_DDL, *READ_MODEL_DDL):
+                        conn.execute(statement)  # type: ignore[arg-type]
+            except psycopg.Error as exc:
+                raise LedgerError("store_unavailable", _one_line(exc)) from None
+        self.close()
+        self._open()
+
+    # --- writing -------------------------------------------------------------
+
+    def append(self, submissions: Iterable[str | bytes | dict[str, Any]], *,
+               atomic: bool = False) -> list[AppendResult]:
+        """Judge and record submissions; one result per submission, in order."""
+        return list(self.append_iter(submissions, atomic=atomic))
+
+    def append_iter(self, submissions: Iterable[str | bytes | dict[str, Any]], *,
+                    atomic: bool = False) -> Iterator[AppendResult]:
+        """Like ``append``, yielding each chunk's results once the chunk is committed."""
+        items = _parsed(submissions)
+        if atomic:
+            batch = list(items)
+            if len(batch) > MAX_ATOMIC_BATCH:
+                message = f"an atomic batch holds at most {MAX_ATOMIC_BATCH} submissions"
+                yield from (AppendResult(eid, "rejected", errors.INVALID_SUBMISSION, message)
+                            for eid, _ in batch)
+                return
+            yield from self._commit(batch, atomic=True)
+            return
+        chunk: list[tuple[str | None, Any]] = []
+        for item in items:
+            chunk.append(item)
+            if len(chunk) >= CHUNK_SIZE:
+                yield from self._commit(chunk, atomic=False)
+                chunk = []
+        if chunk:
+            yield from self._commit(chunk, atomic=False)
+
+    def _commit(self, batch: list[tuple[str | None, Any]], *, atomic: bool) -> list[AppendResult]:
+        app, _ = self._open()
+        for attempt in range(MAX_WRITE_ATTEMPTS):
+            uow = UnitOfWork(app.repository)
+            outcomes: list[Outcome] = []
+            for _, item in batch:
+                if isinstance(item, Rejection):
+                    outcomes.append(Outcome("rejected", item.code, item.message))
+                else:
+                    outcomes.append(decide(uow, item))
+            results = [AppendResult(eid, o.status, o.code, o.message, o.recorded)
+                       for (eid, _), o in zip(batch, outcomes)]
+            if atomic and any(r.status == "rejected" for r in results):
+                first = next(i for i, r in enumerate(results) if r.status == "rejected")
+                return [
+                    r if r.status == "rejected" else AppendResult(
+                        r.event_id, "rejected", errors.BATCH_REJECTED,
+                        f"not recorded: submission {first + 1} of the atomic batch was rejected",
+                    )
+                    for r in results
+                ]
+            if not uow.events:
+                return results
+            try:
+                app.save(*uow.events)
+                return results
+            except (IntegrityError, OperationalError, sqlite3.OperationalError) as exc:
+                # A concurrent writer recorded first (or held the lock): reload and
+                # judge the whole batch again; what it recorded now reads as duplicates.
+                last_error = exc
+                time.sleep(random.uniform(0.002, 0.02) * (attempt + 1))
+        raise LedgerError(
+            "write_conflict",
+            f"gave up after {MAX_WRITE_ATTEMPTS} conflicting attempts: {_one_line(last_error)}",
+        )
+
+    def sweep(self, now: datetime | None = None) -> list[AppendResult]:
+        """Record what deadlines imply as of ``now``: the 48 h unread refunds."""
+        now = now or datetime.now(timezone.utc)
+        _, view = self._open()
+        self.catch_up()
+        due: list[tuple[str | None, Any]] = []
+        for contact_id, at in queries.unread_refund_candidates(view, now):
+            item = UnreadRefundDue(contact_id, parse_utc(at))
+            due.append((str(item.event_id), item))
+        # Candidates come from the read model; the aggregates judge each one again.
+        return [r for r in self._commit_all(due) if r.status == "recorded"]
+
+    def _commit_all(self, items: list[tuple[str | None, Any]]) -> list[AppendResult]:
+        out: list[AppendResult] = []
+        for start in range(0, len(items), CHUNK_SIZE):
+            out.extend(self._commit(items[start:start + CHUNK_SIZE], atomic=False))
+        return out
+
+    # --- reading -------------------------------------------------------------
+
+    def catch_up(self) -> int:
+        """Bring the read models level with the event log; returns events projected."""
+        app, view = self._open()
+        return catch_up(app, view)
+
+    def balances(self, pro_id: str | None = None, as_of: datetime | None = None) -> list[dict[str, Any]]:
+        self.catch_up()
+        return queries.balances(self._view, pro_id=pro_id, as_of=as_of)
+
+    def refunds(self, pro_id: str | None = None, status: str | None = None,
+                as_of: datetime | None = None, now: datetime | None = None) -> list[dict[str, Any]]:
+        self.catch_up()
+        return queries.refunds(self._view, now or datetime.now(timezone.utc), pro_id=pro_id,
+                               status=status, as_of=as_of)
+
+    def trial_balance(self, as_of: datetime | None = None) -> list[dict[str, Any]]:
+        self.catch_up()
+        return queries.trial_balance(self._view, as_of=as_of)
+
+
+def _parsed(submissions: Iterable[str | bytes | dict[str, Any]]) -> Iterator[tuple[str | None, Any]]:
+    for raw in submissions:
+        if isinstance(raw, (str, bytes)) and not raw.strip():
+            continue  # blank NDJSON lines are not submissions
+        try:
+            model = parse_submission(raw)
+        except Rejection as rejection:
+            yield event_id_of(raw), rejection
+        else:
+            yield str(model.event_id), model
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300] or type(exc).__name__

@@ -1,0 +1,494 @@
+"""The charging rules: one handler per submission type.
+
+Every handler first decides (reads aggregates, calls pure policies, raises
+``Rejection``), then records (triggers events). Nothing is recorded before the
+last check has passed, so a rejected submission leaves no trace; the unit of
+work asserts it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Callable, Iterator
+from uuid import UUID, uuid5
+
+from eventsourcing.application import AggregateNotFoundError, Repository
+
+from ledger import errors, events as ev, policies, submissions as sub
+from ledger.aggregates import (
+    NAMESPACE,
+    Contact,
+    Customer,
+    Receipt,
+    Wallet,
+    contact_id_to_uuid,
+    customer_id_to_uuid,
+    wallet_id,
+)
+from ledger.errors import Rejection
+from ledger.markets import MarketPolicy, current_policy, policy as market_policy
+from ledger.timefmt import format_utc
+
+
+class UnitOfWork:
+    """Aggregates loaded for one batch, and the events it decided, in order."""
+
+    def __init__(self, repository: Repository[UUID]):
+        self._repository = repository
+        self._cache: dict[UUID, Any] = {}
+        self.events: list[Any] = []
+
+    def _get(self, aggregate_id: UUID) -> Any:
+        if aggregate_id not in self._cache:
+            try:
+                self._cache[aggregate_id] = self._repository.get(aggregate_id)
+            except AggregateNotFoundError:
+                self._cache[aggregate_id] = None
+        return self._cache[aggregate_id]
+
+    def wallet(self, pro_id: str) -> Wallet | None:
+        return self._get(wallet_id(pro_id))
+
+    def contact(self, contact_id: str) -> Contact | None:
+        return self._get(contact_id_to_uuid(contact_id))
+
+    def customer(self, customer_id: str) -> Customer | None:
+        return self._get(customer_id_to_uuid(customer_id))
+
+    def receipt(self, event_id: UUID) -> Receipt | None:
+        return self._get(event_id)
+
+    def created(self, aggregate: Any) -> Any:
+        assert self._cache.get(aggregate.id) is None, "created twice"
+        self._cache[aggregate.id] = aggregate
+        self.collect(aggregate)
+        return aggregate
+
+    def collect(self, aggregate: Any) -> None:
+        self.events.extend(aggregate.collect_events())
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # "recorded", "duplicate" or "rejected"
+    code: str | None = None
+    message: str | None = None
+    recorded: tuple[str, ...] = ()
+
+
+def decide(uow: UnitOfWork, submission: Any) -> Outcome:
+    """Judge one submission against the facts in ``uow``; record it or reject it."""
+    receipt = uow.receipt(submission.event_id)
+    content = sub.canonical_content(submission)
+    digest = _sha256(content)
+    if receipt is not None:
+        if receipt.content_sha256 == digest:
+            return Outcome("duplicate", recorded=tuple(receipt.recorded))
+        return Outcome(
+            "rejected",
+            errors.EVENT_ID_CONFLICT,
+            f"event_id {submission.event_id} was already used for a different "
+            f"{receipt.submission_type} submission",
+        )
+    mark = len(uow.events)
+    try:
+        HANDLERS[type(submission)](uow, submission)
+    except Rejection as rejection:
+        assert len(uow.events) == mark, "a rule rejected after recording"
+        return Outcome("rejected", rejection.code, rejection.message)
+    recorded = [type(event).__name__ for event in uow.events[mark:]]
+    assert recorded, "an accepted submission records at least its own event"
+    uow.created(
+        Receipt.accept(submission.event_id, submission.occurred_at,
+                       submission.type, digest, recorded)
+    )
+    return Outcome("recorded", recorded=tuple(recorded))
+
+
+def _sha256(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# --- lookups that reject -------------------------------------------------------
+
+
+def _open_wallet(uow: UnitOfWork, pro_id: str, at: datetime) -> tuple[Wallet, MarketPolicy]:
+    wallet = uow.wallet(pro_id)
+    if wallet is None:
+        raise Rejection(errors.WALLET_NOT_FOUND, f"pro {pro_id!r} has no wallet")
+    if wallet.opened_at > at:
+        raise Rejection(
+            errors.WALLET_NOT_FOUND,
+            f"pro {pro_id!r} had no wallet yet at {format_utc(at)}",
+        )
+    return wallet, market_policy(wallet.market, wallet.policy_version)
+
+
+def _contact(uow: UnitOfWork, contact_id: str, at: datetime) -> tuple[Contact, Wallet, MarketPolicy]:
+    contact = uow.contact(contact_id)
+    if contact is None:
+        raise Rejection(errors.CONTACT_NOT_FOUND, f"no quote was sent for contact {contact_id!r}")
+    if at < contact.sent_at:
+        raise Rejection(
+            errors.INVALID_SUBMISSION,
+            f"occurred_at: {format_utc(at)} is before the quote was sent "
+            f"({format_utc(contact.sent_at)})",
+        )
+    wallet, policy = _open_wallet(uow, contact.pro_id, contact.sent_at)
+    return contact, wallet, policy
+
+
+def _charge_from_wallet(wallet: Wallet, policy: MarketPolicy, fee: int, at: datetime) -> int:
+    """The advance a wallet charge needs (0 if none); rejects when it cannot be funded."""
+    position = wallet.position_at(at)
+    return policies.fund_wallet_charge(
+        fee, position.headroom, position.advance_peak, policy.advance_limit
+    )
+
+
+# --- handlers ------------------------------------------------------------------
+
+
+def wallet_opened(uow: UnitOfWork, s: sub.WalletOpened) -> None:
+    if uow.wallet(s.pro_id) is not None:
+        raise Rejection(errors.WALLET_EXISTS, f"pro {s.pro_id!r} already has a wallet")
+    policy = current_policy(s.market)
+    if policy is None:
+        raise Rejection(errors.UNKNOWN_MARKET, f"market {s.market!r} is not one this ledger knows")
+    uow.created(
+        Wallet.open(
+            s.event_id, s.occurred_at, pro_id=s.pro_id, market=policy.market,
+            region=s.region, policy_version=policy.version, unit=policy.wallet_unit,
+            card_currency=policy.card_currency,
+        )
+    )
+
+
+def credits_purchased(uow: UnitOfWork, s: sub.CreditsPurchased) -> None:
+    wallet, _ = _open_wallet(uow, s.pro_id, s.occurred_at)
+    repaid = policies.repayment(s.amount, wallet.position_at(s.occurred_at).advance_floor)
+    wallet.record(ev.CreditsPurchased, s.event_id, s.occurred_at, amount=s.amount,
+                  payment_ref=s.payment_ref)
+    if repaid:
+        wallet.record(ev.AdvanceRepaid, s.event_id, s.occurred_at, amount=repaid)
+    uow.collect(wallet)
+
+
+def card_registered(uow: UnitOfWork, s: sub.CardRegistered) -> None:
+    wallet, _ = _open_wallet(uow, s.pro_id, s.occurred_at)
+    wallet.record(ev.CardRegistered, s.event_id, s.occurred_at, card_ref=s.card_ref)
+    uow.collect(wallet)
+
+
+def quote_sent(uow: UnitOfWork, s: sub.QuoteSent) -> None:
+    at = s.occurred_at
+    wallet, policy = _open_wallet(uow, s.pro_id, at)
+    if uow.contact(s.contact_id) is not None:
+        raise Rejection(errors.CONTACT_EXISTS, f"contact {s.contact_id!r} was already sent a quote")
+    customer = uow.customer(s.customer_id)
+    if customer is not None and customer.terminated_at <= at:
+        raise Rejection(
+            errors.CUSTOMER_TERMINATED,
+            f"customer {s.customer_id!r} was terminated at {format_utc(customer.terminated_at)}",
+        )
+    if s.pricing not in policy.pricing_methods:
+        raise Rejection(errors.PRICING_NOT_OFFERED, f"{policy.market} does not offer {s.pricing} pricing")
+    guaranteed = s.pricing == "guaranteed_reply"
+    if guaranteed and not policy.offers_guaranteed_reply_for(s.category):
+        raise Rejection(
+            errors.PRICING_NOT_OFFERED,
+            f"guaranteed_reply is not open to category {s.category!r}",
+        )
+    if s.management_fee != policy.management_fee:
+        raise Rejection(
+            errors.INVALID_FEE,
+            f"management_fee must be {policy.management_fee} on {policy.market}, not {s.management_fee}",
+        )
+    if guaranteed and not wallet.card_registered_by(at):
+        raise Rejection(errors.CARD_REQUIRED, "guaranteed_reply needs a registered card")
+    fee = s.commission + s.management_fee
+    advance = 0
+    if not guaranteed and fee > 0:
+        advance = _charge_from_wallet(wallet, policy, fee, at)
+
+    uow.created(
+        Contact.send(
+            s.event_id, at, contact_id=s.contact_id, pro_id=s.pro_id, request_id=s.request_id,
+            customer_id=s.customer_id, category=s.category, job_date=s.job_date,
+            pricing=s.pricing, commission=s.commission, management_fee=s.management_fee,
+            market=policy.market, refund_deadline=policies.refund_deadline(policy, at, s.job_date),
+            unread_refund_due=policies.unread_refund_due(policy, at, s.pricing),
+        )
+    )
+    if not guaranteed and fee > 0:
+        if advance:
+            wallet.record(ev.CronosAdvanced, s.event_id, at, contact_id=s.contact_id, amount=advance)
+        _record_charge(wallet, policy, s.event_id, at, s.contact_id, s.commission,
+                       s.management_fee, "wallet")
+        uow.collect(wallet)
+
+
+def _record_charge(wallet: Wallet, policy: MarketPolicy, event_id: UUID, at: datetime,
+                   contact_id: str, commission: int, management_fee: int, paid_from: str) -> None:
+    wallet.record(
+        ev.ContactFeeCharged, event_id, at, contact_id=contact_id, commission=commission,
+        management_fee=management_fee, paid_from=paid_from,
+        refundable=policies.refund_amount(policy, commission, management_fee),
+    )
+
+
+def _successful_contact_charge(uow: UnitOfWork, contact: Contact, wallet: Wallet,
+                               policy: MarketPolicy, event_id: UUID, at: datetime) -> None:
+    """Guaranteed reply: the first successful contact charges the fee, once."""
+    if contact.pricing != "guaranteed_reply" or wallet.money(contact.contact_id).charges:
+        return
+    fee = contact.fee
+    if fee == 0:
+        return
+    paid_from = policies.guaranteed_reply_source(fee, wallet.position_at(at).headroom)
+    assert paid_from == "wallet" or wallet.card_registered_by(contact.sent_at)
+    _record_charge(wallet, policy, event_id, at, contact.contact_id, contact.commission,
+                   contact.management_fee, paid_from)
+    uow.collect(wallet)
+
+
+def quote_read(uow: UnitOfWork, s: sub.QuoteRead) -> None:
+    contact, _, _ = _contact(uow, s.contact_id, s.occurred_at)
+    # Reading never charges; after an unread refund it is recorded and moves no money.
+    contact.record(ev.QuoteRead, s.event_id, s.occurred_at)
+    uow.collect(contact)
+
+
+def customer_replied(uow: UnitOfWork, s: sub.CustomerReplied) -> None:
+    contact, wallet, policy = _contact(uow, s.contact_id, s.occurred_at)
+    contact.record(ev.CustomerReplied, s.event_id, s.occurred_at, channel=s.channel)
+    uow.collect(contact)
+    _successful_contact_charge(uow, contact, wallet, policy, s.event_id, s.occurred_at)
+
+
+def _check_calls(contact: Contact, policy: MarketPolicy) -> None:
+    if not policy.calls.offered or contact.pricing != "guaranteed_reply":
+        raise Rejection(errors.CALLS_NOT_OFFERED, "calls are only for guaranteed_reply contacts")
+    if contact.calls_stopped:
+        raise Rejection(
+            errors.CALLS_STOPPED,
+            f"calls stopped after {policy.calls.max_failed_attempts} failed attempts; "
+            "they resume when the customer replies",
+        )
+
+
+def call_attempt_failed(uow: UnitOfWork, s: sub.CallAttemptFailed) -> None:
+    contact, _, policy = _contact(uow, s.contact_id, s.occurred_at)
+    _check_calls(contact, policy)
+    contact.record(ev.CallAttemptFailed, s.event_id, s.occurred_at, reason=s.reason)
+    if contact.failed_streak >= policy.calls.max_failed_attempts:
+        contact.record(ev.CallConnectionStopped, s.event_id, s.occurred_at,
+                       failed_attempts=contact.failed_streak)
+    uow.collect(contact)
+
+
+def call_minutes_billed(uow: UnitOfWork, s: sub.CallMinutesBilled) -> None:
+    contact, wallet, policy = _contact(uow, s.contact_id, s.occurred_at)
+    _check_calls(contact, policy)
+    if s.call_id in contact.call_ids:
+        raise Rejection(errors.CALL_EXISTS, f"call {s.call_id!r} was already billed")
+    minutes = policies.billable_minutes(s.duration_seconds, policy.calls.free_seconds)
+    contact.record(
+        ev.CallMinutesBilled, s.event_id, s.occurred_at, pro_id=contact.pro_id,
+        call_id=s.call_id, duration_seconds=s.duration_seconds, billable_minutes=minutes,
+        amount=minutes * policy.calls.rate_per_started_minute, currency=policy.card_currency,
+    )
+    uow.collect(contact)
+    _successful_contact_charge(uow, contact, wallet, policy, s.event_id, s.occurred_at)
+
+
+def _check_refundable(contact: Contact, wallet: Wallet, at: datetime) -> int:
+    """What a refund at ``at`` would return; rejects when none is possible."""
+    money = wallet.money(contact.contact_id)
+    if money.refunds:
+        raise Rejection(errors.ALREADY_REFUNDED, f"contact {contact.contact_id!r} was already refunded")
+    if contact.confirmed_at is not None:
+        raise Rejection(errors.SERVICE_CONFIRMED, "the pro confirmed the service: no refund")
+    refundable = money.refundable_by(at)
+    if refundable <= 0:
+        raise Rejection(
+            errors.NOTHING_TO_REFUND,
+            f"nothing refundable was charged for contact {contact.contact_id!r}",
+        )
+    if at >= contact.refund_deadline:
+        raise Rejection(
+            errors.REFUND_WINDOW_CLOSED,
+            f"the refund window closed at {format_utc(contact.refund_deadline)}",
+        )
+    return refundable
+
+
+def refund_requested(uow: UnitOfWork, s: sub.RefundRequested) -> None:
+    at = s.occurred_at
+    contact, wallet, policy = _contact(uow, s.contact_id, at)
+    amount = _check_refundable(contact, wallet, at)
+    policies.check_refund_reason(policy, s.reason, contact.sent_at, at)
+    terminate = s.reason in policy.refund.terminating_reasons and uow.customer(contact.customer_id) is None
+
+    contact.record(ev.RefundRequested, s.event_id, at, reason=s.reason)
+    uow.collect(contact)
+    wallet.record(ev.QuoteFeeRefunded, s.event_id, at, contact_id=s.contact_id, amount=amount,
+                  reason=s.reason)
+    uow.collect(wallet)
+    if terminate:
+        uow.created(Customer.terminate(s.event_id, at, contact.customer_id, s.contact_id, s.reason))
+
+
+def refund_postponed(uow: UnitOfWork, s: sub.RefundPostponed) -> None:
+    at = s.occurred_at
+    contact, wallet, policy = _contact(uow, s.contact_id, at)
+    if not policy.refund.postpone_allowed:
+        raise Rejection(errors.REFUND_NOT_ALLOWED, f"{policy.market} has no postponed refunds")
+    _check_refundable(contact, wallet, at)
+    if s.until < policies.local_date(at, policy.timezone):
+        raise Rejection(errors.INVALID_SUBMISSION, "until: must not be before the day it is postponed on")
+    if policies.end_of_day(s.until, policy.timezone) > contact.refund_deadline:
+        raise Rejection(
+            errors.REFUND_WINDOW_CLOSED,
+            f"until: the refund window closes at {format_utc(contact.refund_deadline)}",
+        )
+    contact.record(ev.RefundPostponed, s.event_id, at, until=s.until)
+    uow.collect(contact)
+
+
+def service_confirmed(uow: UnitOfWork, s: sub.ServiceConfirmed) -> None:
+    contact, wallet, _ = _contact(uow, s.contact_id, s.occurred_at)
+    if contact.confirmed_at is not None:
+        raise Rejection(errors.SERVICE_CONFIRMED, "the service was already confirmed")
+    if wallet.money(contact.contact_id).refunds:
+        raise Rejection(
+            errors.ALREADY_REFUNDED,
+            "the contact was refunded: send RefundRectified to confirm the service",
+        )
+    contact.record(ev.ServiceConfirmed, s.event_id, s.occurred_at)
+    uow.collect(contact)
+
+
+def refund_rectified(uow: UnitOfWork, s: sub.RefundRectified) -> None:
+    at = s.occurred_at
+    contact, wallet, policy = _contact(uow, s.contact_id, at)
+    money = wallet.money(contact.contact_id)
+    if not money.refunded_by(at):
+        raise Rejection(errors.NOT_REFUNDED, f"contact {s.contact_id!r} has no refund to rectify")
+    if contact.rectified_at is not None:
+        raise Rejection(errors.ALREADY_RECTIFIED, "the refund was already rectified")
+    if at >= contact.refund_deadline:
+        raise Rejection(
+            errors.REFUND_WINDOW_CLOSED,
+            f"the refund window closed at {format_utc(contact.refund_deadline)}",
+        )
+    amount = money.refunded_total
+    advance = _charge_from_wallet(wallet, policy, amount, at)
+
+    contact.record(ev.RefundRectified, s.event_id, at)
+    uow.collect(contact)
+    if advance:
+        wallet.record(ev.CronosAdvanced, s.event_id, at, contact_id=s.contact_id, amount=advance)
+    # The refunded amount is charged again; it is not refundable a second time.
+    wallet.record(ev.ContactFeeCharged, s.event_id, at, contact_id=s.contact_id,
+                  commission=amount, management_fee=0, paid_from="wallet", refundable=0)
+    uow.collect(wallet)
+
+
+def courtesy_credit_issued(uow: UnitOfWork, s: sub.CourtesyCreditIssued) -> None:
+    at = s.occurred_at
+    wallet, policy = _open_wallet(uow, s.pro_id, at)
+    if wallet.region in policy.courtesy.blocked_regions:
+        raise Rejection(
+            errors.COURTESY_BLOCKED_REGION,
+            f"no courtesy credits in {wallet.region}, whoever approves",
+        )
+    if s.fee_ref is not None:
+        contact = uow.contact(s.fee_ref)
+        money = wallet.money(s.fee_ref)
+        if (
+            contact is None
+            or contact.pro_id != s.pro_id
+            or money.charged_by(at) <= 0
+            or money.refunded_by(at)
+        ):
+            raise Rejection(
+                errors.FEE_NOT_ASSESSED,
+                f"fee_ref: no fee for contact {s.fee_ref!r} is charged to pro {s.pro_id!r} "
+                "and unrefunded",
+            )
+    policies.check_courtesy_approval(
+        policy,
+        s.amount,
+        wallet.courtesy_credits,
+        s.dispute_amount if s.reason == "dispute" else None,
+        s.approved_by.role if s.approved_by is not None else None,
+    )
+    wallet.record(
+        ev.CourtesyCreditIssued, s.event_id, at, amount=s.amount, reason=s.reason,
+        issued_by=s.issued_by.model_dump(),
+        approved_by=s.approved_by.model_dump() if s.approved_by is not None else None,
+        fee_ref=s.fee_ref, dispute_amount=s.dispute_amount,
+    )
+    uow.collect(wallet)
+
+
+# --- deadlines -----------------------------------------------------------------
+
+UNREAD_REFUND_REASON = "unread_48h"
+
+
+@dataclass(frozen=True)
+class UnreadRefundDue:
+    """Internal submission made by ``sweep``: the 48 h unread refund of one contact.
+
+    Its event_id is derived from the contact, so sweeping twice records once.
+    """
+
+    contact_id: str
+    occurred_at: datetime
+    type: str = "UnreadRefundDue"
+
+    @property
+    def event_id(self) -> UUID:
+        return uuid5(NAMESPACE, f"sweep:{UNREAD_REFUND_REASON}:{self.contact_id}")
+
+
+def unread_refund_due(uow: UnitOfWork, s: UnreadRefundDue) -> None:
+    contact, wallet, _ = _contact(uow, s.contact_id, s.occurred_at)
+    due = contact.unread_refund_due
+    if due is None or due != s.occurred_at:
+        raise Rejection("not_due", "no unread refund is due for this contact")
+    if contact.first_seen_at is not None and contact.first_seen_at <= due:
+        raise Rejection("not_due", "the quote was read or answered in time")
+    money = wallet.money(contact.contact_id)
+    if money.refunds or contact.confirmed_at is not None:
+        raise Rejection("not_due", "the contact was refunded or confirmed")
+    amount = money.refundable_by(due)
+    if amount <= 0:
+        raise Rejection("not_due", "nothing was charged")
+    wallet.record(ev.QuoteFeeRefunded, s.event_id, due, contact_id=s.contact_id,
+                  amount=amount, reason=UNREAD_REFUND_REASON)
+    uow.collect(wallet)
+
+
+HANDLERS: dict[type, Callable[[UnitOfWork, Any], None]] = {
+    sub.WalletOpened: wallet_opened,
+    sub.CreditsPurchased: credits_purchased,
+    sub.CardRegistered: card_registered,
+    sub.QuoteSent: quote_sent,
+    sub.QuoteRead: quote_read,
+    sub.CustomerReplied: customer_replied,
+    sub.CallAttemptFailed: call_attempt_failed,
+    sub.CallMinutesBilled: call_minutes_billed,
+    sub.RefundRequested: refund_requested,
+    sub.RefundPostponed: refund_postponed,
+    sub.ServiceConfirmed: service_confirmed,
+    sub.RefundRectified: refund_rectified,
+    sub.CourtesyCreditIssued: courtesy_credit_issued,
+    UnreadRefundDue: unread_refund_due,
+}
+assert {t.__name__ for t in HANDLERS} >= set(sub.SUBMISSION_TYPES)

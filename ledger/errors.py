@@ -1,0 +1,52 @@
+"""Stable rejection codes. A code is a contract: other services branch on it."""
+
+from __future__ import annotations
+
+
+class Rejection(Exception):
+    """A submission broke a rule: nothing of it is recorded."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class LedgerError(Exception):
+    """An operational failure that is not the submitter's fault (store, config)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+# Codes named by SPEC.md.
+INVALID_SUBMISSION = "invalid_submission"
+EVENT_ID_CONFLICT = "event_id_conflict"
+CUSTOMER_TERMINATED = "customer_terminated"
+PRICING_NOT_OFFERED = "pricing_not_offered"
+INVALID_FEE = "invalid_fee"
+INSUFFICIENT_FUNDS = "insufficient_funds"
+CARD_REQUIRED = "card_required"
+CALLS_NOT_OFFERED = "calls_not_offered"
+CALLS_STOPPED = "calls_stopped"
+ALREADY_REFUNDED = "already_refunded"
+SERVICE_CONFIRMED = "service_confirmed"
+NOTHING_TO_REFUND = "nothing_to_refund"
+REFUND_WINDOW_CLOSED = "refund_window_closed"
+REFUND_NOT_ALLOWED = "refund_not_allowed"
+COURTESY_BLOCKED_REGION = "courtesy_blocked_region"
+APPROVAL_REQUIRED = "approval_required"
+FEE_NOT_ASSESSED = "fee_not_assessed"
+
+# Codes the spec leaves open (documented in README, "Rejection codes").
+UNKNOWN_MARKET = "unknown_market"
+WALLET_EXISTS = "wallet_exists"
+WALLET_NOT_FOUND = "wallet_not_found"
+CONTACT_EXISTS = "contact_exists"
+CONTACT_NOT_FOUND = "contact_not_found"
+CALL_EXISTS = "call_exists"
+NOT_REFUNDED = "not_refunded"
+ALREADY_RECTIFIED = "already_rectified"
+BATCH_REJECTED = "batch_rejected"  # --atomic: another submission of the batch failed

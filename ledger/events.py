@@ -1,0 +1,200 @@
+"""Recorded events. Each records a decision with its amounts, so replaying the
+log never re-runs today's policy.
+
+Every event carries ``event_id`` (the submission that caused it; the sweep
+derives one) and ``occurred_at`` (UTC). The event's class name is its type in
+the log. Events are applied to their aggregate by ``aggregate.when(event)``.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate
+
+
+class LedgerEvent(Aggregate.Event):
+    event_id: UUID
+    occurred_at: datetime
+
+    def apply(self, aggregate: Any) -> None:
+        aggregate.when(self)
+
+
+class LedgerCreated(Aggregate.Created):
+    event_id: UUID
+    occurred_at: datetime
+
+    def apply(self, aggregate: Any) -> None:
+        aggregate.when(self)
+
+
+# --- wallet (one per pro): everything that moves the pro's money -------------
+
+
+class WalletOpened(LedgerCreated):
+    pro_id: str
+    market: str
+    region: str
+    policy_version: int
+    unit: str
+    card_currency: str
+
+
+class CreditsPurchased(LedgerEvent):
+    pro_id: str
+    amount: int
+    payment_ref: str
+
+
+class AdvanceRepaid(LedgerEvent):
+    pro_id: str
+    amount: int
+
+
+class CardRegistered(LedgerEvent):
+    pro_id: str
+    card_ref: str
+
+
+class CronosAdvanced(LedgerEvent):
+    pro_id: str
+    contact_id: str
+    amount: int
+
+
+class ContactFeeCharged(LedgerEvent):
+    pro_id: str
+    contact_id: str
+    commission: int
+    management_fee: int
+    paid_from: str  # "wallet" or "card"
+    refundable: int  # what a refund of this charge returns, decided now
+
+
+class QuoteFeeRefunded(LedgerEvent):
+    pro_id: str
+    contact_id: str
+    amount: int
+    reason: str
+
+
+class CourtesyCreditIssued(LedgerEvent):
+    pro_id: str
+    amount: int
+    reason: str
+    issued_by: dict[str, str]
+    approved_by: dict[str, str] | None
+    fee_ref: str | None
+    dispute_amount: int | None
+
+
+# --- contact (one per contact_id): the life of a bought lead -----------------
+
+
+class QuoteSent(LedgerCreated):
+    contact_id: str
+    pro_id: str
+    request_id: str
+    customer_id: str
+    category: str
+    job_date: date
+    pricing: str
+    commission: int
+    management_fee: int
+    market: str
+    refund_deadline: datetime  # decided now: the window closes at this instant
+    unread_refund_due: datetime | None  # pro360 manual: sent + 48 h
+
+
+class QuoteRead(LedgerEvent):
+    contact_id: str
+
+
+class CustomerReplied(LedgerEvent):
+    contact_id: str
+    channel: str
+
+
+class CallAttemptFailed(LedgerEvent):
+    contact_id: str
+    reason: str
+
+
+class CallConnectionStopped(LedgerEvent):
+    contact_id: str
+    failed_attempts: int
+
+
+class CallMinutesBilled(LedgerEvent):
+    contact_id: str
+    pro_id: str
+    call_id: str
+    duration_seconds: int
+    billable_minutes: int
+    amount: int
+    currency: str
+
+
+class RefundRequested(LedgerEvent):
+    contact_id: str
+    reason: str
+
+
+class RefundPostponed(LedgerEvent):
+    contact_id: str
+    until: date
+
+
+class ServiceConfirmed(LedgerEvent):
+    contact_id: str
+
+
+class RefundRectified(LedgerEvent):
+    contact_id: str
+
+
+# --- customer: terminated for abuse ------------------------------------------
+
+
+class CustomerTerminated(LedgerCreated):
+    customer_id: str
+    contact_id: str
+    reason: str
+
+
+# --- receipt (one per submission event_id): idempotency ----------------------
+
+
+class SubmissionAccepted(LedgerCreated):
+    submission_type: str
+    content_sha256: str
+    recorded: list[str]
+
+
+DOMAIN_EVENT_CLASSES: dict[str, type[Any]] = {
+    cls.__name__: cls
+    for cls in (
+        WalletOpened,
+        CreditsPurchased,
+        AdvanceRepaid,
+        CardRegistered,
+        CronosAdvanced,
+        ContactFeeCharged,
+        QuoteFeeRefunded,
+        CourtesyCreditIssued,
+        QuoteSent,
+        QuoteRead,
+        CustomerReplied,
+        CallAttemptFailed,
+        CallConnectionStopped,
+        CallMinutesBilled,
+        RefundRequested,
+        RefundPostponed,
+        ServiceConfirmed,
+        RefundRectified,
+        CustomerTerminated,
+    )
+}

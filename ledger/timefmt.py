@@ -1,0 +1,42 @@
+"""One way to write times and dates, so read models compare byte for byte."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+
+
+def to_utc(moment: datetime) -> datetime:
+    assert moment.tzinfo is not None, "naive datetimes never enter the ledger"
+    return moment.astimezone(timezone.utc)
+
+
+def format_utc(moment: datetime) -> str:
+    """RFC 3339 in UTC with a ``Z``; microseconds only when there are some."""
+    moment = to_utc(moment)
+    if moment.microsecond:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def sortable_utc(moment: datetime) -> str:
+    """Fixed-width UTC text: lexical order is time order (read-model columns)."""
+    return to_utc(moment).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_utc(text: str) -> datetime:
+    """Parse an RFC 3339 timestamp that carries an offset; reject naive ones."""
+    value = text.strip()
+    if value.endswith(("Z", "z")):
+        value = value[:-1] + "+00:00"
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        raise ValueError(f"timestamp {text!r} has no offset")
+    return to_utc(moment)
+
+
+def sortable_to_rfc3339(text: str) -> str:
+    return format_utc(parse_utc(text))
+
+
+def format_date(day: date) -> str:
+    return day.isoformat()

@@ -1,0 +1,1 @@
+"""Read models built from the event log: journal, balances, refund statuses."""

@@ -1,0 +1,123 @@
+"""Read-model queries. Each is one SQL aggregation; nothing loads the log.
+
+``as_of`` filters on ``occurred_at``. Rows come back sorted by their natural
+key with integer amounts and RFC 3339 UTC times, so JSON output is byte-stable.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from ledger.timefmt import sortable_to_rfc3339, sortable_utc
+from projections.status import GERER, refund_status
+
+_FAR_FUTURE = "9999-12-31T23:59:59.999999Z"
+
+
+def _bound(as_of: datetime | None) -> str:
+    return sortable_utc(as_of) if as_of is not None else _FAR_FUTURE
+
+
+def balances(view: Any, pro_id: str | None = None, as_of: datetime | None = None) -> list[dict[str, Any]]:
+    bound = _bound(as_of)
+    params: list[Any] = [bound, bound]
+    where = "w.opened_at <= ?"
+    if pro_id is not None:
+        where += " AND w.pro_id = ?"
+        params.append(pro_id)
+    rows = view.query(
+        "SELECT w.pro_id, w.market, w.unit, w.card_currency,"
+        " CAST(COALESCE(SUM(CASE WHEN p.kind = 'wallet' THEN p.credit - p.debit END), 0) AS BIGINT) AS balance,"
+        " CAST(COALESCE(SUM(CASE WHEN p.kind = 'advance' THEN p.debit - p.credit END), 0) AS BIGINT) AS advance_outstanding,"
+        " CAST(COALESCE(SUM(CASE WHEN p.kind = 'card' THEN p.debit - p.credit END), 0) AS BIGINT) AS card_charged"
+        " FROM ll_wallets w LEFT JOIN ll_postings p"
+        " ON p.pro_id = w.pro_id AND p.kind <> 'platform' AND p.occurred_at <= ?"
+        f" WHERE {where}"
+        " GROUP BY w.pro_id, w.market, w.unit, w.card_currency ORDER BY w.pro_id",
+        params,  # join bound, then the WHERE bounds, in text order
+    )
+    return [
+        {
+            "pro_id": r["pro_id"],
+            "market": r["market"],
+            "unit": r["unit"],
+            "balance": int(r["balance"]),
+            "advance_outstanding": int(r["advance_outstanding"]),
+            "card_charged": int(r["card_charged"]),
+            "card_currency": r["card_currency"] or None,
+        }
+        for r in rows
+    ]
+
+
+def refunds(view: Any, now: datetime, pro_id: str | None = None, status: str | None = None,
+            as_of: datetime | None = None) -> list[dict[str, Any]]:
+    """Refund status of every contact as of ``as_of`` (default: ``now``)."""
+    at = sortable_utc(as_of if as_of is not None else now)
+    where = "c.sent_at <= ?"
+    params: list[Any] = [at, at]
+    if pro_id is not None:
+        where += " AND c.pro_id = ?"
+        params.append(pro_id)
+    rows = view.query(
+        "SELECT c.contact_id, c.pro_id, c.market, c.refund_deadline,"
+        " CAST(COALESCE(SUM(CASE WHEN f.kind = 'charge' THEN f.amount END), 0) AS BIGINT) AS charged,"
+        " CAST(COALESCE(SUM(CASE WHEN f.kind = 'charge' THEN f.refundable END), 0) AS BIGINT) AS refundable,"
+        " CAST(COALESCE(SUM(CASE WHEN f.kind = 'refund' THEN f.amount END), 0) AS BIGINT) AS refunded,"
+        " COUNT(CASE WHEN f.kind = 'confirm' THEN 1 END) AS confirmed,"
+        " COUNT(CASE WHEN f.kind = 'rectify' THEN 1 END) AS rectified"
+        " FROM ll_contacts c LEFT JOIN ll_contact_facts f"
+        " ON f.contact_id = c.contact_id AND f.occurred_at <= ?"
+        f" WHERE {where}"
+        " GROUP BY c.contact_id, c.pro_id, c.market, c.refund_deadline ORDER BY c.contact_id",
+        params,
+    )
+    out = []
+    for r in rows:
+        state = refund_status(
+            charged=int(r["charged"]), refunded=int(r["refunded"]),
+            confirmed=int(r["confirmed"]) > 0, rectified=int(r["rectified"]) > 0,
+            window_open=at < r["refund_deadline"],
+        )
+        if status is not None and state != status:
+            continue
+        out.append({
+            "contact_id": r["contact_id"],
+            "pro_id": r["pro_id"],
+            "market": r["market"],
+            "status": state,
+            "charged": int(r["charged"]),
+            "refunded": int(r["refunded"]),
+            "refundable": int(r["refundable"]) if state == GERER else 0,
+            "deadline": sortable_to_rfc3339(r["refund_deadline"]),
+        })
+    return out
+
+
+def trial_balance(view: Any, as_of: datetime | None = None) -> list[dict[str, Any]]:
+    rows = view.query(
+        "SELECT account, unit, CAST(SUM(debit) AS BIGINT) AS debit, CAST(SUM(credit) AS BIGINT) AS credit"
+        " FROM ll_postings WHERE occurred_at <= ? GROUP BY account, unit ORDER BY account, unit",
+        [_bound(as_of)],
+    )
+    return [
+        {"account": r["account"], "unit": r["unit"], "debit": int(r["debit"]),
+         "credit": int(r["credit"]), "balance": int(r["debit"]) - int(r["credit"])}
+        for r in rows
+    ]
+
+
+def unread_refund_candidates(view: Any, now: datetime) -> list[tuple[str, str]]:
+    """Contacts whose 48 h unread deadline has passed with no read or reply in time
+    and no refund yet; the aggregates re-check each one before anything is recorded."""
+    rows = view.query(
+        "SELECT c.contact_id, c.unread_refund_due FROM ll_contacts c"
+        " WHERE c.unread_refund_due IS NOT NULL AND c.unread_refund_due <= ?"
+        " AND (c.first_seen_at IS NULL OR c.first_seen_at > c.unread_refund_due)"
+        " AND NOT EXISTS (SELECT 1 FROM ll_contact_facts f WHERE f.contact_id = c.contact_id"
+        " AND f.kind IN ('refund', 'confirm'))"
+        " ORDER BY c.unread_refund_due, c.contact_id",
+        [sortable_utc(now)],
+    )
+    return [(r["contact_id"], r["unread_refund_due"]) for r in rows]

@@ -1,0 +1,34 @@
+"""Read-model tables. Portable DDL: the same text runs on SQLite and PostgreSQL.
+
+Times are fixed-width UTC text (``2026-01-02T03:04:05.000000Z``), so lexical
+order is time order on both stores and ``--as-of`` filters use the indexes.
+"""
+
+READ_MODEL_TABLES = ("ll_wallets", "ll_contacts", "ll_contact_facts", "ll_postings")
+
+READ_MODEL_DDL = (
+    "CREATE TABLE IF NOT EXISTS ll_wallets ("
+    " pro_id TEXT PRIMARY KEY, market TEXT NOT NULL, unit TEXT NOT NULL,"
+    " card_currency TEXT NOT NULL, region TEXT NOT NULL, policy_version INTEGER NOT NULL,"
+    " opened_at TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS ll_contacts ("
+    " contact_id TEXT PRIMARY KEY, pro_id TEXT NOT NULL, market TEXT NOT NULL,"
+    " pricing TEXT NOT NULL, sent_at TEXT NOT NULL, refund_deadline TEXT NOT NULL,"
+    " unread_refund_due TEXT, first_seen_at TEXT)",
+    "CREATE INDEX IF NOT EXISTS ll_contacts_pro ON ll_contacts (pro_id, contact_id)",
+    "CREATE INDEX IF NOT EXISTS ll_contacts_unread ON ll_contacts (unread_refund_due)",
+    "CREATE TABLE IF NOT EXISTS ll_contact_facts ("
+    " position BIGINT NOT NULL, seq INTEGER NOT NULL, contact_id TEXT NOT NULL,"
+    " kind TEXT NOT NULL, occurred_at TEXT NOT NULL, amount BIGINT NOT NULL,"
+    " refundable BIGINT NOT NULL, PRIMARY KEY (position, seq))",
+    "CREATE INDEX IF NOT EXISTS ll_contact_facts_contact"
+    " ON ll_contact_facts (contact_id, occurred_at)",
+    "CREATE TABLE IF NOT EXISTS ll_postings ("
+    " position BIGINT NOT NULL, seq INTEGER NOT NULL, occurred_at TEXT NOT NULL,"
+    " event_type TEXT NOT NULL, event_id TEXT NOT NULL, pro_id TEXT, contact_id TEXT,"
+    " kind TEXT NOT NULL, account TEXT NOT NULL, unit TEXT NOT NULL,"
+    " debit BIGINT NOT NULL, credit BIGINT NOT NULL, PRIMARY KEY (position, seq))",
+    "CREATE INDEX IF NOT EXISTS ll_postings_pro ON ll_postings (pro_id, occurred_at)",
+    "CREATE INDEX IF NOT EXISTS ll_postings_account ON ll_postings (account, unit, occurred_at)",
+    "CREATE INDEX IF NOT EXISTS ll_postings_time ON ll_postings (occurred_at)",
+)

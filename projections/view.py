@@ -1,0 +1,171 @@
+"""The materialised view: read-model tables plus a tracking record, written in
+one transaction per batch of events, so a crash never double-counts or skips.
+
+The view is an eventsourcing TrackingRecorder (SQLite or PostgreSQL) sharing
+the application's datastore; ``LedgerProjection`` is an eventsourcing
+``Projection`` over it. ``catch_up`` brings it level with the event log from
+its last tracked position; every read command calls it first.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any, Iterable, Sequence
+
+from eventsourcing.persistence import IntegrityError, Tracking
+from eventsourcing.postgres import PostgresTrackingRecorder
+from eventsourcing.projection import Projection
+from eventsourcing.sqlite import SQLiteTrackingRecorder
+
+from ledger.timefmt import sortable_utc
+from projections.journal import Rows, check_balanced, rows_for
+from projections.tables import READ_MODEL_DDL, READ_MODEL_TABLES
+
+APPLICATION_NAME = "LeadLedger"
+CATCH_UP_BATCH = 2000  # events per view transaction
+
+_INSERT_WALLET = "INSERT INTO ll_wallets VALUES (?, ?, ?, ?, ?, ?, ?)"
+_INSERT_CONTACT = (
+    "INSERT INTO ll_contacts (contact_id, pro_id, market, pricing, sent_at, refund_deadline,"
+    " unread_refund_due) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_FIRST_SEEN = (
+    "UPDATE ll_contacts SET first_seen_at = ? WHERE contact_id = ?"
+    " AND (first_seen_at IS NULL OR first_seen_at > ?)"
+)
+_INSERT_FACT = "INSERT INTO ll_contact_facts VALUES (?, ?, ?, ?, ?, ?, ?)"
+_INSERT_POSTING = "INSERT INTO ll_postings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+
+
+class LedgerViewMixin:
+    """Store-independent part of the view; subclasses set the parameter style."""
+
+    placeholder = "?"
+    datastore: Any
+
+    def sql(self, statement: str) -> str:
+        return statement if self.placeholder == "?" else statement.replace("?", self.placeholder)
+
+    def write(self, batch: Sequence[tuple[int, str, str, Rows]], tracking: Tracking) -> None:
+        """Write the rows of a batch of events and the tracking record atomically."""
+        wallets, contacts, first_seen, facts, postings = [], [], [], [], []
+        for position, event_type, event_id, rows in batch:
+            wallets.extend(rows.wallets)
+            contacts.extend(rows.contacts)
+            first_seen.extend((at, contact_id, at) for contact_id, at in rows.first_seen)
+            facts.extend((position, seq, *fact) for seq, fact in enumerate(rows.facts))
+            check_balanced(rows.postings)
+            postings.extend(
+                (position, seq, rows.occurred_at, event_type, event_id, p.pro_id, rows.contact_id, p.kind,
+                 p.account, p.unit, p.debit, p.credit)
+                for seq, p in enumerate(rows.postings)
+            )
+        with self.datastore.transaction(commit=True) as curs:
+            for statement, params in (
+                (_INSERT_WALLET, wallets),
+                (_INSERT_CONTACT, contacts),
+                (_FIRST_SEEN, first_seen),
+                (_INSERT_FACT, facts),
+                (_INSERT_POSTING, postings),
+            ):
+                if params:
+                    curs.executemany(self.sql(statement), params)
+            self._insert_tracking(curs, tracking)  # type: ignore[attr-defined]
+
+    def query(self, statement: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(self.sql(statement), tuple(params))
+            return [dict(row) for row in curs.fetchall()]
+
+    def unit_lookup(self, pro_id: str) -> tuple[str, str] | None:
+        rows = self.query("SELECT unit, card_currency FROM ll_wallets WHERE pro_id = ?", (pro_id,))
+        return (rows[0]["unit"], rows[0]["card_currency"]) if rows else None
+
+    def clear(self) -> None:
+        """Drop every row of the read models and the tracking record (for rebuild)."""
+        with self.datastore.transaction(commit=True) as curs:
+            for table in READ_MODEL_TABLES:
+                curs.execute(f"DELETE FROM {table}")
+            curs.execute(self.sql(f"DELETE FROM {self.tracking_table} WHERE application_name = ?"),
+                         (APPLICATION_NAME,))
+
+    tracking_table = "tracking"
+
+
+class SQLiteLedgerView(LedgerViewMixin, SQLiteTrackingRecorder):
+    placeholder = "?"
+    tracking_table = "tracking"
+
+    def construct_create_table_statements(self) -> list[str]:
+        return [*super().construct_create_table_statements(), *READ_MODEL_DDL]
+
+
+class PostgresLedgerView(LedgerViewMixin, PostgresTrackingRecorder):
+    placeholder = "%s"
+    tracking_table = "leadledger_tracking"
+
+
+class LedgerProjection(Projection[Any]):
+    """Maps each domain event to read-model rows (see projections.journal)."""
+
+    name = "LeadLedgerView"
+
+    def __init__(self, view: Any):
+        super().__init__(view)
+        self._units: dict[str, tuple[str, str]] = {}
+
+    def unit_of(self, pro_id: str) -> tuple[str, str]:
+        if pro_id not in self._units:
+            found = self.view.unit_lookup(pro_id)
+            assert found is not None, f"money event for pro {pro_id!r} before its WalletOpened"
+            self._units[pro_id] = found
+        return self._units[pro_id]
+
+    def rows(self, domain_event: Any) -> Rows:
+        rows = rows_for(domain_event, self.unit_of)
+        for wallet in rows.wallets:
+            self._units[wallet[0]] = (wallet[2], wallet[3])
+        rows.occurred_at = sortable_utc(domain_event.occurred_at)
+        rows.contact_id = getattr(domain_event, "contact_id", None)
+        return rows
+
+    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
+        self.process_batch([(domain_event, tracking)])
+
+    def process_batch(self, batch: Iterable[tuple[Any, Tracking]]) -> None:
+        written: list[tuple[int, str, str, Rows]] = []
+        last: Tracking | None = None
+        for domain_event, tracking in batch:
+            written.append((tracking.notification_id, type(domain_event).__name__,
+                            str(getattr(domain_event, "event_id", "")), self.rows(domain_event)))
+            last = tracking
+        if last is not None:
+            self.view.write(written, last)
+
+
+def catch_up(app: Any, view: LedgerViewMixin, batch_size: int = CATCH_UP_BATCH) -> int:
+    """Project every event recorded after the view's tracking position; returns how many.
+
+    Two processes catching up at once cannot both write a position: the second
+    one's tracking insert fails, its transaction rolls back and it starts over
+    from the new position.
+    """
+    projection = LedgerProjection(view)
+    done = 0
+    while True:
+        position = view.max_tracking_id(APPLICATION_NAME)  # type: ignore[attr-defined]
+        notifications = app.recorder.select_notifications(
+            start=position, limit=batch_size, inclusive_of_start=False
+        )
+        if not notifications:
+            return done
+        batch = [
+            (app.mapper.to_domain_event(n), Tracking(APPLICATION_NAME, n.id))
+            for n in notifications
+        ]
+        try:
+            projection.process_batch(batch)
+        except (IntegrityError, sqlite3.IntegrityError):
+            projection = LedgerProjection(view)  # another process got there first
+            continue
+        done += len(batch)
