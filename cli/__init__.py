@@ -1,0 +1,1 @@
+"""The `leadledger` command line: parses, calls ledger.Ledger, formats."""

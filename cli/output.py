@@ -1,0 +1,76 @@
+"""Formatting rows for people (table) and programs (JSON, CSV)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any, Sequence
+
+MINOR_UNIT_DIGITS = {"USD": 2, "EUR": 2, "CRONO": 0}
+AMOUNT_COLUMNS = {
+    "balance", "advance_outstanding", "card_charged", "charged", "refunded", "refundable",
+    "debit", "credit", "running_balance", "amount",
+}
+
+
+def to_json(rows: Sequence[dict[str, Any]]) -> str:
+    """One JSON array; rows arrive sorted by their natural key. Byte-stable."""
+    return json.dumps(list(rows), ensure_ascii=False, indent=2) + "\n"
+
+
+def to_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(["" if row.get(c) is None else row.get(c) for c in columns])
+    return buffer.getvalue()
+
+
+def human_amount(value: int, unit: str | None) -> str:
+    digits = MINOR_UNIT_DIGITS.get(unit or "", 0)
+    if digits == 0:
+        return f"{value:,}"
+    sign = "-" if value < 0 else ""
+    whole, frac = divmod(abs(value), 10**digits)
+    return f"{sign}{whole:,}.{frac:0{digits}d}"
+
+
+def to_table(rows: Sequence[dict[str, Any]], columns: Sequence[str],
+             unit_column: str | None = "unit", footer: Sequence[dict[str, Any]] = ()) -> str:
+    def cell(row: dict[str, Any], column: str) -> str:
+        value = row.get(column)
+        if value is None:
+            return ""
+        if column in AMOUNT_COLUMNS and isinstance(value, int):
+            return human_amount(value, row.get(unit_column) if unit_column else None)
+        return str(value)
+
+    body = [[cell(r, c) for c in columns] for r in rows]
+    tail = [[cell(r, c) for c in columns] for r in footer]
+    widths = [max([len(c), *(len(line[i]) for line in body + tail)]) for i, c in enumerate(columns)]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(
+            v.rjust(w) if columns[i] in AMOUNT_COLUMNS else v.ljust(w)
+            for i, (v, w) in enumerate(zip(values, widths))
+        ).rstrip()
+
+    out = [line(columns), line(["-" * w for w in widths])]
+    out += [line(values) for values in body]
+    if tail:
+        out.append(line(["-" * w for w in widths]))
+        out += [line(values) for values in tail]
+    if not rows:
+        out.append("(no rows)")
+    return "\n".join(out) + "\n"
+
+
+def render(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str,
+           footer: Sequence[dict[str, Any]] = ()) -> str:
+    if fmt == "json":
+        return to_json(rows)
+    if fmt == "csv":
+        return to_csv(rows, columns)
+    return to_table(rows, columns, footer=footer)
