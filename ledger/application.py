@@ -26,7 +26,7 @@ from eventsourcing.persistence import (
     Transcoding,
 )
 
-from ledger import errors
+from ledger import errors, eventlog
 from ledger.commands import Outcome, UnitOfWork, UnreadRefundDue, decide
 from ledger.errors import LedgerError, Rejection
 from ledger.store import (
@@ -249,6 +249,11 @@ class Ledger:
         """Bring the read models level with the event log; returns events projected."""
         app, view = self._open()
         return catch_up(app, view)
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        """The recorded log, in order, as JSON-ready objects (see ledger.eventlog)."""
+        app, _ = self._open()
+        return (eventlog.to_record(event) for event in eventlog.iter_events(app))
 
     def balances(self, pro_id: str | None = None, as_of: datetime | None = None) -> list[dict[str, Any]]:
         self.catch_up()

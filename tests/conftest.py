@@ -1,0 +1,90 @@
+"""Fixtures: every store test runs on real SQLite and real PostgreSQL.
+
+PostgreSQL: $LEADLEDGER_TEST_POSTGRES_URL (default
+postgresql://postgres@127.0.0.1:5432/leadledger_test; the database is created
+if missing). When it cannot be reached the PostgreSQL cases are skipped, unless
+LEADLEDGER_REQUIRE_POSTGRES=1 (CI sets it), which makes them fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import urlparse
+
+import pytest
+
+from ledger import Ledger
+from ledger.store import EVENTS_TABLE, TRACKING_TABLE
+from projections.tables import READ_MODEL_TABLES
+
+PG_URL = os.environ.get(
+    "LEADLEDGER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/leadledger_test"
+)
+REQUIRE_PG = os.environ.get("LEADLEDGER_REQUIRE_POSTGRES") == "1"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--update-goldens", action="store_true",
+                     help="rewrite the scenario golden files from the current code")
+
+
+def _connect(dbname: str):
+    import psycopg
+
+    parts = urlparse(PG_URL)
+    return psycopg.connect(host=parts.hostname, port=parts.port or 5432, dbname=dbname,
+                           user=parts.username or "postgres", password=parts.password or None,
+                           connect_timeout=3, autocommit=True)
+
+
+_pg_state: dict[str, object] = {}
+
+
+def postgres_ready() -> str | None:
+    """None when PostgreSQL is usable, else why not. Creates and initialises the test database."""
+    if "error" in _pg_state:
+        return _pg_state["error"]  # type: ignore[return-value]
+    dbname = urlparse(PG_URL).path.lstrip("/")
+    try:
+        with _connect("postgres") as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone()
+            if not exists:
+                conn.execute(f'CREATE DATABASE "{dbname}"')
+        with Ledger.from_url(PG_URL) as ledger:
+            ledger.init()
+        _pg_state["error"] = None
+    except Exception as exc:  # noqa: BLE001 - any failure means "not available"
+        _pg_state["error"] = f"{type(exc).__name__}: {exc}"
+    return _pg_state["error"]  # type: ignore[return-value]
+
+
+def reset_postgres() -> None:
+    with _connect(urlparse(PG_URL).path.lstrip("/")) as conn:
+        tables = ", ".join((EVENTS_TABLE, *READ_MODEL_TABLES))
+        conn.execute(f"TRUNCATE {tables} RESTART IDENTITY")
+        conn.execute(f"DELETE FROM {TRACKING_TABLE} WHERE application_name <> '__migration__'")
+
+
+def require_postgres() -> None:
+    error = postgres_ready()
+    if error is None:
+        return
+    if REQUIRE_PG:
+        pytest.fail(f"PostgreSQL is required (LEADLEDGER_REQUIRE_POSTGRES=1) but unusable: {error}")
+    pytest.skip(f"PostgreSQL not available: {error}")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path) -> str:
+    """A fresh, empty store URL of each kind."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ledger.db'}"
+    require_postgres()
+    reset_postgres()
+    return PG_URL
+
+
+@pytest.fixture
+def ledger(store_url: str):
+    with Ledger.from_url(store_url) as opened:
+        yield opened
