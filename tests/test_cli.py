@@ -1,0 +1,159 @@
+"""The command-line contract (SPEC section 8), on both stores."""
+
+import csv
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cli.main import cli
+from ledger.store import postgres_schema_sql
+from tests.helpers import buy, quote, wallet
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(url, *args, input=None):
+    result = CliRunner().invoke(cli, ["--db", url, *args], input=input, obj={}, catch_exceptions=False)
+    return result
+
+
+def ndjson(*subs):
+    return "".join(json.dumps(s) + "\n" for s in subs)
+
+
+def test_append_prints_one_result_line_per_submission(store_url):
+    result = run(store_url, "append", "-", input=ndjson(wallet("p1"), buy("p1", 500), buy("ghost", 1)) + "\n")
+    lines = [json.loads(line) for line in result.output.splitlines()]
+    assert [set(line) for line in lines] == [{"event_id", "status", "code", "message", "recorded"}] * 3
+    assert [line["status"] for line in lines] == ["recorded", "recorded", "rejected"]
+    assert lines[1] == {"event_id": lines[1]["event_id"], "status": "recorded", "code": None,
+                        "message": None, "recorded": ["CreditsPurchased"]}
+    assert lines[2]["code"] == "wallet_not_found"
+    assert result.exit_code == 1
+
+
+def test_append_exit_zero_when_nothing_rejected_and_duplicates(store_url):
+    data = ndjson(wallet("p1"), buy("p1", 500))
+    assert run(store_url, "append", "-", input=data).exit_code == 0
+    again = run(store_url, "append", "-", input=data)
+    assert again.exit_code == 0
+    assert [json.loads(x)["status"] for x in again.output.splitlines()] == ["duplicate", "duplicate"]
+
+
+def test_append_atomic(store_url, tmp_path):
+    path = tmp_path / "batch.ndjson"
+    path.write_text(ndjson(wallet("p1"), buy("p1", 500), quote("c1", "p1", commission=900)))
+    result = run(store_url, "append", str(path), "--atomic")
+    assert result.exit_code == 1
+    assert [json.loads(x)["code"] for x in result.output.splitlines()] == [
+        "batch_rejected", "batch_rejected", "insufficient_funds"]
+    assert json.loads(run(store_url, "balances", "--format", "json").output) == []
+
+
+def test_balances_json_csv_table(store_url):
+    run(store_url, "append", "-", input=ndjson(wallet("p1"), buy("p1", 12345), wallet("p2", "cronoshare")))
+    rows = json.loads(run(store_url, "balances", "--format", "json").output)
+    assert rows == [
+        {"pro_id": "p1", "market": "pro360", "unit": "USD", "balance": 12345,
+         "advance_outstanding": 0, "card_charged": 0, "card_currency": "USD"},
+        {"pro_id": "p2", "market": "cronoshare", "unit": "CRONO", "balance": 0,
+         "advance_outstanding": 0, "card_charged": 0, "card_currency": None},
+    ]
+    table = run(store_url, "balances").output
+    assert "123.45" in table and "pro_id" in table.splitlines()[0]
+    parsed = list(csv.DictReader(io.StringIO(run(store_url, "balances", "--format", "csv").output)))
+    assert parsed[0]["balance"] == "12345" and parsed[1]["card_currency"] == ""
+    only = json.loads(run(store_url, "balances", "--pro", "p2", "--format", "json").output)
+    assert [r["pro_id"] for r in only] == ["p2"]
+
+
+def test_json_output_is_byte_stable(store_url):
+    run(store_url, "append", "-", input=ndjson(wallet("p1"), buy("p1", 500), quote("c1", "p1", commission=100)))
+    for command in (["balances"], ["refunds", "--as-of", "2026-01-10"], ["trial-balance"]):
+        first = run(store_url, *command, "--format", "json").output
+        assert first == run(store_url, *command, "--format", "json").output
+        assert first.startswith("[")
+
+
+def test_refunds_and_filters(store_url):
+    run(store_url, "append", "-", input=ndjson(wallet("p1"), buy("p1", 5000), quote("c1", "p1", commission=100)))
+    rows = json.loads(run(store_url, "refunds", "--as-of", "2026-01-10T00:00:00Z", "--format", "json").output)
+    assert rows == [{"contact_id": "c1", "pro_id": "p1", "market": "pro360", "status": "Gérer",
+                     "charged": 100, "refunded": 0, "refundable": 100, "deadline": "2026-02-20T00:00:00Z"}]
+    none = run(store_url, "refunds", "--status", "Expiré", "--as-of", "2026-01-10", "--format", "json")
+    assert json.loads(none.output) == []
+    later = run(store_url, "refunds", "--status", "Expiré", "--as-of", "2026-03-01", "--format", "json")
+    assert [r["contact_id"] for r in json.loads(later.output)] == ["c1"]
+
+
+def test_trial_balance_table_adds_totals_json_does_not(store_url):
+    run(store_url, "append", "-", input=ndjson(wallet("p1"), buy("p1", 500)))
+    rows = json.loads(run(store_url, "trial-balance", "--format", "json").output)
+    assert rows == [
+        {"account": "platform:cash", "unit": "USD", "debit": 500, "credit": 0, "balance": 500},
+        {"account": "pro:p1:wallet", "unit": "USD", "debit": 0, "credit": 500, "balance": -500},
+    ]
+    table = run(store_url, "trial-balance").output
+    assert re.search(r"TOTAL\s+USD\s+5\.00\s+5\.00\s+0\.00", table)
+
+
+def test_sweep_command_is_idempotent(store_url):
+    run(store_url, "append", "-", input=ndjson(wallet("p1"), buy("p1", 5000), quote("c1", "p1", commission=100)))
+    first = run(store_url, "sweep", "--now", "2026-01-09T00:00:00Z")
+    assert [json.loads(x)["recorded"] for x in first.output.splitlines()] == [["QuoteFeeRefunded"]]
+    assert run(store_url, "sweep", "--now", "2026-01-09T00:00:00Z").output == ""
+
+
+def test_user_errors_are_one_line_with_a_code_and_no_traceback(tmp_path):
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    for args, code, exit_code in (
+        (["balances", "--as-of", "yesterday"], "usage", 2),
+        (["--db", "mysql://x", "balances"], "bad_database_url", 3),
+        (["refunds", "--status", "Done"], "usage", 2),
+    ):
+        import subprocess
+        import sys
+
+        proc = subprocess.run([sys.executable, "-m", "cli.main", "--db", url, *args],
+                              capture_output=True, text=True, cwd=ROOT)
+        assert proc.returncode == exit_code, proc.stderr
+        assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(f"leadledger: error[{code}]")
+        assert "Traceback" not in proc.stderr
+
+
+def test_postgres_without_init_says_so(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "cli.main", "--db",
+                           "postgresql://postgres@127.0.0.1:1/nowhere", "balances"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.returncode == 3
+    assert proc.stderr.startswith("leadledger: error[store_unavailable]")
+
+
+def test_every_command_has_help_with_an_example():
+    for name, command in cli.commands.items():
+        text = CliRunner().invoke(cli, [name, "--help"]).output
+        assert "Example" in text and "leadledger" in text, name
+
+
+def test_schema_sql_is_what_init_applies():
+    assert (ROOT / "schema.sql").read_text() == postgres_schema_sql()
+    assert "stored_event_uuid" in postgres_schema_sql()
+
+
+def test_readme_examples_give_the_documented_read_models(store_url):
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- examples:start -->\n```json\n(.*?)```", readme, re.S).group(1)
+    result = run(store_url, "append", "-", input=block)
+    statuses = [json.loads(x)["status"] for x in result.output.splitlines()]
+    assert statuses.count("recorded") == len(statuses) - 1  # the West Virginia credit is refused
+    for name, args in (("balances", ["balances"]),
+                       ("refunds", ["refunds", "--as-of", "2026-02-01T00:00:00Z"])):
+        expected = re.search(rf"<!-- {name}:start -->\n```json\n(.*?)```", readme, re.S).group(1)
+        assert run(store_url, *args, "--format", "json").output == expected, name
