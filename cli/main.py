@@ -18,7 +18,7 @@ from typing import Any, Callable
 import click
 
 from cli.output import render
-from ledger.errors import LedgerError
+from ledger.errors import LedgerError, Rejection
 from ledger.store import DEFAULT_URL, URL_ENV, postgres_schema_sql
 from ledger.timefmt import parse_utc
 from projections.status import STATUSES
@@ -230,6 +230,138 @@ def sweep(ctx: click.Context, now: datetime | None) -> None:
     """
     for result in open_ledger(ctx).sweep(now):
         click.echo(json.dumps(result.to_json(), ensure_ascii=False))
+
+
+STATEMENT_COLUMNS = ("occurred_at", "event_type", "contact_id", "account", "unit", "debit", "credit",
+                     "running_balance")
+
+
+@cli.command()
+@click.argument("pro_id")
+@click.option("--from", "start", type=TIME, help="First occurred_at listed (earlier postings open the balance).")
+@click.option("--to", "end", type=TIME, help="Last occurred_at listed.")
+@FORMAT
+@click.pass_context
+@guarded
+def statement(ctx: click.Context, pro_id: str, start: datetime | None, end: datetime | None,
+              fmt: str) -> None:
+    """Every posting on the pro's wallet, advance and card, with a running balance.
+
+    Running balances are per account, in its natural sign: funds in the wallet,
+    advance owed, card charged. JSON and CSV also carry the event_id.
+
+    \b
+    Example:
+      leadledger statement pro-ana --from 2026-01-01 --to 2026-01-31 --format csv
+    """
+    try:
+        rows = open_ledger(ctx).statement(pro_id, start, end)
+    except Rejection as exc:
+        fail(exc.code, exc.message, EXIT_REJECTED)
+    columns = STATEMENT_COLUMNS if fmt == "table" else (*STATEMENT_COLUMNS[:2], "event_id", *STATEMENT_COLUMNS[2:])
+    click.echo(render(rows, columns, fmt), nl=False)
+
+
+@cli.command()
+@click.option("--format", "fmt", type=click.Choice(["json"]), default="json", show_default=True,
+              help="NDJSON: one event per line.")
+@click.pass_context
+@guarded
+def events(ctx: click.Context, fmt: str) -> None:
+    """Print the recorded log as NDJSON, in recording order (what `replay` reads).
+
+    \b
+    Example:
+      leadledger events > log.ndjson
+    """
+    from ledger.eventlog import to_line
+    from ledger.eventlog import iter_events
+
+    ledger = open_ledger(ctx)
+    app, _ = ledger._open()
+    out = click.get_text_stream("stdout")
+    for event in iter_events(app):
+        out.write(to_line(event) + "\n")
+
+
+@cli.command()
+@click.argument("file", type=click.File("r", encoding="utf-8"))
+@click.option("--as-of", type=TIME, help="Judge refund statuses and balances at this time "
+              "(default: balances of the whole log, statuses at its latest occurred_at).")
+@click.pass_context
+@guarded
+def replay(ctx: click.Context, file: Any, as_of: datetime | None) -> None:
+    """Replay a recorded log (from `leadledger events`) into a fresh in-memory store and
+    print the read models as one JSON object: as_of, balances, refunds, trial_balance.
+
+    No rule runs: the recorded decisions are projected as they are.
+
+    \b
+    Example:
+      leadledger events > log.ndjson && leadledger replay log.ndjson > models.json
+    """
+    from ledger import Ledger
+
+    with Ledger.from_url("sqlite:///:memory:") as fresh:
+        fresh.load_log(file)
+        models = fresh.read_models(as_of=as_of)
+    click.echo(json.dumps(models, ensure_ascii=False, indent=2))
+
+
+@cli.command()
+@click.pass_context
+@guarded
+def rebuild(ctx: click.Context) -> None:
+    """Drop the read models of the store and rebuild them from its log.
+
+    \b
+    Example:
+      leadledger --db postgresql://postgres@127.0.0.1/leadledger rebuild
+    """
+    count = open_ledger(ctx).rebuild()
+    click.echo(f"rebuilt the read models from {count} events", err=True)
+
+
+@cli.command("verify")
+@FORMAT
+@click.pass_context
+@guarded
+def verify_command(ctx: click.Context, fmt: str) -> None:
+    """Check the invariants of SPEC section 7 on the store; exit 1 if one fails.
+
+    Invariant 5 (appending the same submissions again changes nothing) needs the
+    submissions themselves: the test suite checks it.
+
+    \b
+    Example:
+      leadledger verify && echo books are sound
+    """
+    checks = open_ledger(ctx).verify()
+    if fmt == "json":
+        click.echo(json.dumps([c.to_json() for c in checks], ensure_ascii=False, indent=2))
+    else:
+        for check in checks:
+            click.echo(f"{'ok  ' if check.ok else 'FAIL'}  {check.number}. {check.name}")
+            for problem in check.problems[:20]:
+                click.echo(f"        {problem}")
+    sys.exit(0 if all(c.ok for c in checks) else EXIT_REJECTED)
+
+
+@cli.command()
+@click.option("--format", "fmt", type=click.Choice(["beancount"]), default="beancount", show_default=True)
+@click.option("--output", "-o", type=click.File("w", encoding="utf-8"), default="-",
+              help="File to write (default: stdout).")
+@click.pass_context
+@guarded
+def export(ctx: click.Context, fmt: str, output: Any) -> None:
+    """Export the double-entry journal for accountants (Beancount; check it with bean-check).
+
+    \b
+    Example:
+      leadledger export --format beancount -o ledger.beancount && bean-check ledger.beancount
+    """
+    for line in open_ledger(ctx).export_beancount():
+        output.write(line + "\n")
 
 
 @cli.command()

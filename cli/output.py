@@ -7,7 +7,8 @@ import io
 import json
 from typing import Any, Sequence
 
-MINOR_UNIT_DIGITS = {"USD": 2, "EUR": 2, "CRONO": 0}
+from ledger.units import major
+
 AMOUNT_COLUMNS = {
     "balance", "advance_outstanding", "card_charged", "charged", "refunded", "refundable",
     "debit", "credit", "running_balance", "amount",
@@ -29,12 +30,7 @@ def to_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
 
 
 def human_amount(value: int, unit: str | None) -> str:
-    digits = MINOR_UNIT_DIGITS.get(unit or "", 0)
-    if digits == 0:
-        return f"{value:,}"
-    sign = "-" if value < 0 else ""
-    whole, frac = divmod(abs(value), 10**digits)
-    return f"{sign}{whole:,}.{frac:0{digits}d}"
+    return major(value, unit or "", thousands=True)
 
 
 def to_table(rows: Sequence[dict[str, Any]], columns: Sequence[str],

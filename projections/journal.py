@@ -153,7 +153,7 @@ def _(event: ev.CallMinutesBilled, unit_of: UnitOf) -> Rows:
 @rows_for.register
 def _(event: ev.QuoteSent, unit_of: UnitOf) -> Rows:
     return Rows(contacts=[(
-        event.contact_id, event.pro_id, event.market, event.pricing,
+        event.contact_id, event.pro_id, event.market, event.pricing, event.management_fee,
         sortable_utc(event.occurred_at), sortable_utc(event.refund_deadline),
         sortable_utc(event.unread_refund_due) if event.unread_refund_due else None,
     )])

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from ledger.timefmt import sortable_to_rfc3339, sortable_utc
+from ledger.timefmt import parse_utc, sortable_to_rfc3339, sortable_utc
 from projections.status import GERER, refund_status
 
 _FAR_FUTURE = "9999-12-31T23:59:59.999999Z"
@@ -121,3 +121,48 @@ def unread_refund_candidates(view: Any, now: datetime) -> list[tuple[str, str]]:
         [sortable_utc(now)],
     )
     return [(r["contact_id"], r["unread_refund_due"]) for r in rows]
+
+
+def statement(view: Any, pro_id: str, start: datetime | None = None,
+              end: datetime | None = None) -> list[dict[str, Any]]:
+    """Every posting on the pro's accounts with a running balance per account.
+
+    Running balances are in each account's natural sign: the wallet's funds
+    (credit - debit), the advance owed and the card charged (debit - credit).
+    Postings before ``start`` are summed into the opening balance, not listed.
+    """
+    start_key = sortable_utc(start) if start is not None else ""
+    rows = view.query(
+        "SELECT occurred_at, event_type, event_id, contact_id, account, kind, unit, debit, credit"
+        " FROM ll_postings WHERE pro_id = ? AND kind <> 'platform' AND occurred_at <= ?"
+        " ORDER BY occurred_at, position, seq",
+        [pro_id, _bound(end)],
+    )
+    running: dict[str, int] = {}
+    out = []
+    for r in rows:
+        sign = 1 if r["kind"] == "wallet" else -1
+        running[r["account"]] = running.get(r["account"], 0) + sign * (int(r["credit"]) - int(r["debit"]))
+        if r["occurred_at"] < start_key:
+            continue
+        out.append({
+            "occurred_at": sortable_to_rfc3339(r["occurred_at"]),
+            "event_type": r["event_type"],
+            "event_id": r["event_id"],
+            "contact_id": r["contact_id"],
+            "account": r["account"],
+            "unit": r["unit"],
+            "debit": int(r["debit"]),
+            "credit": int(r["credit"]),
+            "running_balance": running[r["account"]],
+        })
+    return out
+
+
+def wallet_exists(view: Any, pro_id: str) -> bool:
+    return bool(view.query("SELECT 1 AS one FROM ll_wallets WHERE pro_id = ?", [pro_id]))
+
+
+def latest_occurred_at(view: Any) -> datetime | None:
+    rows = view.query("SELECT MAX(occurred_at) AS latest FROM ll_postings")
+    return parse_utc(rows[0]["latest"]) if rows and rows[0]["latest"] else None

@@ -13,8 +13,8 @@ READ_MODEL_DDL = (
     " opened_at TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS ll_contacts ("
     " contact_id TEXT PRIMARY KEY, pro_id TEXT NOT NULL, market TEXT NOT NULL,"
-    " pricing TEXT NOT NULL, sent_at TEXT NOT NULL, refund_deadline TEXT NOT NULL,"
-    " unread_refund_due TEXT, first_seen_at TEXT)",
+    " pricing TEXT NOT NULL, management_fee BIGINT NOT NULL, sent_at TEXT NOT NULL,"
+    " refund_deadline TEXT NOT NULL, unread_refund_due TEXT, first_seen_at TEXT)",
     "CREATE INDEX IF NOT EXISTS ll_contacts_pro ON ll_contacts (pro_id, contact_id)",
     "CREATE INDEX IF NOT EXISTS ll_contacts_unread ON ll_contacts (unread_refund_due)",
     "CREATE TABLE IF NOT EXISTS ll_contact_facts ("

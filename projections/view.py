@@ -26,8 +26,8 @@ CATCH_UP_BATCH = 2000  # events per view transaction
 
 _INSERT_WALLET = "INSERT INTO ll_wallets VALUES (?, ?, ?, ?, ?, ?, ?)"
 _INSERT_CONTACT = (
-    "INSERT INTO ll_contacts (contact_id, pro_id, market, pricing, sent_at, refund_deadline,"
-    " unread_refund_due) VALUES (?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO ll_contacts (contact_id, pro_id, market, pricing, management_fee, sent_at,"
+    " refund_deadline, unread_refund_due) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _FIRST_SEEN = (
     "UPDATE ll_contacts SET first_seen_at = ? WHERE contact_id = ?"

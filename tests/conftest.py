@@ -50,6 +50,10 @@ def postgres_ready() -> str | None:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone()
             if not exists:
                 conn.execute(f'CREATE DATABASE "{dbname}"')
+        with _connect(dbname) as conn:  # the schema of this code, not of an older run
+            for table in (EVENTS_TABLE, TRACKING_TABLE, *READ_MODEL_TABLES):
+                conn.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
+            conn.execute("DROP TYPE IF EXISTS stored_event_uuid CASCADE")
         with Ledger.from_url(PG_URL) as ledger:
             ledger.init()
         _pg_state["error"] = None

@@ -1,0 +1,90 @@
+"""Export of the journal as a Beancount file, for accountants and bean-check.
+
+Each event with postings becomes one transaction dated at its occurred_at
+(UTC date), with the event type, id and contact as metadata. Amounts become
+decimals of the commodity (USD cents -> 12.34 USD; whole CRONO).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any, Iterator
+
+from ledger.units import major
+
+_ROOTS = {
+    "platform:cash": "Assets:Platform:Cash",
+    "platform:revenue:commission": "Income:Platform:Commission",
+    "platform:revenue:management_fee": "Income:Platform:ManagementFee",
+    "platform:revenue:call_minutes": "Income:Platform:CallMinutes",
+    "platform:refunds": "Expenses:Platform:Refunds",
+    "platform:expense:courtesy": "Expenses:Platform:Courtesy",
+}
+_PRO_KINDS = {"wallet": "Liabilities:Pro", "advance": "Assets:Pro", "card": "Assets:Pro"}
+
+
+def _component(pro_id: str) -> str:
+    """A Beancount account component for a pro id, injective across ids."""
+    cleaned = re.sub(r"[^A-Za-z0-9-]", "-", pro_id)
+    component = "P-" + cleaned
+    if cleaned != pro_id:
+        component += "-" + hashlib.sha256(pro_id.encode()).hexdigest()[:8]
+    return component
+
+
+def account_name(account: str) -> str:
+    if account in _ROOTS:
+        return _ROOTS[account]
+    assert account.startswith("pro:"), account
+    pro_id, kind = account[len("pro:"):].rsplit(":", 1)
+    return f"{_PRO_KINDS[kind]}:{_component(pro_id)}:{kind.capitalize()}"
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def export(view: Any) -> Iterator[str]:
+    """Yield the Beancount file, line by line, streaming over the postings."""
+    yield "; leadledger journal export (double-entry, checked by bean-check)"
+    yield 'option "operating_currency" "USD"'
+    units = [r["unit"] for r in view.query("SELECT DISTINCT unit FROM ll_postings ORDER BY unit")]
+    first = view.query("SELECT MIN(occurred_at) AS first FROM ll_postings")[0]["first"]
+    if first is None:
+        return
+    open_date = first[:10]
+    for unit in units:
+        yield f"{open_date} commodity {unit}"
+    for r in view.query("SELECT DISTINCT account FROM ll_postings ORDER BY account"):
+        yield f"{open_date} open {account_name(r['account'])}"
+    yield ""
+    current: int | None = None
+    for r in stream_postings(view):
+        if r["position"] != current:
+            current = r["position"]
+            yield ""
+            yield f"{r['occurred_at'][:10]} * {_quote(r['event_type'])}"
+            yield f"  event_id: {_quote(r['event_id'])}"
+            yield f"  occurred_at: {_quote(r['occurred_at'])}"
+            if r["contact_id"]:
+                yield f"  contact_id: {_quote(r['contact_id'])}"
+        value = int(r["debit"]) - int(r["credit"])
+        yield f"  {account_name(r['account'])}  {major(value, r['unit'])} {r['unit']}"
+
+
+def stream_postings(view: Any, page_size: int = 5000) -> Iterator[dict[str, Any]]:
+    """All postings in log order, a page at a time (keyset on position)."""
+    after = -1
+    while True:
+        page = view.query("SELECT * FROM ll_postings WHERE position > ? ORDER BY position, seq"
+                          " LIMIT ?", [after, page_size])
+        if not page:
+            return
+        if len(page) == page_size:  # the last position may continue on the next page
+            last = page[-1]["position"]
+            complete = [r for r in page if r["position"] != last]
+            if complete:
+                page = complete
+        yield from page
+        after = page[-1]["position"]

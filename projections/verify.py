@@ -1,0 +1,135 @@
+"""The invariants of SPEC section 7, checked on a store.
+
+Each check returns a list of problems (empty when it holds). Balances are
+computed three independent ways: the read model (SQL over postings), the
+aggregates (rebuilt from their own events) and a fold over the whole log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from ledger import events as ev
+from ledger.markets import policy as market_policy
+
+MAX_PROBLEMS = 20  # a report lists the first ones, not thousands
+
+
+@dataclass
+class Check:
+    number: int
+    name: str
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict[str, Any]:
+        return {"invariant": self.number, "name": self.name, "ok": self.ok,
+                "problems": self.problems[:MAX_PROBLEMS]}
+
+
+def trial_balance_zero(view: Any) -> list[str]:
+    problems = [
+        f"unit {r['unit']}: debits - credits = {int(r['diff'])}"
+        for r in view.query("SELECT unit, CAST(SUM(debit) - SUM(credit) AS BIGINT) AS diff"
+                            " FROM ll_postings GROUP BY unit ORDER BY unit")
+        if int(r["diff"]) != 0
+    ]
+    problems += [
+        f"event at position {r['position']} ({r['unit']}) is unbalanced by {int(r['diff'])}"
+        for r in view.query("SELECT position, unit, CAST(SUM(debit) - SUM(credit) AS BIGINT) AS diff"
+                            " FROM ll_postings GROUP BY position, unit"
+                            " HAVING SUM(debit) <> SUM(credit) ORDER BY position LIMIT 20")
+    ]
+    return problems
+
+
+def fold_balances(events: Iterable[Any]) -> dict[str, dict[str, int]]:
+    """Balances straight from the log, without the journal or the aggregates."""
+    pros: dict[str, dict[str, int]] = {}
+
+    def pro(pro_id: str) -> dict[str, int]:
+        return pros.setdefault(pro_id, {"balance": 0, "advance_outstanding": 0, "card_charged": 0})
+
+    for e in events:
+        if isinstance(e, ev.WalletOpened):
+            pro(e.pro_id)
+        elif isinstance(e, (ev.CreditsPurchased, ev.QuoteFeeRefunded, ev.CourtesyCreditIssued)):
+            pro(e.pro_id)["balance"] += e.amount
+        elif isinstance(e, ev.CronosAdvanced):
+            pro(e.pro_id)["balance"] += e.amount
+            pro(e.pro_id)["advance_outstanding"] += e.amount
+        elif isinstance(e, ev.AdvanceRepaid):
+            pro(e.pro_id)["balance"] -= e.amount
+            pro(e.pro_id)["advance_outstanding"] -= e.amount
+        elif isinstance(e, ev.ContactFeeCharged):
+            key = "balance" if e.paid_from == "wallet" else "card_charged"
+            sign = -1 if key == "balance" else 1
+            pro(e.pro_id)[key] += sign * (e.commission + e.management_fee)
+        elif isinstance(e, ev.CallMinutesBilled):
+            pro(e.pro_id)["card_charged"] += e.amount
+    return pros
+
+
+def balances_agree(projected: list[dict[str, Any]], folded: dict[str, dict[str, int]],
+                   aggregates: dict[str, tuple[int, int]]) -> list[str]:
+    problems = []
+    by_pro = {r["pro_id"]: r for r in projected}
+    for pro_id in sorted(set(by_pro) | set(folded)):
+        row, fold = by_pro.get(pro_id), folded.get(pro_id)
+        if row is None or fold is None:
+            problems.append(f"{pro_id}: in the {'log' if row is None else 'read model'} only")
+            continue
+        for key in ("balance", "advance_outstanding", "card_charged"):
+            if row[key] != fold[key]:
+                problems.append(f"{pro_id}: {key} read model {row[key]} != log {fold[key]}")
+        if pro_id in aggregates and aggregates[pro_id] != (fold["balance"], fold["advance_outstanding"]):
+            problems.append(f"{pro_id}: aggregate (balance, advance) {aggregates[pro_id]} != log "
+                            f"{(fold['balance'], fold['advance_outstanding'])}")
+    return problems
+
+
+def wallets_within_limits(view: Any) -> list[str]:
+    """At every instant: wallet >= 0 and 0 <= advance <= the market's limit."""
+    problems = []
+    rows = view.query(
+        "SELECT account, kind, MIN(running) AS lowest, MAX(running) AS highest FROM ("
+        " SELECT account, kind, SUM(delta) OVER (PARTITION BY account ORDER BY occurred_at"
+        "  ROWS UNBOUNDED PRECEDING) AS running FROM ("
+        "  SELECT account, kind, occurred_at, SUM(CASE WHEN kind = 'wallet' THEN credit - debit"
+        "   ELSE debit - credit END) AS delta FROM ll_postings"
+        "   WHERE kind IN ('wallet', 'advance') GROUP BY account, kind, occurred_at) d) r"
+        " GROUP BY account, kind ORDER BY account"
+    )
+    limits = {
+        r["pro_id"]: market_policy(r["market"], int(r["policy_version"])).advance_limit
+        for r in view.query("SELECT pro_id, market, policy_version FROM ll_wallets")
+    }
+    for r in rows:
+        lowest, highest = int(r["lowest"]), int(r["highest"])
+        if lowest < 0:
+            problems.append(f"{r['account']} goes down to {lowest}")
+        if r["kind"] == "advance":
+            pro_id = r["account"][len("pro:"):-len(":advance")]
+            limit = limits.get(pro_id)
+            if limit is not None and highest > limit:
+                problems.append(f"{r['account']} reaches {highest}, over the limit {limit}")
+    return problems
+
+
+def refunds_within_charges(view: Any) -> list[str]:
+    rows = view.query(
+        "SELECT c.contact_id, c.management_fee,"
+        " CAST(COALESCE(SUM(CASE WHEN f.kind = 'charge' THEN f.amount END), 0) AS BIGINT) AS charged,"
+        " CAST(COALESCE(SUM(CASE WHEN f.kind = 'refund' THEN f.amount END), 0) AS BIGINT) AS refunded"
+        " FROM ll_contacts c JOIN ll_contact_facts f ON f.contact_id = c.contact_id"
+        " GROUP BY c.contact_id, c.management_fee"
+        " HAVING SUM(CASE WHEN f.kind = 'refund' THEN f.amount ELSE 0 END) >"
+        "  SUM(CASE WHEN f.kind = 'charge' THEN f.amount ELSE 0 END) - c.management_fee"
+        " ORDER BY c.contact_id LIMIT 20"
+    )
+    return [f"{r['contact_id']}: refunded {int(r['refunded'])} > charged {int(r['charged'])} "
+            f"less management fee {int(r['management_fee'])}" for r in rows]
