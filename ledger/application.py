@@ -29,8 +29,9 @@ from eventsourcing.persistence import (
 )
 
 from ledger import errors, eventlog
-from ledger.aggregates import wallet_id
-from ledger.commands import Outcome, UnitOfWork, UnreadRefundDue, decide
+from ledger.aggregates import Contact, Wallet, wallet_id
+from ledger.loader import load_many
+from ledger.commands import Outcome, UnitOfWork, UnreadRefundDue, decide, ids_touched
 from ledger.errors import LedgerError, Rejection
 from ledger.store import (
     EVENTS_TABLE,
@@ -48,7 +49,8 @@ from projections.view import PostgresLedgerView, SQLiteLedgerView, catch_up
 
 CHUNK_SIZE = 1000  # submissions decided and committed per transaction (group commit)
 MAX_ATOMIC_BATCH = 100_000  # --atomic holds the whole batch in one transaction
-MAX_WRITE_ATTEMPTS = 20  # a batch that conflicts this often is reported, not looped on
+MAX_WRITE_ATTEMPTS = 20
+MAX_WARM_AGGREGATES = 50_000  # beyond this only wallets stay cached between chunks  # a batch that conflicts this often is reported, not looped on
 
 
 class DateAsISO(Transcoding):
@@ -97,6 +99,7 @@ class Ledger:
         self.config = config
         self._app: LedgerApp | None = None
         self._view: Any = None
+        self._warm: dict[Any, Any] = {}
 
     @classmethod
     def from_url(cls, url: str | None = None) -> "Ledger":
@@ -174,6 +177,7 @@ class Ledger:
                     atomic: bool = False) -> Iterator[AppendResult]:
         """Like ``append``, yielding each chunk's results once the chunk is committed."""
         items = _parsed(submissions)
+        self._warm = {}  # staleness is bounded by one call: start from the store
         if atomic:
             batch = list(items)
             if len(batch) > MAX_ATOMIC_BATCH:
@@ -192,10 +196,30 @@ class Ledger:
         if chunk:
             yield from self._commit(chunk, atomic=False)
 
+    def _unit_of_work(self, app: LedgerApp, batch: list[tuple[str | None, Any]]) -> UnitOfWork:
+        """A unit of work with every aggregate the batch reads loaded in two queries."""
+        uow = UnitOfWork(app.repository, self._warm)
+        items = [item for _, item in batch if not isinstance(item, Rejection)]
+        ids = uow.missing({i for item in items for i in ids_touched(item)})
+        uow.preload(load_many(app, ids))
+        # Contacts name their pro: load those wallets too.
+        pro_ids = {a.pro_id for a in uow.loaded().values() if isinstance(a, Contact)}
+        uow.preload(load_many(app, uow.missing({wallet_id(p) for p in pro_ids})))
+        return uow
+
+    def _keep_warm(self, uow: UnitOfWork | None) -> None:
+        """After a commit the unit of work's wallets and contacts are the stored state:
+        keep them for the next chunk of the same call. Anything else drops them."""
+        if uow is None:
+            self._warm = {}
+            return
+        keep = (Wallet, Contact) if len(uow.loaded()) < MAX_WARM_AGGREGATES else (Wallet,)
+        self._warm = {i: a for i, a in uow.loaded().items() if isinstance(a, keep)}
+
     def _commit(self, batch: list[tuple[str | None, Any]], *, atomic: bool) -> list[AppendResult]:
         app, _ = self._open()
         for attempt in range(MAX_WRITE_ATTEMPTS):
-            uow = UnitOfWork(app.repository)
+            uow = self._unit_of_work(app, batch)
             outcomes: list[Outcome] = []
             for _, item in batch:
                 if isinstance(item, Rejection):
@@ -205,6 +229,7 @@ class Ledger:
             results = [AppendResult(eid, o.status, o.code, o.message, o.recorded)
                        for (eid, _), o in zip(batch, outcomes)]
             if atomic and any(r.status == "rejected" for r in results):
+                self._keep_warm(None)  # accepted ones were applied in memory, not stored
                 first = next(i for i, r in enumerate(results) if r.status == "rejected")
                 return [
                     r if r.status == "rejected" else AppendResult(
@@ -214,11 +239,14 @@ class Ledger:
                     for r in results
                 ]
             if not uow.events:
+                self._keep_warm(uow)
                 return results
             try:
                 app.save(*uow.events)
+                self._keep_warm(uow)
                 return results
             except (IntegrityError, OperationalError, sqlite3.OperationalError) as exc:
+                self._keep_warm(None)
                 # A concurrent writer recorded first (or held the lock): reload and
                 # judge the whole batch again; what it recorded now reads as duplicates.
                 last_error = exc
@@ -232,6 +260,7 @@ class Ledger:
         """Record what deadlines imply as of ``now``: the 48 h unread refunds."""
         now = now or datetime.now(timezone.utc)
         _, view = self._open()
+        self._warm = {}
         self.catch_up()
         due: list[tuple[str | None, Any]] = []
         for contact_id, at in queries.unread_refund_candidates(view, now):

@@ -34,10 +34,21 @@ from ledger.timefmt import format_utc
 class UnitOfWork:
     """Aggregates loaded for one batch, and the events it decided, in order."""
 
-    def __init__(self, repository: Repository[UUID]):
+    def __init__(self, repository: Repository[UUID], warm: dict[UUID, Any] | None = None):
         self._repository = repository
-        self._cache: dict[UUID, Any] = {}
+        self._cache: dict[UUID, Any] = dict(warm or {})
         self.events: list[Any] = []
+
+    def preload(self, aggregates: dict[UUID, Any]) -> None:
+        """Aggregates (or None for absent ids) loaded in bulk by the application."""
+        for aggregate_id, aggregate in aggregates.items():
+            self._cache.setdefault(aggregate_id, aggregate)
+
+    def missing(self, ids: Any) -> list[UUID]:
+        return [i for i in ids if i not in self._cache]
+
+    def loaded(self) -> dict[UUID, Any]:
+        return self._cache
 
     def _get(self, aggregate_id: UUID) -> Any:
         if aggregate_id not in self._cache:
@@ -67,6 +78,20 @@ class UnitOfWork:
 
     def collect(self, aggregate: Any) -> None:
         self.events.extend(aggregate.collect_events())
+
+
+def ids_touched(submission: Any) -> list[UUID]:
+    """Aggregates a submission will read, known without reading anything."""
+    ids = [submission.event_id]
+    if hasattr(submission, "pro_id"):
+        ids.append(wallet_id(submission.pro_id))
+    if hasattr(submission, "contact_id"):
+        ids.append(contact_id_to_uuid(submission.contact_id))
+    if hasattr(submission, "customer_id"):
+        ids.append(customer_id_to_uuid(submission.customer_id))
+    if getattr(submission, "fee_ref", None):
+        ids.append(contact_id_to_uuid(submission.fee_ref))
+    return ids
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,7 @@ def is_working_day(day: date, country: str) -> bool:
     return day.weekday() < 5 and day not in _calendar(country, day.year)
 
 
+@functools.lru_cache(maxsize=4096)
 def add_working_days(start: date, count: int, country: str) -> date:
     """The ``count``-th working day after ``start`` (``start`` itself not counted)."""
     assert 0 < count <= MAX_WINDOW_DAYS

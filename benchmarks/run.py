@@ -1,0 +1,92 @@
+"""Benchmark: build a store of N events through the rules, then time the read
+commands and the rebuild as a user runs them, and their peak memory.
+
+    python benchmarks/run.py                       # 1,000,000 events on SQLite (a temp file)
+    python benchmarks/run.py --events 100000 --db postgresql://postgres@127.0.0.1/leadledger_bench
+
+Prints figures; asserts nothing (speed lives here, not in timed tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from ledger import Ledger  # noqa: E402
+from workload import submissions  # noqa: E402
+
+EVENTS_PER_SUBMISSION = 1.6  # measured on this workload: a quote records 2-3 events
+
+
+def run_command(url: str, *args: str) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of one `leadledger` process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "--db", url, *args],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{args} failed: {proc.stderr.read().decode() if proc.stderr else ''}")
+    return elapsed, usage.ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--pros", type=int, default=2000)
+    parser.add_argument("--db", help="store URL (default: a fresh SQLite file in a temp dir)")
+    args = parser.parse_args()
+
+    tmp = tempfile.mkdtemp(prefix="leadledger-bench-")
+    url = args.db or f"sqlite:///{tmp}/bench.db"
+    rounds = max(1, round(args.events / (args.pros * EVENTS_PER_SUBMISSION)))
+    print(f"store {url}; {args.pros} pros, {rounds} rounds (target {args.events:,} events)")
+
+    with Ledger.from_url(url) as ledger:
+        if url.startswith("postgres"):
+            ledger.init()
+        start = time.perf_counter()
+        count = recorded = rejected = 0
+        for result in ledger.append_iter(submissions(args.pros, rounds)):
+            count += 1
+            recorded += len(result.recorded) if result.status == "recorded" else 0
+            rejected += result.status == "rejected"
+        append_s = time.perf_counter() - start
+        print(f"append: {count:,} submissions, {recorded:,} events, {rejected:,} rejected by the rules, "
+              f"{append_s:.1f} s = {count / append_s:,.0f} submissions/s, {recorded / append_s:,.0f} events/s")
+        start = time.perf_counter()
+        projected = ledger.catch_up()
+        print(f"first catch-up of the read models: {projected:,} events in {time.perf_counter() - start:.1f} s")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS of the appending process: {peak:.0f} MiB")
+
+    mid = "2026-02-15T00:00:00Z"
+    print(f"\n{'command':44} {'seconds':>8} {'peak MiB':>9}")
+    for label, command in (
+        ("balances --as-of (all wallets)", ["balances", "--as-of", mid, "--format", "json"]),
+        ("balances --pro --as-of (one wallet)", ["balances", "--pro", "pro-7", "--as-of", mid, "--format", "json"]),
+        ("refunds --as-of (every contact)", ["refunds", "--as-of", mid, "--format", "json"]),
+        ("refunds --pro (one pro's contacts)", ["refunds", "--pro", "pro-7", "--format", "json"]),
+        ("trial-balance", ["trial-balance", "--format", "json"]),
+        ("statement (one pro)", ["statement", "pro-7", "--format", "json"]),
+        ("rebuild", ["rebuild"]),
+    ):
+        seconds, mib = run_command(url, *command)
+        print(f"{label:44} {seconds:8.2f} {mib:9.0f}")
+    if not args.db:
+        size = sum(p.stat().st_size for p in Path(tmp).iterdir())
+        print(f"\nstore size on disk: {size / 2**20:.0f} MiB ({tmp})")
+
+
+if __name__ == "__main__":
+    main()
