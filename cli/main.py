@@ -322,6 +322,29 @@ def rebuild(ctx: click.Context) -> None:
     click.echo(f"rebuilt the read models from {count} events", err=True)
 
 
+@cli.command()
+@click.option("--seconds", type=click.FloatRange(min=0), help="Stop after this long (default: until Ctrl-C).")
+@click.pass_context
+@guarded
+def follow(ctx: click.Context, seconds: float | None) -> None:
+    """Keep the read models following the log as other processes append (a daemon).
+
+    Uses eventsourcing's ProjectionRunner: on PostgreSQL it wakes on LISTEN/NOTIFY,
+    and each event's rows are written with its tracking record in one transaction.
+    Reading commands catch up by themselves; run this so they never have to wait.
+
+    \b
+    Example:
+      leadledger --db postgresql://postgres@127.0.0.1/leadledger follow
+    """
+    with open_ledger(ctx).follower() as runner:
+        click.echo("following the event log (Ctrl-C stops)", err=True)
+        try:
+            runner.run_forever(timeout=seconds)
+        except KeyboardInterrupt:
+            pass
+
+
 @cli.command("verify")
 @FORMAT
 @click.pass_context

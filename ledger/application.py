@@ -45,7 +45,7 @@ from ledger.submissions import event_id_of, parse_submission
 from ledger.timefmt import format_utc, parse_utc
 from projections import beancount, queries, verify
 from projections.tables import READ_MODEL_DDL
-from projections.view import PostgresLedgerView, SQLiteLedgerView, catch_up
+from projections.view import LedgerProjection, PostgresLedgerView, SQLiteLedgerView, catch_up
 
 CHUNK_SIZE = 1000  # submissions decided and committed per transaction (group commit)
 MAX_ATOMIC_BATCH = 100_000  # --atomic holds the whole batch in one transaction
@@ -286,6 +286,20 @@ class Ledger:
         """The recorded log, in order, as JSON-ready objects (see ledger.eventlog)."""
         app, _ = self._open()
         return (eventlog.to_record(event) for event in eventlog.iter_events(app))
+
+    def follower(self) -> Any:
+        """An eventsourcing ProjectionRunner that keeps the read models following the
+        log as it grows (a context manager; see ``leadledger follow``). It starts from
+        the view's tracking position, after a batched catch-up of any backlog."""
+        from eventsourcing.projection import ProjectionRunner
+
+        if self.config.kind != "postgres":
+            raise LedgerError("not_supported", "follow needs PostgreSQL (LISTEN/NOTIFY); on SQLite "
+                              "every reading command catches the read models up by itself")
+        _, view = self._open()
+        self.catch_up()
+        return ProjectionRunner(application_class=LedgerApp, projection_class=LedgerProjection,
+                                view_class=type(view), env=self.config.env)
 
     def balances(self, pro_id: str | None = None, as_of: datetime | None = None) -> list[dict[str, Any]]:
         self.catch_up()

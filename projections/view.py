@@ -108,7 +108,9 @@ class PostgresLedgerView(LedgerViewMixin, PostgresTrackingRecorder):
 class LedgerProjection(Projection[Any]):
     """Maps each domain event to read-model rows (see projections.journal)."""
 
-    name = "LeadLedgerView"
+    # The runner names the view's tracking table after the projection:
+    # "leadledger_tracking" on PostgreSQL, as schema.sql creates it.
+    name = "LeadLedger"
 
     def __init__(self, view: Any):
         super().__init__(view)

@@ -171,3 +171,22 @@ def test_beancount_export_passes_bean_check(ledger, tmp_path):
     assert broken != path.read_text()
     path.write_text(broken)
     assert subprocess.run([bean_check, str(path)], capture_output=True).returncode != 0
+
+
+def test_follower_keeps_the_view_up_to_date_without_catch_up(store_url):
+    from projections import queries
+
+    from ledger.errors import LedgerError
+
+    with Ledger.from_url(store_url) as writer, Ledger.from_url(store_url) as reader:
+        ok(writer.append([wallet("p1"), buy("p1", 100)]))
+        if store_url.startswith("sqlite"):
+            with pytest.raises(LedgerError, match="follow needs PostgreSQL"):
+                reader.follower()
+            return
+        with reader.follower() as runner:
+            ok(writer.append([buy("p1", 23, at(0, 2))]))
+            app, view = writer._open()
+            runner.wait(app.recorder.max_notification_id(), timeout=20)
+            rows = queries.balances(reader._open()[1])  # straight from the view: no catch-up
+        assert [r["balance"] for r in rows] == [123]
