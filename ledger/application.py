@@ -379,8 +379,11 @@ class Ledger:
             raise LedgerError("invalid_log", f"an event's aggregate version repeats: {_one_line(exc)}") from None
         return len(page)
 
-    def verify(self) -> list[Any]:
-        """Check the invariants of SPEC section 7; returns one Check per invariant."""
+    def verify(self, *, replay: bool = True) -> list[Any]:
+        """Check the invariants of SPEC section 7; returns one Check per invariant.
+
+        ``replay=False`` skips invariant 6 (a replay into a scratch store), the costly one.
+        """
         app, view = self._open()
         self.catch_up()
         checks = [verify.Check(1, "trial balance is zero per unit, and per event")]
@@ -403,6 +406,8 @@ class Ledger:
         check.problems = verify.refunds_within_charges(view)
         checks.append(check)
 
+        if not replay:
+            return checks
         check = verify.Check(6, "replaying the log into an empty store gives identical read models")
         mine = self.read_models()
         with tempfile.TemporaryDirectory() as tmp:
