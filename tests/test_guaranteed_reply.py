@@ -52,6 +52,12 @@ def test_fee_goes_to_card_whole_when_wallet_is_short(ledger):
     assert event["paid_from"] == "card"
 
 
+def test_wallet_that_exactly_covers_the_fee_pays_it(ledger):
+    ok(ledger.append([wallet("p1"), buy("p1", 2500), card("p1"), gr_quote(commission=2500), reply()]))
+    row = balance(ledger, "p1")
+    assert (row["balance"], row["card_charged"]) == (0, 0)
+
+
 def test_connected_call_is_a_successful_contact_and_bills_minutes_to_card(ledger):
     ok(ledger.append([wallet("p1"), buy("p1", 5000), card("p1"), gr_quote()]))
     result = one(ledger, billed(seconds=181))

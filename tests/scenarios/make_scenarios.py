@@ -229,6 +229,8 @@ def stories() -> list[Story]:
     s.c("CallMinutesBilled", "g2", "2026-01-07T11:00:00Z", call_id="x1", duration_seconds=179)  # card 2000, 0 minutes
     s.c("CallMinutesBilled", "g2", "2026-01-07T12:00:00Z", call_id="x1", duration_seconds=240)  # call_exists
     s.c("CallMinutesBilled", "g2", "2026-01-07T12:30:00Z", call_id="x2", duration_seconds=241)  # 2 minutes
+    s.quote("g3", "ana", "2026-01-07T12:40:00Z", 1000, pricing="guaranteed_reply")
+    s.c("CustomerReplied", "g3", "2026-01-07T13:00:00Z", channel="call")                # exactly covered: wallet
     s.c("RefundRequested", "g2", "2026-01-08T10:00:00Z", reason="contact_unobtainable")  # card fee back to wallet
     out.append(s)
 
