@@ -274,14 +274,9 @@ def events(ctx: click.Context, fmt: str) -> None:
     Example:
       leadledger events > log.ndjson
     """
-    from ledger.eventlog import to_line
-    from ledger.eventlog import iter_events
-
-    ledger = open_ledger(ctx)
-    app, _ = ledger._open()
     out = click.get_text_stream("stdout")
-    for event in iter_events(app):
-        out.write(to_line(event) + "\n")
+    for line in open_ledger(ctx).event_lines():
+        out.write(line + "\n")
 
 
 @cli.command()

@@ -157,8 +157,6 @@ class Ledger:
                     password=env["POSTGRES_PASSWORD"] or None, connect_timeout=5,
                     autocommit=True,
                 ) as conn:
-                    if env.get("POSTGRES_SCHEMA"):
-                        conn.execute(f'SET search_path TO "{env["POSTGRES_SCHEMA"]}"')
                     for statement in (*POSTGRES_EVENT_STORE_DDL, *READ_MODEL_DDL):
                         conn.execute(statement)  # type: ignore[arg-type]
             except psycopg.Error as exc:
@@ -287,6 +285,11 @@ class Ledger:
         app, _ = self._open()
         return (eventlog.to_record(event) for event in eventlog.iter_events(app))
 
+    def event_lines(self) -> Iterator[str]:
+        """The recorded log as NDJSON lines (no newline), streamed page by page."""
+        app, _ = self._open()
+        return (eventlog.to_line(event) for event in eventlog.iter_events(app))
+
     def follower(self) -> Any:
         """An eventsourcing ProjectionRunner that keeps the read models following the
         log as it grows (a context manager; see ``leadledger follow``). It starts from
@@ -412,7 +415,7 @@ class Ledger:
         mine = self.read_models()
         with tempfile.TemporaryDirectory() as tmp:
             with Ledger.from_url(f"sqlite:///{tmp}/replay.db") as fresh:
-                fresh.load_log(eventlog.to_line(e) for e in eventlog.iter_events(app))
+                fresh.load_log(self.event_lines())
                 theirs = fresh.read_models()
         for key in ("as_of", "balances", "refunds", "trial_balance"):
             if json.dumps(mine[key]) != json.dumps(theirs[key]):

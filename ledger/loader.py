@@ -25,8 +25,6 @@ def load_many(app: Any, ids: Iterable[UUID]) -> dict[UUID, Any]:
     datastore = recorder.datastore
     is_sqlite = hasattr(datastore, "pool") and type(datastore).__name__ == "SQLiteDatastore"
     table = recorder.events_table_name
-    if not is_sqlite and getattr(datastore, "schema", ""):
-        table = f'"{datastore.schema}".{table}'
     for start in range(0, len(wanted), IDS_PER_QUERY):
         part = wanted[start:start + IDS_PER_QUERY]
         if is_sqlite:

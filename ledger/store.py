@@ -2,7 +2,7 @@
 
 ``sqlite:///PATH`` (the default is ``sqlite:///leadledger.db`` in the working
 directory; ``sqlite:///:memory:`` for a private in-memory store) or
-``postgresql://user[:password]@host[:port]/dbname``.
+``postgresql://user[:password]@host[:port]/dbname`` (tables in the default schema).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from dataclasses import dataclass
-from urllib.parse import parse_qs, unquote, urlparse
+from urllib.parse import unquote, urlparse
 
 from ledger.errors import LedgerError
 from projections.tables import READ_MODEL_DDL
@@ -54,7 +54,6 @@ def config_for(url: str) -> StoreConfig:
         dbname = unquote(parts.path.lstrip("/"))
         if not dbname or not parts.hostname:
             raise LedgerError("bad_database_url", f"{url!r} needs a host and a database name")
-        query = parse_qs(parts.query)
         return StoreConfig(url, "postgres", {
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
             "POSTGRES_DBNAME": dbname,
@@ -62,7 +61,6 @@ def config_for(url: str) -> StoreConfig:
             "POSTGRES_PORT": str(parts.port or 5432),
             "POSTGRES_USER": unquote(parts.username or "postgres"),
             "POSTGRES_PASSWORD": unquote(parts.password or ""),
-            "POSTGRES_SCHEMA": query.get("schema", [""])[0],
             "POSTGRES_CONNECT_TIMEOUT": "5",
             "POSTGRES_LOCK_TIMEOUT": "10",
             # schema.sql (``leadledger init``) owns the tables, not eventsourcing.
