@@ -204,3 +204,30 @@ class TestUnreadSweep:
         cronoshare(ledger, card("p2"))
         ok(ledger.append([wallet("p1"), card("p1"), quote("g1", "p1", pricing="guaranteed_reply")]))
         assert ledger.sweep(when(at(30))) == []
+
+
+class TestClockDefaults:
+    """Without --now / --as-of the clock decides; freezegun stands in for it.
+
+    eventsourcing's own record timestamps keep the real clock (``ignore``): they
+    are infrastructure, never read by a rule.
+    """
+
+    def test_sweep_without_now_uses_the_clock(self, ledger):
+        from freezegun import freeze_time
+
+        pro360(ledger)  # quote sent at day 1, 09:00: due at day 3, 09:00
+        with freeze_time(when(at(3, 0, -1)), ignore=["eventsourcing"]):
+            assert ledger.sweep() == []
+        with freeze_time(when(at(3)), ignore=["eventsourcing"]):
+            assert len(ledger.sweep()) == 1
+
+    def test_refund_statuses_without_as_of_are_judged_now(self, ledger):
+        from freezegun import freeze_time
+
+        pro360(ledger)
+        ok(ledger.append([sub("QuoteRead", at(1, 1), contact_id="c1")]))
+        with freeze_time("2026-02-19T23:59:59Z", ignore=["eventsourcing"]):
+            assert [r["status"] for r in ledger.refunds()] == ["Gérer"]
+        with freeze_time("2026-02-20T00:00:00Z", ignore=["eventsourcing"]):
+            assert [r["status"] for r in ledger.refunds()] == ["Expiré"]
