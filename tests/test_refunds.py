@@ -1,5 +1,7 @@
 """Refunds, deadlines and refund statuses (SPEC 4.3, 5), on both stores."""
 
+import pytest
+
 from tests.helpers import at, balance, buy, card, cquote, ok, one, quote, refund_row, sub, wallet, when
 
 
@@ -206,28 +208,38 @@ class TestUnreadSweep:
         assert ledger.sweep(when(at(30))) == []
 
 
+@pytest.fixture
+def frozen(ledger):
+    """freeze_time for this ledger: datetimes made under it are freezegun's
+    FakeDatetime, which the store's JSON transcoder learns to write as it writes
+    any datetime (a test-only registration)."""
+    from eventsourcing.persistence import DatetimeAsISO
+    from freezegun import freeze_time
+    from freezegun.api import FakeDatetime
+
+    class FakeDatetimeAsISO(DatetimeAsISO):
+        type = FakeDatetime
+
+    app, _ = ledger._open()
+    app.mapper.transcoder.register(FakeDatetimeAsISO())
+    return freeze_time
+
+
 class TestClockDefaults:
-    """Without --now / --as-of the clock decides; freezegun stands in for it.
+    """Without --now / --as-of the clock decides; freezegun stands in for it."""
 
-    eventsourcing's own record timestamps keep the real clock (``ignore``): they
-    are infrastructure, never read by a rule.
-    """
-
-    def test_sweep_without_now_uses_the_clock(self, ledger):
-        from freezegun import freeze_time
-
+    def test_sweep_without_now_uses_the_clock(self, ledger, frozen):
         pro360(ledger)  # quote sent at day 1, 09:00: due at day 3, 09:00
-        with freeze_time(when(at(3, 0, -1)), ignore=["eventsourcing"]):
+        with frozen(when(at(3, 0, -1))):
             assert ledger.sweep() == []
-        with freeze_time(when(at(3)), ignore=["eventsourcing"]):
+        with frozen(when(at(3))):
             assert len(ledger.sweep()) == 1
+        assert balance(ledger, "p1")["balance"] == 10000
 
-    def test_refund_statuses_without_as_of_are_judged_now(self, ledger):
-        from freezegun import freeze_time
-
+    def test_refund_statuses_without_as_of_are_judged_now(self, ledger, frozen):
         pro360(ledger)
         ok(ledger.append([sub("QuoteRead", at(1, 1), contact_id="c1")]))
-        with freeze_time("2026-02-19T23:59:59Z", ignore=["eventsourcing"]):
+        with frozen("2026-02-19T23:59:59Z"):
             assert [r["status"] for r in ledger.refunds()] == ["Gérer"]
-        with freeze_time("2026-02-20T00:00:00Z", ignore=["eventsourcing"]):
+        with frozen("2026-02-20T00:00:00Z"):
             assert [r["status"] for r in ledger.refunds()] == ["Expiré"]
