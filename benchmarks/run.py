@@ -10,7 +10,6 @@ Prints figures; asserts nothing (speed lives here, not in timed tests).
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import subprocess
 import sys
@@ -28,16 +27,34 @@ from workload import submissions  # noqa: E402
 EVENTS_PER_SUBMISSION = 1.6  # measured on this workload: a quote records 2-3 events
 
 
+def _high_water_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def run_command(url: str, *args: str) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of one `leadledger` process."""
+    """Wall seconds and peak RSS (MiB) of one `leadledger` process.
+
+    The peak is the child's own high-water mark (VmHWM, sampled until it exits):
+    getrusage would report the parent's size, which a forked child inherits.
+    """
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "cli.main", "--db", url, *args],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
+    peak_kib = 0
+    while proc.poll() is None:
+        peak_kib = max(peak_kib, _high_water_kib(proc.pid))
+        time.sleep(0.02)
     elapsed = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
+    if proc.returncode != 0:
         raise SystemExit(f"{args} failed: {proc.stderr.read().decode() if proc.stderr else ''}")
-    return elapsed, usage.ru_maxrss / 1024
+    return elapsed, peak_kib / 1024
 
 
 def main() -> None:
@@ -45,31 +62,45 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--pros", type=int, default=2000)
     parser.add_argument("--db", help="store URL (default: a fresh SQLite file in a temp dir)")
+    parser.add_argument("--skip-build", action="store_true",
+                        help="measure the commands on the store at --db as it is")
     args = parser.parse_args()
 
     tmp = tempfile.mkdtemp(prefix="leadledger-bench-")
     url = args.db or f"sqlite:///{tmp}/bench.db"
     rounds = max(1, round(args.events / (args.pros * EVENTS_PER_SUBMISSION)))
-    print(f"store {url}; {args.pros} pros, {rounds} rounds (target {args.events:,} events)")
+    if not args.skip_build:
+        build(url, args.pros, rounds, args.events)
+    measure(url)
+    if not args.db:
+        size = sum(p.stat().st_size for p in Path(tmp).iterdir())
+        print(f"\nstore size on disk: {size / 2**20:.0f} MiB ({tmp})")
 
+
+def build(url: str, pros: int, rounds: int, events: int) -> None:
+    print(f"store {url}; {pros} pros, {rounds} rounds (target {events:,} events)", flush=True)
     with Ledger.from_url(url) as ledger:
         if url.startswith("postgres"):
             ledger.init()
         start = time.perf_counter()
         count = recorded = rejected = 0
-        for result in ledger.append_iter(submissions(args.pros, rounds)):
+        for result in ledger.append_iter(submissions(pros, rounds)):
             count += 1
             recorded += len(result.recorded) if result.status == "recorded" else 0
             rejected += result.status == "rejected"
         append_s = time.perf_counter() - start
         print(f"append: {count:,} submissions, {recorded:,} events, {rejected:,} rejected by the rules, "
-              f"{append_s:.1f} s = {count / append_s:,.0f} submissions/s, {recorded / append_s:,.0f} events/s")
+              f"{append_s:.1f} s = {count / append_s:,.0f} submissions/s, {recorded / append_s:,.0f} events/s",
+              flush=True)
         start = time.perf_counter()
         projected = ledger.catch_up()
-        print(f"first catch-up of the read models: {projected:,} events in {time.perf_counter() - start:.1f} s")
+        print(f"first catch-up of the read models: {projected:,} events in "
+              f"{time.perf_counter() - start:.1f} s", flush=True)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"peak RSS of the appending process: {peak:.0f} MiB")
+    print(f"peak RSS of the appending process: {peak:.0f} MiB", flush=True)
 
+
+def measure(url: str) -> None:
     mid = "2026-02-15T00:00:00Z"
     print(f"\n{'command':44} {'seconds':>8} {'peak MiB':>9}")
     for label, command in (
@@ -82,10 +113,7 @@ def main() -> None:
         ("rebuild", ["rebuild"]),
     ):
         seconds, mib = run_command(url, *command)
-        print(f"{label:44} {seconds:8.2f} {mib:9.0f}")
-    if not args.db:
-        size = sum(p.stat().st_size for p in Path(tmp).iterdir())
-        print(f"\nstore size on disk: {size / 2**20:.0f} MiB ({tmp})")
+        print(f"{label:44} {seconds:8.2f} {mib:9.0f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -17,11 +17,16 @@ from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.projection import Projection
 from eventsourcing.sqlite import SQLiteTrackingRecorder
 
+from eventsourcing.utils import get_topic
+
+from ledger.events import DOMAIN_EVENT_CLASSES
 from ledger.timefmt import sortable_utc
 from projections.journal import Rows, check_balanced, rows_for
 from projections.tables import READ_MODEL_DDL, READ_MODEL_TABLES
 
 APPLICATION_NAME = "LeadLedger"
+# Receipts (SubmissionAccepted) feed no read model: the catch-up skips them in SQL.
+DOMAIN_TOPICS = tuple(get_topic(cls) for cls in DOMAIN_EVENT_CLASSES.values())
 CATCH_UP_BATCH = 2000  # events per view transaction
 
 _INSERT_WALLET = "INSERT INTO ll_wallets VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -157,7 +162,7 @@ def catch_up(app: Any, view: LedgerViewMixin, batch_size: int = CATCH_UP_BATCH) 
     while True:
         position = view.max_tracking_id(APPLICATION_NAME)  # type: ignore[attr-defined]
         notifications = app.recorder.select_notifications(
-            start=position, limit=batch_size, inclusive_of_start=False
+            start=position, limit=batch_size, inclusive_of_start=False, topics=DOMAIN_TOPICS
         )
         if not notifications:
             return done
