@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import click
 
-from cli.output import render
+from cli.output import render, write_csv, write_json
 from ledger.errors import LedgerError, Rejection
 from ledger.store import DEFAULT_URL, URL_ENV, postgres_schema_sql
 from ledger.timefmt import parse_utc
@@ -184,8 +184,14 @@ def refunds(ctx: click.Context, pro_id: str | None, status: str | None, as_of: d
     Example:
       leadledger refunds --status Gérer --as-of 2026-02-01 --format csv
     """
-    rows = open_ledger(ctx).refunds(pro_id=pro_id, status=status, as_of=as_of)
-    click.echo(render(rows, REFUND_COLUMNS, fmt), nl=False)
+    rows = open_ledger(ctx).iter_refunds(pro_id=pro_id, status=status, as_of=as_of)
+    out = sys.stdout
+    if fmt == "json":  # streamed: a store's every contact need not fit in memory
+        write_json(rows, out)
+    elif fmt == "csv":
+        write_csv(rows, REFUND_COLUMNS, out)
+    else:
+        out.write(render(list(rows), REFUND_COLUMNS, fmt))
 
 
 @cli.command("trial-balance")
@@ -274,7 +280,7 @@ def events(ctx: click.Context, fmt: str) -> None:
     Example:
       leadledger events > log.ndjson
     """
-    out = click.get_text_stream("stdout")
+    out = sys.stdout
     for line in open_ledger(ctx).event_lines():
         out.write(line + "\n")
 

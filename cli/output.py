@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from ledger.units import major
 
@@ -18,6 +18,23 @@ AMOUNT_COLUMNS = {
 def to_json(rows: Sequence[dict[str, Any]]) -> str:
     """One JSON array; rows arrive sorted by their natural key. Byte-stable."""
     return json.dumps(list(rows), ensure_ascii=False, indent=2) + "\n"
+
+
+def write_json(rows: Iterable[dict[str, Any]], out: Any) -> None:
+    """Stream a JSON array: the same bytes as ``to_json``, one row in memory at a time."""
+    first = True
+    for row in rows:
+        body = json.dumps(row, ensure_ascii=False, indent=2).replace("\n", "\n  ")
+        out.write(("[\n  " if first else ",\n  ") + body)
+        first = False
+    out.write("[]\n" if first else "\n]\n")
+
+
+def write_csv(rows: Iterable[dict[str, Any]], columns: Sequence[str], out: Any) -> None:
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(["" if row.get(c) is None else row.get(c) for c in columns])
 
 
 def to_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:

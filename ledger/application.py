@@ -314,6 +314,13 @@ class Ledger:
         return queries.refunds(self._view, now or datetime.now(timezone.utc), pro_id=pro_id,
                                status=status, as_of=as_of)
 
+    def iter_refunds(self, pro_id: str | None = None, status: str | None = None,
+                     as_of: datetime | None = None, now: datetime | None = None) -> Iterator[dict[str, Any]]:
+        """``refunds`` streamed from the database, for outputs too large to hold."""
+        self.catch_up()
+        return queries.iter_refunds(self._view, now or datetime.now(timezone.utc), pro_id=pro_id,
+                                    status=status, as_of=as_of)
+
     def trial_balance(self, as_of: datetime | None = None) -> list[dict[str, Any]]:
         self.catch_up()
         return queries.trial_balance(self._view, as_of=as_of)

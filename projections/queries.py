@@ -7,7 +7,7 @@ key with integer amounts and RFC 3339 UTC times, so JSON output is byte-stable.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Iterator
 
 from ledger.timefmt import parse_utc, sortable_to_rfc3339, sortable_utc
 from projections.status import GERER, refund_status
@@ -54,13 +54,19 @@ def balances(view: Any, pro_id: str | None = None, as_of: datetime | None = None
 def refunds(view: Any, now: datetime, pro_id: str | None = None, status: str | None = None,
             as_of: datetime | None = None) -> list[dict[str, Any]]:
     """Refund status of every contact as of ``as_of`` (default: ``now``)."""
+    return list(iter_refunds(view, now, pro_id, status, as_of))
+
+
+def iter_refunds(view: Any, now: datetime, pro_id: str | None = None, status: str | None = None,
+                 as_of: datetime | None = None) -> Iterator[dict[str, Any]]:
+    """``refunds`` streamed: one contact at a time, in contact_id order."""
     at = sortable_utc(as_of if as_of is not None else now)
     where = "c.sent_at <= ?"
     params: list[Any] = [at, at]
     if pro_id is not None:
         where += " AND c.pro_id = ?"
         params.append(pro_id)
-    rows = view.query(
+    rows = view.stream(
         "SELECT c.contact_id, c.pro_id, c.market, c.refund_deadline,"
         " CAST(COALESCE(SUM(CASE WHEN f.kind = 'charge' THEN f.amount END), 0) AS BIGINT) AS charged,"
         " CAST(COALESCE(SUM(CASE WHEN f.kind = 'charge' THEN f.refundable END), 0) AS BIGINT) AS refundable,"
@@ -73,7 +79,6 @@ def refunds(view: Any, now: datetime, pro_id: str | None = None, status: str | N
         " GROUP BY c.contact_id, c.pro_id, c.market, c.refund_deadline ORDER BY c.contact_id",
         params,
     )
-    out = []
     for r in rows:
         state = refund_status(
             charged=int(r["charged"]), refunded=int(r["refunded"]),
@@ -82,7 +87,7 @@ def refunds(view: Any, now: datetime, pro_id: str | None = None, status: str | N
         )
         if status is not None and state != status:
             continue
-        out.append({
+        yield {
             "contact_id": r["contact_id"],
             "pro_id": r["pro_id"],
             "market": r["market"],
@@ -91,8 +96,7 @@ def refunds(view: Any, now: datetime, pro_id: str | None = None, status: str | N
             "refunded": int(r["refunded"]),
             "refundable": int(r["refundable"]) if state == GERER else 0,
             "deadline": sortable_to_rfc3339(r["refund_deadline"]),
-        })
-    return out
+        }
 
 
 def trial_balance(view: Any, as_of: datetime | None = None) -> list[dict[str, Any]]:

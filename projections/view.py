@@ -10,7 +10,7 @@ its last tracked position; every read command calls it first.
 from __future__ import annotations
 
 import sqlite3
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from eventsourcing.persistence import IntegrityError, Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
@@ -81,6 +81,23 @@ class LedgerViewMixin:
         with self.datastore.transaction(commit=False) as curs:
             curs.execute(self.sql(statement), tuple(params))
             return [dict(row) for row in curs.fetchall()]
+
+    def stream(self, statement: str, params: Sequence[Any] = (), page: int = 5000) -> Iterator[dict[str, Any]]:
+        """Rows a page at a time, for results too big to hold (a server-side cursor
+        on PostgreSQL). The read transaction stays open while the caller iterates."""
+        with self.datastore.transaction(commit=False) as curs:
+            # eventsourcing wraps SQLite's cursor; fetchmany needs the real one.
+            cursor = getattr(curs, "sqlite_cursor", curs)
+            if self.placeholder == "%s":
+                cursor = curs.connection.cursor(name="leadledger_stream")
+            cursor.execute(self.sql(statement), tuple(params))
+            while True:
+                rows = cursor.fetchmany(page)
+                if not rows:
+                    break
+                yield from (dict(row) for row in rows)
+            if self.placeholder == "%s":
+                cursor.close()
 
     def unit_lookup(self, pro_id: str) -> tuple[str, str] | None:
         rows = self.query("SELECT unit, card_currency FROM ll_wallets WHERE pro_id = ?", (pro_id,))

@@ -157,3 +157,12 @@ def test_readme_examples_give_the_documented_read_models(store_url):
                        ("refunds", ["refunds", "--as-of", "2026-02-01T00:00:00Z"])):
         expected = re.search(rf"<!-- {name}:start -->\n```json\n(.*?)```", readme, re.S).group(1)
         assert run(store_url, *args, "--format", "json").output == expected, name
+
+
+@pytest.mark.parametrize("rows", [[], [{"a": 1}], [{"a": 1, "b": "Gérer", "c": None}, {"a": 2, "b": [1]}]])
+def test_streamed_json_is_byte_identical_to_the_array(rows):
+    from cli.output import to_json, write_json
+
+    out = io.StringIO()
+    write_json(iter(rows), out)
+    assert out.getvalue() == to_json(rows)
