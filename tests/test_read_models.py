@@ -67,6 +67,7 @@ def test_verify_passes_on_a_sound_store(ledger):
     ("UPDATE ll_postings SET credit = credit + 1 WHERE account = 'pro:p1:wallet'", 1),
     ("DELETE FROM ll_postings WHERE event_type = 'CourtesyCreditIssued'", 2),
     ("UPDATE ll_contact_facts SET amount = amount * 10 WHERE kind = 'refund'", 4),
+    ("INSERT INTO ll_contact_facts VALUES (999999, 0, 'c1', 'confirm', '2026-01-01T00:00:00.000000Z', 0, 0)", 6),
 ])
 def test_verify_catches_a_corrupted_read_model(store_url, corruption, invariant):
     with Ledger.from_url(store_url) as ledger:
