@@ -49,7 +49,8 @@ from projections.tables import READ_MODEL_DDL
 from projections.view import LedgerProjection, PostgresLedgerView, SQLiteLedgerView, catch_up
 
 CHUNK_SIZE = 1000  # submissions decided and committed per transaction (group commit)
-MAX_ATOMIC_BATCH = 100_000  # --atomic holds the whole batch in one transaction
+MAX_ATOMIC_BATCH = 100_000
+LOAD_PAGE_SIZE = 10_000  # replayed events per transaction (no rules, no receipts)  # --atomic holds the whole batch in one transaction
 MAX_WRITE_ATTEMPTS = 20
 MAX_WARM_AGGREGATES = 50_000  # beyond this only wallets stay cached between chunks  # a batch that conflicts this often is reported, not looped on
 
@@ -377,7 +378,7 @@ class Ledger:
                 page.append(eventlog.from_record(record, parse_utc(record["occurred_at"])))
             except (ValueError, KeyError, TypeError) as exc:
                 raise LedgerError("invalid_log", f"line {number}: {_one_line(exc)}") from None
-            if len(page) >= CHUNK_SIZE:
+            if len(page) >= LOAD_PAGE_SIZE:
                 count += self._put(app, page)
                 page = []
         return count + (self._put(app, page) if page else 0)
