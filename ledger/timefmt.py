@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import datetime, timezone
 
 
 def to_utc(moment: datetime) -> datetime:
@@ -36,7 +36,3 @@ def parse_utc(text: str) -> datetime:
 
 def sortable_to_rfc3339(text: str) -> str:
     return format_utc(parse_utc(text))
-
-
-def format_date(day: date) -> str:
-    return day.isoformat()

@@ -113,3 +113,19 @@ def test_contact_id_is_unique(ledger):
 def test_cronoshare_does_not_offer_guaranteed_reply(ledger):
     ok(ledger.append([wallet("p2", "cronoshare"), sub("CardRegistered", at(0, 1), pro_id="p2", card_ref="x")]))
     assert one(ledger, cquote("c1", "p2", pricing="guaranteed_reply")).code == "pricing_not_offered"
+
+
+def test_shipped_rule_packs_match_spec_section_2():
+    from ledger.markets import current_policy
+
+    pro360, crono = current_policy("pro360"), current_policy("cronoshare")
+    assert (pro360.wallet_unit, pro360.card_currency, pro360.management_fee, pro360.advance_limit) == ("USD", "USD", 0, 0)
+    assert (crono.wallet_unit, crono.management_fee, crono.advance_limit) == ("CRONO", 20, 200)
+    assert pro360.pricing_methods == {"manual", "guaranteed_reply"} and crono.pricing_methods == {"manual"}
+    assert (pro360.refund.window_days, pro360.refund.unread_refund_hours) == (30, 48)
+    assert (crono.refund.window_days, crono.refund.working_days_calendar) == (60, "ES")
+    assert (pro360.calls.free_seconds, pro360.calls.rate_per_started_minute, pro360.calls.max_failed_attempts) == (180, 500, 5)
+    assert (pro360.courtesy.limit_without_approval, crono.courtesy.limit_without_approval) == (3500, 35)
+    assert (pro360.courtesy.dispute_approval_threshold, crono.courtesy.dispute_approval_threshold) == (25000, 250)
+    assert pro360.courtesy.blocked_regions == crono.courtesy.blocked_regions == {"US-WV"}
+    assert current_policy("craigslist") is None

@@ -132,7 +132,3 @@ def current_policy(market: str) -> MarketPolicy | None:
 
 def policy(market: str, version: int) -> MarketPolicy:
     return all_policies()[(market, version)]
-
-
-def market_names() -> list[str]:
-    return sorted({m for m, _ in all_policies()})
