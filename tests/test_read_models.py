@@ -191,3 +191,32 @@ def test_follower_keeps_the_view_up_to_date_without_catch_up(store_url):
             runner.wait(app.recorder.max_notification_id(), timeout=20)
             rows = queries.balances(reader._open()[1])  # straight from the view: no catch-up
         assert [r["balance"] for r in rows] == [123]
+
+
+def test_concurrent_catch_ups_project_each_event_once(store_url):
+    import threading
+
+    with Ledger.from_url(store_url) as writer:
+        busy(writer)
+        ok(writer.append([buy("p1", 1, at(5, 0, i)) for i in range(300)]))
+    readers = [Ledger.from_url(store_url) for _ in range(3)]
+    errors: list[BaseException] = []
+
+    def catch_up(ledger):
+        try:
+            ledger.catch_up()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=catch_up, args=(r,)) for r in readers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    for reader in readers:
+        reader.close()
+    with Ledger.from_url(store_url) as ledger:
+        assert all(c.ok for c in ledger.verify()), [c.to_json() for c in ledger.verify()]
+        [row] = [b for b in ledger.balances() if b["pro_id"] == "p1"]
+        assert row["balance"] == 8200 + 300
