@@ -63,6 +63,9 @@ def config_for(url: str) -> StoreConfig:
             "POSTGRES_PASSWORD": unquote(parts.password or ""),
             "POSTGRES_CONNECT_TIMEOUT": "5",
             "POSTGRES_LOCK_TIMEOUT": "10",
+            # A streamed `refunds` holds a read transaction while its reader (a pipe,
+            # a pager) takes its time: eventsourcing's default of 5 s would cut it.
+            "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "300",
             # schema.sql (``leadledger init``) owns the tables, not eventsourcing.
             "CREATE_TABLE": "false",
         })
