@@ -39,10 +39,7 @@ def write_csv(rows: Iterable[dict[str, Any]], columns: Sequence[str], out: Any) 
 
 def to_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow(["" if row.get(c) is None else row.get(c) for c in columns])
+    write_csv(rows, columns, buffer)
     return buffer.getvalue()
 
 

@@ -49,10 +49,10 @@ from projections.tables import READ_MODEL_DDL
 from projections.view import LedgerProjection, PostgresLedgerView, SQLiteLedgerView, catch_up
 
 CHUNK_SIZE = 1000  # submissions decided and committed per transaction (group commit)
-MAX_ATOMIC_BATCH = 100_000
-LOAD_PAGE_SIZE = 10_000  # replayed events per transaction (no rules, no receipts)  # --atomic holds the whole batch in one transaction
-MAX_WRITE_ATTEMPTS = 20
-MAX_WARM_AGGREGATES = 50_000  # beyond this only wallets stay cached between chunks  # a batch that conflicts this often is reported, not looped on
+MAX_ATOMIC_BATCH = 100_000  # --atomic holds the whole batch in one transaction
+LOAD_PAGE_SIZE = 10_000  # replayed events per transaction (no rules, no receipts)
+MAX_WRITE_ATTEMPTS = 20  # a batch that conflicts this often is reported, not looped on
+MAX_WARM_AGGREGATES = 50_000  # beyond this only wallets stay cached between chunks
 
 
 class DateAsISO(Transcoding):
@@ -133,9 +133,7 @@ class Ledger:
                 else:
                     view = PostgresLedgerView(datastore, tracking_table_name=TRACKING_TABLE)
                     self._check_initialised(view)
-            except PersistenceError as exc:
-                raise LedgerError("store_unavailable", _one_line(exc)) from None
-            except OSError as exc:
+            except (PersistenceError, OSError) as exc:
                 raise LedgerError("store_unavailable", _one_line(exc)) from None
             self._app, self._view = app, view
         return self._app, self._view
@@ -187,13 +185,10 @@ class Ledger:
                 return
             yield from self._commit(batch, atomic=True)
             return
-        chunk: list[tuple[str | None, Any]] = []
-        for item in items:
-            chunk.append(item)
-            if len(chunk) >= CHUNK_SIZE:
-                yield from self._commit(chunk, atomic=False)
-                chunk = []
-        if chunk:
+        yield from self._commit_chunks(items)
+
+    def _commit_chunks(self, items: Iterable[tuple[str | None, Any]]) -> Iterator[AppendResult]:
+        for chunk in _batched(items):
             yield from self._commit(chunk, atomic=False)
 
     def _unit_of_work(self, app: LedgerApp, batch: list[tuple[str | None, Any]]) -> UnitOfWork:
@@ -267,13 +262,7 @@ class Ledger:
             item = UnreadRefundDue(contact_id, parse_utc(at))
             due.append((str(item.event_id), item))
         # Candidates come from the read model; the aggregates judge each one again.
-        return [r for r in self._commit_all(due) if r.status == "recorded"]
-
-    def _commit_all(self, items: list[tuple[str | None, Any]]) -> list[AppendResult]:
-        out: list[AppendResult] = []
-        for start in range(0, len(items), CHUNK_SIZE):
-            out.extend(self._commit(items[start:start + CHUNK_SIZE], atomic=False))
-        return out
+        return [r for r in self._commit_chunks(due) if r.status == "recorded"]
 
     # --- reading -------------------------------------------------------------
 
@@ -312,9 +301,7 @@ class Ledger:
 
     def refunds(self, pro_id: str | None = None, status: str | None = None,
                 as_of: datetime | None = None, now: datetime | None = None) -> list[dict[str, Any]]:
-        self.catch_up()
-        return queries.refunds(self._view, now or datetime.now(timezone.utc), pro_id=pro_id,
-                               status=status, as_of=as_of)
+        return list(self.iter_refunds(pro_id, status, as_of, now))
 
     def iter_refunds(self, pro_id: str | None = None, status: str | None = None,
                      as_of: datetime | None = None, now: datetime | None = None) -> Iterator[dict[str, Any]]:
@@ -457,6 +444,18 @@ def _parsed(submissions: Iterable[str | bytes | dict[str, Any]]) -> Iterator[tup
             yield event_id_of(raw), rejection
         else:
             yield str(model.event_id), model
+
+
+def _batched(items: Iterable[Any]) -> Iterator[list[Any]]:
+    """Chunks of CHUNK_SIZE (itertools.batched arrives only in Python 3.12)."""
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == CHUNK_SIZE:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _one_line(exc: BaseException) -> str:

@@ -8,6 +8,7 @@ work asserts it.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Iterator
@@ -132,8 +133,6 @@ def decide(uow: UnitOfWork, submission: Any) -> Outcome:
 
 
 def _sha256(text: str) -> str:
-    import hashlib
-
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 

@@ -14,10 +14,14 @@ from datetime import date, datetime
 from typing import Any, Iterator
 from uuid import UUID
 
+from eventsourcing.utils import get_topic
+
+from ledger.aggregates import Contact, Customer, Wallet
 from ledger.events import DOMAIN_EVENT_CLASSES, LedgerCreated
 from ledger.timefmt import format_utc, parse_utc
 
 PAGE_SIZE = 1000
+_CREATED_BY = {"WalletOpened": Wallet, "QuoteSent": Contact, "CustomerTerminated": Customer}
 _BASE_FIELDS = ("originator_id", "originator_version", "timestamp", "originator_topic",
                 "event_id", "occurred_at")
 
@@ -68,13 +72,7 @@ def from_record(record: dict[str, Any], recorded_at: datetime) -> Any:
         "occurred_at": parse_utc(record["occurred_at"]),
     }
     if issubclass(cls, LedgerCreated):
-        from ledger import aggregates
-
-        owner = {"WalletOpened": aggregates.Wallet, "QuoteSent": aggregates.Contact,
-                 "CustomerTerminated": aggregates.Customer}[cls.__name__]
-        from eventsourcing.utils import get_topic
-
-        kwargs["originator_topic"] = get_topic(owner)
+        kwargs["originator_topic"] = get_topic(_CREATED_BY[cls.__name__])
     for f in dataclasses.fields(cls):
         if f.name in _BASE_FIELDS:
             continue

@@ -13,6 +13,7 @@ from typing import Any, Iterable
 from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
+from eventsourcing.sqlite import SQLiteDatastore
 
 IDS_PER_QUERY = 500
 
@@ -23,7 +24,7 @@ def load_many(app: Any, ids: Iterable[UUID]) -> dict[UUID, Any]:
     found: dict[UUID, list[StoredEvent]] = {}
     recorder = app.recorder
     datastore = recorder.datastore
-    is_sqlite = hasattr(datastore, "pool") and type(datastore).__name__ == "SQLiteDatastore"
+    is_sqlite = isinstance(datastore, SQLiteDatastore)
     table = recorder.events_table_name
     for start in range(0, len(wanted), IDS_PER_QUERY):
         part = wanted[start:start + IDS_PER_QUERY]

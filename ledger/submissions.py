@@ -222,22 +222,23 @@ def parse_submission(raw: str | bytes | dict[str, Any]) -> Any:
     """Validate one submission; raise Rejection(invalid_submission) naming the field."""
     if isinstance(raw, dict):
         text = json.dumps(raw)
-        obj: Any = raw
     else:
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
         if len(text.encode("utf-8")) > MAX_LINE_BYTES:
             raise Rejection(INVALID_SUBMISSION, f"submission is over {MAX_LINE_BYTES} bytes")
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise Rejection(INVALID_SUBMISSION, f"not JSON: {exc.msg} at column {exc.colno}")
-    if not isinstance(obj, dict):
-        raise Rejection(INVALID_SUBMISSION, "a submission is a JSON object")
     try:
         return _adapter.validate_json(text)
     except ValidationError as exc:
-        type_name = obj.get("type") if isinstance(obj.get("type"), str) else None
-        raise Rejection(INVALID_SUBMISSION, _describe(exc, type_name)) from None
+        error = exc
+    # Only a rejected submission is parsed a second time, to word the message.
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise Rejection(INVALID_SUBMISSION, f"not JSON: {exc.msg} at column {exc.colno}") from None
+    if not isinstance(obj, dict):
+        raise Rejection(INVALID_SUBMISSION, "a submission is a JSON object")
+    type_name = obj.get("type") if isinstance(obj.get("type"), str) else None
+    raise Rejection(INVALID_SUBMISSION, _describe(error, type_name))
 
 
 def event_id_of(raw: str | bytes | dict[str, Any]) -> str | None:

@@ -46,6 +46,7 @@ class LedgerViewMixin:
     """Store-independent part of the view; subclasses set the parameter style."""
 
     placeholder = "?"
+    tracking_table = "tracking"
     datastore: Any
 
     def sql(self, statement: str) -> str:
@@ -110,8 +111,6 @@ class LedgerViewMixin:
                 curs.execute(f"DELETE FROM {table}")
             curs.execute(self.sql(f"DELETE FROM {self.tracking_table} WHERE application_name = ?"),
                          (APPLICATION_NAME,))
-
-    tracking_table = "tracking"
 
 
 class SQLiteLedgerView(LedgerViewMixin, SQLiteTrackingRecorder):

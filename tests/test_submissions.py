@@ -26,9 +26,11 @@ def test_amounts_are_positive_integers_only(amount):
     assert reject(buy("p1", 1) | {"amount": amount}).startswith("amount:")
 
 
-def test_commission_may_be_zero_but_not_negative():
-    parse_submission(quote("c1", "p1", commission=0))
+def test_commission_and_management_fee_may_be_zero_but_not_negative():
+    parse_submission(quote("c1", "p1", commission=0, management_fee=0))
     assert reject(quote("c1", "p1", commission=-1)).startswith("commission:")
+    assert reject(quote("c1", "p1", management_fee=-20)).startswith("management_fee:")
+    assert reject(quote("c1", "p1", management_fee=20.0)).startswith("management_fee:")
 
 
 @pytest.mark.parametrize("when", ["2026-01-05T09:00:00", "2026-01-05", "yesterday", 1767600000])
