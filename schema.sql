@@ -7,6 +7,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS leadledger_events_notification_id_idx ON leadl
 
 DO $$ BEGIN CREATE TYPE stored_event_uuid AS (originator_id uuid, originator_version bigint, topic text, state bytea); EXCEPTION WHEN duplicate_object THEN NULL; END $$;
 
+CREATE TABLE IF NOT EXISTS leadledger_receipts ( event_id uuid PRIMARY KEY, submission_type text NOT NULL, content_sha256 text NOT NULL, recorded text NOT NULL, occurred_at text NOT NULL);
+
 CREATE TABLE IF NOT EXISTS leadledger_tracking ( application_name text, notification_id bigint, PRIMARY KEY (application_name));
 
 INSERT INTO leadledger_tracking VALUES ('__migration__', 1) ON CONFLICT DO NOTHING;

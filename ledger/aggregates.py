@@ -301,31 +301,3 @@ class Customer(Aggregate):
             ev.CustomerTerminated, id=customer_id_to_uuid(customer_id), event_id=event_id,
             occurred_at=at, customer_id=customer_id, contact_id=contact_id, reason=reason,
         )
-
-
-# --- receipt -----------------------------------------------------------------
-
-
-class Receipt(Aggregate):
-    """One per accepted submission, keyed by its event_id: the idempotency record.
-
-    It is saved in the same transaction as the submission's events, so a
-    retried submission is found here after any restart, in any process.
-    """
-
-    @singledispatchmethod
-    def when(self, event: Any) -> None:
-        raise AssertionError(f"Receipt cannot apply {type(event).__name__}")
-
-    @when.register
-    def _(self, event: ev.SubmissionAccepted) -> None:
-        self.submission_type = event.submission_type
-        self.content_sha256 = event.content_sha256
-        self.recorded = list(event.recorded)
-
-    @classmethod
-    def accept(cls, event_id: UUID, at: datetime, submission_type: str, content_sha256: str, recorded: list[str]) -> "Receipt":
-        return cls._create(
-            ev.SubmissionAccepted, id=event_id, event_id=event_id, occurred_at=at,
-            submission_type=submission_type, content_sha256=content_sha256, recorded=recorded,
-        )

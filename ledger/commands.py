@@ -21,7 +21,6 @@ from ledger.aggregates import (
     NAMESPACE,
     Contact,
     Customer,
-    Receipt,
     Wallet,
     contact_id_to_uuid,
     customer_id_to_uuid,
@@ -29,6 +28,7 @@ from ledger.aggregates import (
 )
 from ledger.errors import Rejection
 from ledger.markets import MarketPolicy, current_policy, policy as market_policy
+from ledger.recorders import Receipt
 from ledger.timefmt import format_utc
 
 
@@ -39,6 +39,10 @@ class UnitOfWork:
         self._repository = repository
         self._cache: dict[UUID, Any] = dict(warm or {})
         self.events: list[Any] = []
+        # Receipts live in their own table, keyed by the sender's event_id: an
+        # id space of its own, so no event_id can name an aggregate.
+        self.receipts: dict[UUID, Receipt] = {}
+        self.new_receipts: list[Receipt] = []
 
     def preload(self, aggregates: dict[UUID, Any]) -> None:
         """Aggregates (or None for absent ids) loaded in bulk by the application."""
@@ -69,7 +73,12 @@ class UnitOfWork:
         return self._get(customer_id_to_uuid(customer_id))
 
     def receipt(self, event_id: UUID) -> Receipt | None:
-        return self._get(event_id)
+        return self.receipts.get(event_id)
+
+    def accepted(self, receipt: Receipt) -> None:
+        assert receipt.event_id not in self.receipts, "accepted twice"
+        self.receipts[receipt.event_id] = receipt
+        self.new_receipts.append(receipt)
 
     def created(self, aggregate: Any) -> Any:
         assert self._cache.get(aggregate.id) is None, "created twice"
@@ -83,7 +92,7 @@ class UnitOfWork:
 
 def ids_touched(submission: Any) -> list[UUID]:
     """Aggregates a submission will read, known without reading anything."""
-    ids = [submission.event_id]
+    ids = []
     if hasattr(submission, "pro_id"):
         ids.append(wallet_id(submission.pro_id))
     if hasattr(submission, "contact_id"):
@@ -105,6 +114,8 @@ class Outcome:
 
 def decide(uow: UnitOfWork, submission: Any) -> Outcome:
     """Judge one submission against the facts in ``uow``; record it or reject it."""
+    if getattr(submission, "internal", False):
+        return _decide_internal(uow, submission)
     receipt = uow.receipt(submission.event_id)
     content = sub.canonical_content(submission)
     digest = _sha256(content)
@@ -125,11 +136,21 @@ def decide(uow: UnitOfWork, submission: Any) -> Outcome:
         return Outcome("rejected", rejection.code, rejection.message)
     recorded = [type(event).__name__ for event in uow.events[mark:]]
     assert recorded, "an accepted submission records at least its own event"
-    uow.created(
-        Receipt.accept(submission.event_id, submission.occurred_at,
-                       submission.type, digest, recorded)
-    )
+    uow.accepted(Receipt(submission.event_id, submission.type, digest, tuple(recorded),
+                         format_utc(submission.occurred_at)))
     return Outcome("recorded", recorded=tuple(recorded))
+
+
+def _decide_internal(uow: UnitOfWork, submission: Any) -> Outcome:
+    """The ledger's own submissions (the sweep's) have no receipt: the aggregates'
+    state makes them idempotent, and no sender's event_id can stand in their way."""
+    mark = len(uow.events)
+    try:
+        HANDLERS[type(submission)](uow, submission)
+    except Rejection as rejection:
+        assert len(uow.events) == mark, "a rule rejected after recording"
+        return Outcome("rejected", rejection.code, rejection.message)
+    return Outcome("recorded", recorded=tuple(type(e).__name__ for e in uow.events[mark:]))
 
 
 def _sha256(text: str) -> str:
@@ -475,6 +496,7 @@ class UnreadRefundDue:
     contact_id: str
     occurred_at: datetime
     type: str = "UnreadRefundDue"
+    internal: bool = True
 
     @property
     def event_id(self) -> UUID:

@@ -165,7 +165,9 @@ class CustomerTerminated(LedgerCreated):
     reason: str
 
 
-# --- receipt (one per submission event_id): idempotency ----------------------
+# --- legacy: receipts were aggregates before 0.2 ------------------------------
+# Stores initialised earlier hold them in the event log; `leadledger init` copies
+# them into the receipts table. Nothing records this event any more.
 
 
 class SubmissionAccepted(LedgerCreated):

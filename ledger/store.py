@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlparse
 
 from ledger.errors import LedgerError
+from ledger.recorders import POSTGRES_RECEIPTS_DDL
 from projections.tables import READ_MODEL_DDL
 
 DEFAULT_URL = "sqlite:///leadledger.db"
@@ -48,6 +49,7 @@ def config_for(url: str) -> StoreConfig:
             "SQLITE_DBNAME": path,
             "SQLITE_LOCK_TIMEOUT": "30",
             "CREATE_TABLE": "true",
+            "APPLICATION_RECORDER_TOPIC": "ledger.recorders:LedgerSQLiteRecorder",
         })
     if url.startswith(("postgresql://", "postgres://")):
         parts = urlparse(url)
@@ -68,6 +70,7 @@ def config_for(url: str) -> StoreConfig:
             "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "300",
             # schema.sql (``leadledger init``) owns the tables, not eventsourcing.
             "CREATE_TABLE": "false",
+            "APPLICATION_RECORDER_TOPIC": "ledger.recorders:LedgerPostgresRecorder",
         })
     raise LedgerError(
         "bad_database_url",
@@ -87,6 +90,8 @@ POSTGRES_EVENT_STORE_DDL = (
     " CREATE TYPE stored_event_uuid AS"
     " (originator_id uuid, originator_version bigint, topic text, state bytea);"
     " EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+    # Idempotency receipts, keyed by the sender's event_id (ledger/recorders.py).
+    POSTGRES_RECEIPTS_DDL,
     f"CREATE TABLE IF NOT EXISTS {TRACKING_TABLE} ("
     " application_name text, notification_id bigint, PRIMARY KEY (application_name))",
     # Marks the tracking table as single-row (eventsourcing's migration record).

@@ -9,13 +9,17 @@ field the type does not define.
 from __future__ import annotations
 
 import json
-from datetime import date, datetime
+import re
+import unicodedata
+from datetime import date, datetime, timezone
 from typing import Annotated, Any, Literal, Union
 from uuid import UUID
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -33,14 +37,80 @@ from ledger.timefmt import to_utc
 MAX_AMOUNT = 10**12
 MAX_DURATION_SECONDS = 7 * 24 * 3600
 MAX_LINE_BYTES = 64 * 1024
+MAX_IDENTIFIER_CHARS = 128
+# Times and dates outside this range are typos (or attacks): they would
+# overflow date arithmetic (deadlines, time zones) long before they mean money.
+EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
+LATEST = datetime(2999, 12, 31, tzinfo=timezone.utc)
+
+# Unicode categories an identifier may not hold: controls (NUL included),
+# format characters (zero-width spaces and joiners, bidi overrides),
+# surrogates, private use, unassigned, and line/paragraph separators.
+_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,6})?([Zz]|[+-]\d{2}:\d{2})$"
+)
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def check_identifier(value: str) -> str:
+    """An id names a pro, a contact, a payment: printable text, one spelling.
+
+    NFC-normalised (so an accented id typed two ways is one id), case-sensitive,
+    at most MAX_IDENTIFIER_CHARS characters, no leading or trailing space, no
+    space but U+0020, and no control, format (zero-width, bidi) or unassigned
+    characters: such ids cannot be read back, printed or stored everywhere
+    (PostgreSQL text refuses NUL).
+    """
+    value = unicodedata.normalize("NFC", value)
+    if len(value) > MAX_IDENTIFIER_CHARS:
+        raise ValueError(f"at most {MAX_IDENTIFIER_CHARS} characters")
+    if value != value.strip():
+        raise ValueError("leading or trailing white space")
+    for position, char in enumerate(value, start=1):
+        category = unicodedata.category(char)
+        if category in _FORBIDDEN_CATEGORIES or (category == "Zs" and char != " "):
+            raise ValueError(
+                f"character {position} (U+{ord(char):04X}) is not printable text"
+            )
+    return value
+
+
+def _rfc3339_text(value: Any) -> Any:
+    """Only RFC 3339 text with an offset: no epoch numbers, no numeric strings."""
+    if isinstance(value, datetime):  # the Python API may hand over datetimes
+        return value
+    if isinstance(value, str) and _RFC3339.match(value + "Z"):
+        raise ValueError("has no UTC offset: add Z or +hh:mm (RFC 3339)")
+    if not isinstance(value, str) or not _RFC3339.match(value):
+        raise ValueError("must be an RFC 3339 time with an offset, e.g. 2026-01-05T09:00:00Z")
+    return datetime.fromisoformat(value.upper())  # ValueError for a 31st of February
+
+
+def _iso_date_text(value: Any) -> Any:
+    if isinstance(value, date):
+        return value
+    if not isinstance(value, str) or not _ISO_DATE.match(value):
+        raise ValueError("must be a date as YYYY-MM-DD")
+    return date.fromisoformat(value)
+
+
+def _date_in_range(value: date) -> date:
+    if not EARLIEST.date() <= value <= LATEST.date():
+        raise ValueError(f"must be between {EARLIEST.date()} and {LATEST.date()}")
+    return value
+
 
 Identifier = Annotated[
-    str, StringConstraints(min_length=1, max_length=128, strip_whitespace=False)
+    str,
+    StringConstraints(min_length=1, max_length=4 * MAX_IDENTIFIER_CHARS),
+    AfterValidator(check_identifier),
 ]
-Text = Annotated[str, StringConstraints(min_length=1, max_length=500)]
 Amount = Annotated[int, Field(gt=0, le=MAX_AMOUNT)]
 NonNegativeAmount = Annotated[int, Field(ge=0, le=MAX_AMOUNT)]
 Region = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}-[A-Z0-9]{1,3}$")]
+Day = Annotated[date, BeforeValidator(_iso_date_text), AfterValidator(_date_in_range)]
+Moment = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text)]
 
 
 class _Strict(BaseModel):
@@ -52,14 +122,25 @@ class Person(_Strict):
     role: Identifier
 
 
+def same_person(a: Person, b: Person) -> bool:
+    """Ids are case-sensitive keys, but "agent-7" approving "Agent-7" is self-approval."""
+    return a.id.casefold() == b.id.casefold()
+
+
 class _Envelope(_Strict):
     event_id: UUID
-    occurred_at: AwareDatetime
+    occurred_at: Moment
 
     @field_validator("occurred_at")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
-        return to_utc(value)
+        try:
+            moment = to_utc(value)
+        except OverflowError:
+            raise ValueError(f"must be between {EARLIEST.year} and {LATEST.year}") from None
+        if not EARLIEST <= moment <= LATEST:
+            raise ValueError(f"must be between {EARLIEST.year} and {LATEST.year}")
+        return moment
 
     @field_validator("event_id")
     @classmethod
@@ -96,7 +177,7 @@ class QuoteSent(_Envelope):
     request_id: Identifier
     customer_id: Identifier
     category: Identifier
-    job_date: date
+    job_date: Day
     pricing: Literal["manual", "guaranteed_reply"]
     commission: NonNegativeAmount
     management_fee: NonNegativeAmount
@@ -135,7 +216,7 @@ class RefundRequested(_Envelope):
 class RefundPostponed(_Envelope):
     type: Literal["RefundPostponed"]
     contact_id: Identifier
-    until: date
+    until: Day
 
 
 class ServiceConfirmed(_Envelope):
@@ -166,6 +247,8 @@ class CourtesyCreditIssued(_Envelope):
             raise ValueError("dispute_amount: required when reason is dispute")
         if self.reason == "missed_appointment_fee" and self.fee_ref is None:
             raise ValueError("fee_ref: required when reason is missed_appointment_fee")
+        if self.approved_by is not None and same_person(self.approved_by, self.issued_by):
+            raise ValueError("approved_by: the approver must be someone other than the issuer")
         return self
 
 
@@ -218,37 +301,83 @@ def _describe(error: ValidationError, type_name: str | None) -> str:
     return f"{where}: {msg}"
 
 
-def parse_submission(raw: str | bytes | dict[str, Any]) -> Any:
-    """Validate one submission; raise Rejection(invalid_submission) naming the field."""
+def _json_default(value: Any) -> Any:
+    """The Python API may pass datetimes, dates and UUIDs: send them as JSON would."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise TypeError("a naive datetime (no time zone)")
+        return value.isoformat()
+    if isinstance(value, (date, UUID)):
+        return str(value)
+    raise TypeError(f"a {type(value).__name__}")
+
+
+def submission_text(raw: str | bytes | dict[str, Any]) -> str | bytes:
+    """The JSON text of one submission, checked for size and encoding."""
     if isinstance(raw, dict):
-        text = json.dumps(raw)
+        try:
+            text: str | bytes = json.dumps(raw, default=_json_default, allow_nan=False)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise Rejection(INVALID_SUBMISSION, f"not JSON-serialisable: {exc}") from None
+        size = len(text)
+    elif isinstance(raw, bytes):
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise Rejection(INVALID_SUBMISSION, f"not UTF-8 text (byte {exc.start + 1})") from None
+        text, size = raw, len(raw)
+    elif isinstance(raw, str):
+        text, size = raw, len(raw.encode("utf-8", "surrogatepass"))
     else:
-        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-        if len(text.encode("utf-8")) > MAX_LINE_BYTES:
-            raise Rejection(INVALID_SUBMISSION, f"submission is over {MAX_LINE_BYTES} bytes")
+        raise Rejection(INVALID_SUBMISSION, f"a submission is a JSON object, not a {type(raw).__name__}")
+    if size > MAX_LINE_BYTES:
+        raise Rejection(INVALID_SUBMISSION, f"submission is over {MAX_LINE_BYTES:,} bytes")
+    return text
+
+
+def parse_submission(raw: str | bytes | dict[str, Any]) -> Any:
+    """Validate one submission; raise Rejection(invalid_submission) naming the field.
+
+    Total over its input: whatever the bytes (deep nesting, 5,000-digit numbers,
+    lone surrogates), the answer is a model or a Rejection, never another error.
+    """
+    text = submission_text(raw)
     try:
         return _adapter.validate_json(text)
     except ValidationError as exc:
         error = exc
+    except (ValueError, RecursionError, OverflowError, UnicodeError) as exc:
+        raise Rejection(INVALID_SUBMISSION, f"unreadable: {type(exc).__name__}") from None
     # Only a rejected submission is parsed a second time, to word the message.
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
         raise Rejection(INVALID_SUBMISSION, f"not JSON: {exc.msg} at column {exc.colno}") from None
+    except RecursionError:
+        raise Rejection(INVALID_SUBMISSION, "not JSON this ledger reads: nested too deep") from None
+    except (ValueError, UnicodeError) as exc:  # e.g. an integer of thousands of digits
+        raise Rejection(INVALID_SUBMISSION, f"not JSON this ledger reads: {_short(exc)}") from None
     if not isinstance(obj, dict):
         raise Rejection(INVALID_SUBMISSION, "a submission is a JSON object")
     type_name = obj.get("type") if isinstance(obj.get("type"), str) else None
     raise Rejection(INVALID_SUBMISSION, _describe(error, type_name))
 
 
+def _short(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200]
+
+
 def event_id_of(raw: str | bytes | dict[str, Any]) -> str | None:
-    """Best effort: the event_id a sender used, to echo it back on a rejection."""
+    """Best effort: the event_id a sender used, to echo it back on a rejection.
+
+    A string is echoed as sent (JSON output escapes it), up to 64 characters.
+    """
     try:
         obj = raw if isinstance(raw, dict) else json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError, TypeError):
+        value = obj.get("event_id") if isinstance(obj, dict) else None
+        return value if isinstance(value, str) and len(value) <= 64 else None
+    except Exception:  # noqa: BLE001 - a bad line has no event_id to echo
         return None
-    value = obj.get("event_id") if isinstance(obj, dict) else None
-    return value if isinstance(value, str) else None
 
 
 def canonical_content(submission: Any) -> str:

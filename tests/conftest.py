@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 import pytest
 
 from ledger import Ledger
+from ledger.recorders import RECEIPTS_TABLE
 from ledger.store import EVENTS_TABLE, TRACKING_TABLE
 from projections.tables import READ_MODEL_TABLES
 
@@ -51,7 +52,7 @@ def postgres_ready() -> str | None:
             if not exists:
                 conn.execute(f'CREATE DATABASE "{dbname}"')
         with _connect(dbname) as conn:  # the schema of this code, not of an older run
-            for table in (EVENTS_TABLE, TRACKING_TABLE, *READ_MODEL_TABLES):
+            for table in (EVENTS_TABLE, TRACKING_TABLE, RECEIPTS_TABLE, *READ_MODEL_TABLES):
                 conn.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
             conn.execute("DROP TYPE IF EXISTS stored_event_uuid CASCADE")
         with Ledger.from_url(PG_URL) as ledger:
@@ -64,7 +65,7 @@ def postgres_ready() -> str | None:
 
 def reset_postgres() -> None:
     with _connect(urlparse(PG_URL).path.lstrip("/")) as conn:
-        tables = ", ".join((EVENTS_TABLE, *READ_MODEL_TABLES))
+        tables = ", ".join((EVENTS_TABLE, RECEIPTS_TABLE, *READ_MODEL_TABLES))
         conn.execute(f"TRUNCATE {tables} RESTART IDENTITY")
         conn.execute(f"DELETE FROM {TRACKING_TABLE} WHERE application_name <> '__migration__'")
 

@@ -60,7 +60,7 @@ class Story:
                  fee_ref=None, dispute_amount=None):
         return self.add("CourtesyCreditIssued", t, pro_id=pro, amount=amount, reason=reason,
                         issued_by={"id": f"{role}-1", "role": role},
-                        approved_by={"id": f"{approver}-1", "role": approver} if approver else None,
+                        approved_by={"id": f"{approver}-2", "role": approver} if approver else None,
                         fee_ref=fee_ref, dispute_amount=dispute_amount)
 
     def write(self) -> None:

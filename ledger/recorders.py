@@ -1,0 +1,147 @@
+"""The event store's write path: eventsourcing's recorders, with our own insert.
+
+Two things eventsourcing's stock recorders cannot do for us:
+
+- Receipts (the idempotency records, one per accepted submission, keyed by the
+  sender's ``event_id``) live in their own table, not in the aggregates' id
+  space, so no sender-chosen id can name a wallet, a contact or a sweep record.
+  They are written in the same transaction as the submission's events: pass
+  ``receipts=[Receipt, ...]`` to ``Application.save``.
+- eventsourcing's PostgreSQL insert sends all events as one composite-array
+  parameter in pipeline mode; past ~6,000 events that message deadlocks
+  (psycopg issue 685: the server waits in ClientRead while holding the events
+  table's EXCLUSIVE lock). Here every parameter is encoded before the lock is
+  taken, pages of ``INSERT_PAGE`` rows are sent as plain array parameters,
+  outside pipeline mode, and the lock is held only while they are sent.
+
+The events table stays eventsourcing's own: its readers, mappers and
+notification log work unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Sequence
+from uuid import UUID
+
+from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
+from eventsourcing.utils import retry
+
+RECEIPTS_TABLE = "leadledger_receipts"
+INSERT_PAGE = 2000  # events per INSERT statement: bounded message size
+
+SQLITE_RECEIPTS_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {RECEIPTS_TABLE} ("
+    " event_id TEXT PRIMARY KEY, submission_type TEXT NOT NULL,"
+    " content_sha256 TEXT NOT NULL, recorded TEXT NOT NULL, occurred_at TEXT NOT NULL)"
+)
+POSTGRES_RECEIPTS_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {RECEIPTS_TABLE} ("
+    " event_id uuid PRIMARY KEY, submission_type text NOT NULL,"
+    " content_sha256 text NOT NULL, recorded text NOT NULL, occurred_at text NOT NULL)"
+)
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What the ledger answered a sender's submission: the idempotency record."""
+
+    event_id: UUID
+    submission_type: str
+    content_sha256: str
+    recorded: tuple[str, ...]
+    occurred_at: str  # RFC 3339 UTC
+
+    def row(self, *, as_text: bool) -> tuple[Any, ...]:
+        return (self.event_id.hex if as_text else self.event_id, self.submission_type,
+                self.content_sha256, json.dumps(list(self.recorded)), self.occurred_at)
+
+    @classmethod
+    def from_row(cls, row: Any) -> "Receipt":
+        event_id = row["event_id"]
+        return cls(event_id if isinstance(event_id, UUID) else UUID(event_id),
+                   row["submission_type"], row["content_sha256"],
+                   tuple(json.loads(row["recorded"])), row["occurred_at"])
+
+
+class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
+    def construct_create_table_statements(self) -> list[str]:
+        return [*super().construct_create_table_statements(), SQLITE_RECEIPTS_DDL]
+
+    def _insert_events(self, c: SQLiteCursor, stored_events: Sequence[StoredEvent],
+                       **kwargs: Any) -> Sequence[int] | None:
+        receipts: Sequence[Receipt] = kwargs.pop("receipts", ())
+        ids = super()._insert_events(c, stored_events, **kwargs)
+        if receipts:
+            c.executemany(f"INSERT INTO {RECEIPTS_TABLE} VALUES (?, ?, ?, ?, ?)",
+                          [r.row(as_text=True) for r in receipts])
+        return ids
+
+
+class LedgerPostgresRecorder(PostgresApplicationRecorder):
+    @retry((InterfaceError, OperationalError), max_attempts=3, wait=0.2)
+    def insert_events(self, stored_events: Sequence[StoredEvent],
+                      **kwargs: Any) -> Sequence[int] | None:
+        # A retry after a lost connection is safe: the transaction either
+        # committed (then the retry hits the primary key and the caller re-judges
+        # the batch, finding its own submissions as duplicates) or it did not.
+        receipts: Sequence[Receipt] = kwargs.get("receipts", ())
+        pages = [_columns(stored_events[i:i + INSERT_PAGE])
+                 for i in range(0, len(stored_events), INSERT_PAGE)]
+        receipt_pages = [_receipt_columns(receipts[i:i + INSERT_PAGE])
+                         for i in range(0, len(receipts), INSERT_PAGE)]
+        table = f"{self.datastore.schema}.{self.events_table_name}"
+        insert_events = (
+            f"INSERT INTO {table} (originator_id, originator_version, topic, state)"
+            " SELECT * FROM unnest(%b::uuid[], %b::bigint[], %b::text[], %b::bytea[])"
+            " RETURNING notification_id"
+        )
+        insert_receipts = (
+            f"INSERT INTO {RECEIPTS_TABLE} SELECT * FROM"
+            " unnest(%b::uuid[], %b::text[], %b::text[], %b::text[], %b::text[])"
+        )
+        notification_ids: list[int] = []
+        with self.datastore.get_connection() as conn:
+            with conn.transaction(), conn.cursor() as curs:
+                self._lock_table(curs)
+                for columns in pages:
+                    curs.execute(insert_events, columns)
+                    notification_ids.extend(row["notification_id"] for row in curs.fetchall())
+                for columns in receipt_pages:
+                    curs.execute(insert_receipts, columns)
+                self._notify_channel(curs)
+        return notification_ids
+
+
+def _columns(events: Sequence[StoredEvent]) -> tuple[list[Any], ...]:
+    return ([e.originator_id for e in events], [e.originator_version for e in events],
+            [e.topic for e in events], [e.state for e in events])
+
+
+def _receipt_columns(receipts: Sequence[Receipt]) -> tuple[list[Any], ...]:
+    rows = [r.row(as_text=False) for r in receipts]
+    return tuple(list(column) for column in zip(*rows))
+
+
+def load_receipts(recorder: Any, event_ids: Sequence[UUID]) -> dict[UUID, Receipt]:
+    """The receipts of those event ids that have one, in one query per page."""
+    found: dict[UUID, Receipt] = {}
+    is_sqlite = isinstance(recorder, SQLiteApplicationRecorder)
+    for start in range(0, len(event_ids), 500):
+        part = event_ids[start:start + 500]
+        if is_sqlite:
+            statement = (f"SELECT * FROM {RECEIPTS_TABLE} WHERE event_id IN"
+                         f" ({','.join('?' * len(part))})")
+            params: Any = [i.hex for i in part]
+        else:
+            statement = f"SELECT * FROM {RECEIPTS_TABLE} WHERE event_id = ANY(%s)"
+            params = (list(part),)
+        with recorder.datastore.transaction(commit=False) as curs:
+            curs.execute(statement, params)
+            for row in curs.fetchall():
+                receipt = Receipt.from_row(row)
+                found[receipt.event_id] = receipt
+    return found
