@@ -7,19 +7,22 @@ Exit codes: 0 done; 1 a submission was rejected or an invariant failed;
 
 from __future__ import annotations
 
+import collections
 import functools
 import json
 import os
 import sys
 from datetime import datetime, time, timezone
 from importlib import resources
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import click
 
+from cli.lines import NotNDJSON, read_lines
 from cli.output import render, write_csv, write_json
 from ledger.errors import LedgerError, Rejection
 from ledger.store import DEFAULT_URL, URL_ENV, postgres_schema_sql
+from ledger.submissions import EARLIEST, LATEST
 from ledger.timefmt import parse_utc
 from projections.status import STATUSES
 
@@ -42,10 +45,14 @@ class Timestamp(click.ParamType):
         try:
             if len(text) == 10:
                 day = datetime.strptime(text, "%Y-%m-%d").date()
-                return datetime.combine(day, time.max, tzinfo=timezone.utc)
-            return parse_utc(text)
-        except ValueError:
+                moment = datetime.combine(day, time.max, tzinfo=timezone.utc)
+            else:
+                moment = parse_utc(text)
+        except (ValueError, OverflowError):
             self.fail(f"{value!r} is not an RFC 3339 time with offset (or a YYYY-MM-DD date)", param, ctx)
+        if not EARLIEST <= moment <= LATEST:
+            self.fail(f"{value!r} is outside {EARLIEST.year}-{LATEST.year}", param, ctx)
+        return moment
 
 
 TIME = Timestamp()
@@ -67,6 +74,8 @@ def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
             return command(*args, **kwargs)
         except LedgerError as exc:
             fail(exc.code, exc.message, EXIT_STORE)
+        except NotNDJSON as exc:
+            fail("usage", str(exc), EXIT_USAGE)
         except (click.exceptions.Exit, click.ClickException, SystemExit, KeyboardInterrupt):
             raise
         except BrokenPipeError:
@@ -124,7 +133,7 @@ def init(ctx: click.Context, print_sql: bool) -> None:
 
 
 @cli.command()
-@click.argument("file", type=click.File("r", encoding="utf-8"), default="-")
+@click.argument("file", type=click.File("rb"), default="-")
 @click.option("--atomic", is_flag=True, help="All or nothing: one rejection records nothing of the batch.")
 @click.pass_context
 @guarded
@@ -132,7 +141,9 @@ def append(ctx: click.Context, file: Any, atomic: bool) -> None:
     """Append NDJSON submissions from FILE (or - for stdin).
 
     Prints one JSON result line per submission, in order, once it is committed:
-    {"event_id", "status": recorded|duplicate|rejected, "code", "message", "recorded"}.
+    {"event_id", "status": recorded|duplicate|rejected, "code", "message", "recorded",
+    "line"} (line: 1-based, blank lines counted). Lines over 64 KiB, not UTF-8 or
+    not JSON are rejected alone; the rest of the file is judged as usual.
     Exit 0 when none was rejected, 1 otherwise.
 
     \b
@@ -143,9 +154,18 @@ def append(ctx: click.Context, file: Any, atomic: bool) -> None:
     """
     ledger = open_ledger(ctx)
     rejected = False
-    for result in ledger.append_iter(file, atomic=atomic):
+    numbers: collections.deque[int] = collections.deque()
+
+    def lines() -> Iterator[Any]:
+        for number, line in read_lines(file, getattr(file, "name", "-")):
+            numbers.append(number)
+            yield line
+
+    for result in ledger.append_iter(lines(), atomic=atomic):
         rejected = rejected or result.status == "rejected"
-        click.echo(json.dumps(result.to_json(), ensure_ascii=False))
+        # One result per non-blank line, in order: the line number rides along.
+        click.echo(json.dumps({**result.to_json(), "line": numbers.popleft() if numbers else None},
+                              ensure_ascii=False))
     sys.exit(EXIT_REJECTED if rejected else 0)
 
 

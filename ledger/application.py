@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import random
 import tempfile
 import sqlite3
 import time
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
-from typing import Any, Iterable, Iterator
+from datetime import date, datetime, timedelta, timezone
+from typing import Any, Callable, Iterable, Iterator
 
 from eventsourcing.application import Application
 from eventsourcing.persistence import (
@@ -98,16 +99,26 @@ class AppendResult:
 class Ledger:
     """A ledger over one store. Thread-compatible, not thread-safe: one per thread."""
 
-    def __init__(self, config: StoreConfig):
+    def __init__(self, config: StoreConfig, *, clock: Callable[[], datetime] | None = None,
+                 max_future_skew: timedelta | None = None):
         self.config = config
+        # The recording clock: submissions dated more than max_future_skew ahead of
+        # it are refused (occurred_in_future), and market packs may bound lateness.
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.max_future_skew = max_future_skew if max_future_skew is not None else _default_skew()
         self._app: LedgerApp | None = None
         self._view: Any = None
         self._warm: dict[Any, Any] = {}
 
     @classmethod
-    def from_url(cls, url: str | None = None) -> "Ledger":
-        """Open the ledger at ``url`` (default: $LEADLEDGER_DATABASE_URL, then sqlite:///leadledger.db)."""
-        return cls(config_for(resolve_url(url)))
+    def from_url(cls, url: str | None = None, **options: Any) -> "Ledger":
+        """Open the ledger at ``url`` (default: $LEADLEDGER_DATABASE_URL, then sqlite:///leadledger.db).
+
+        Options: ``clock`` (a callable returning an aware datetime, the recording
+        clock) and ``max_future_skew`` (a timedelta; default 5 minutes, or
+        $LEADLEDGER_MAX_FUTURE_SKEW_SECONDS).
+        """
+        return cls(config_for(resolve_url(url)), **options)
 
     def __enter__(self) -> "Ledger":
         return self
@@ -187,11 +198,12 @@ class Ledger:
         items = _parsed(submissions)
         self._warm = {}  # staleness is bounded by one call: start from the store
         if atomic:
-            batch = list(items)
+            # Counted while reading: an oversized batch is refused before it is held.
+            batch = list(itertools.islice(items, MAX_ATOMIC_BATCH + 1))
             if len(batch) > MAX_ATOMIC_BATCH:
-                message = f"an atomic batch holds at most {MAX_ATOMIC_BATCH} submissions"
-                yield from (AppendResult(eid, "rejected", errors.INVALID_SUBMISSION, message)
-                            for eid, _ in batch)
+                message = f"an atomic batch holds at most {MAX_ATOMIC_BATCH:,} submissions"
+                for eid, _ in itertools.chain(batch, items):
+                    yield AppendResult(eid, "rejected", errors.INVALID_SUBMISSION, message)
                 return
             yield from self._commit(batch, atomic=True)
             return
@@ -203,7 +215,8 @@ class Ledger:
 
     def _unit_of_work(self, app: LedgerApp, batch: list[tuple[str | None, Any]]) -> UnitOfWork:
         """A unit of work with every aggregate the batch reads loaded in two queries."""
-        uow = UnitOfWork(app.repository, self._warm)
+        uow = UnitOfWork(app.repository, self._warm, now=self.clock(),
+                         max_future_skew=self.max_future_skew)
         items = [item for _, item in batch if not isinstance(item, Rejection)]
         uow.receipts.update(load_receipts(app.recorder, list(
             {item.event_id for item in items if not getattr(item, "internal", False)})))
@@ -474,6 +487,9 @@ def _compare_read_models(mine: Ledger, theirs: Ledger) -> list[str]:
 
 def _parsed(submissions: Iterable[str | bytes | dict[str, Any]]) -> Iterator[tuple[str | None, Any]]:
     for raw in submissions:
+        if isinstance(raw, Rejection):  # a line the reader refused (cli.lines)
+            yield None, raw
+            continue
         if isinstance(raw, (str, bytes)) and not raw.strip():
             continue  # blank NDJSON lines are not submissions
         try:
@@ -482,6 +498,17 @@ def _parsed(submissions: Iterable[str | bytes | dict[str, Any]]) -> Iterator[tup
             yield event_id_of(raw), rejection
         else:
             yield str(model.event_id), model
+
+
+def _default_skew() -> timedelta:
+    text = os.environ.get("LEADLEDGER_MAX_FUTURE_SKEW_SECONDS", "300")
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise LedgerError("bad_config", f"LEADLEDGER_MAX_FUTURE_SKEW_SECONDS={text!r} is not a number") from None
+    if not 0 <= seconds <= 366 * 86400:
+        raise LedgerError("bad_config", "LEADLEDGER_MAX_FUTURE_SKEW_SECONDS must be 0..31622400")
+    return timedelta(seconds=seconds)
 
 
 def _batched(items: Iterable[Any]) -> Iterator[list[Any]]:

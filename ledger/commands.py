@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Callable, Iterator
 from uuid import UUID, uuid5
 
@@ -35,8 +35,12 @@ from ledger.timefmt import format_utc
 class UnitOfWork:
     """Aggregates loaded for one batch, and the events it decided, in order."""
 
-    def __init__(self, repository: Repository[UUID], warm: dict[UUID, Any] | None = None):
+    def __init__(self, repository: Repository[UUID], warm: dict[UUID, Any] | None = None, *,
+                 now: datetime | None = None, max_future_skew: timedelta = timedelta(minutes=5)):
         self._repository = repository
+        # The recording clock, read once per batch: what "too early" and "too late" mean.
+        self.now = now
+        self.max_future_skew = max_future_skew
         self._cache: dict[UUID, Any] = dict(warm or {})
         self.events: list[Any] = []
         # Receipts live in their own table, keyed by the sender's event_id: an
@@ -130,6 +134,9 @@ def decide(uow: UnitOfWork, submission: Any) -> Outcome:
         )
     mark = len(uow.events)
     try:
+        if uow.now is not None:
+            policies.check_timing(_policy_of(uow, submission), submission.occurred_at, uow.now,
+                                  uow.max_future_skew)
         HANDLERS[type(submission)](uow, submission)
     except Rejection as rejection:
         assert len(uow.events) == mark, "a rule rejected after recording"
@@ -139,6 +146,19 @@ def decide(uow: UnitOfWork, submission: Any) -> Outcome:
     uow.accepted(Receipt(submission.event_id, submission.type, digest, tuple(recorded),
                          format_utc(submission.occurred_at)))
     return Outcome("recorded", recorded=tuple(recorded))
+
+
+def _policy_of(uow: UnitOfWork, submission: Any) -> MarketPolicy | None:
+    """The rule pack that will judge a submission, where one is known yet."""
+    if isinstance(submission, sub.WalletOpened):
+        return current_policy(submission.market)
+    wallet = None
+    if hasattr(submission, "pro_id"):
+        wallet = uow.wallet(submission.pro_id)
+    elif hasattr(submission, "contact_id"):
+        contact = uow.contact(submission.contact_id)
+        wallet = uow.wallet(contact.pro_id) if contact is not None else None
+    return market_policy(wallet.market, wallet.policy_version) if wallet is not None else None
 
 
 def _decide_internal(uow: UnitOfWork, submission: Any) -> Outcome:

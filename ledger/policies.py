@@ -15,6 +15,25 @@ from ledger.markets import MarketPolicy
 MAX_WINDOW_DAYS = 3660  # a window longer than ten years is a broken policy file
 
 
+def check_timing(policy: MarketPolicy | None, occurred_at: datetime, now: datetime,
+                 max_future_skew: timedelta) -> None:
+    """A submission may not come from the future (beyond clock skew), nor, where
+    the market bounds it, arrive later than its pack allows."""
+    if occurred_at > now + max_future_skew:
+        raise Rejection(
+            errors.OCCURRED_IN_FUTURE,
+            f"occurred_at is more than {int(max_future_skew.total_seconds())} s ahead of the "
+            "ledger's clock",
+        )
+    if policy is not None and policy.max_lateness_days is not None:
+        if now - occurred_at > timedelta(days=policy.max_lateness_days):
+            raise Rejection(
+                errors.TOO_LATE,
+                f"{policy.market} accepts submissions at most {policy.max_lateness_days} days "
+                "after they occurred",
+            )
+
+
 # --- money -------------------------------------------------------------------
 
 
@@ -154,6 +173,12 @@ def check_courtesy_approval(
     approver_role: str | None,
 ) -> None:
     rules = policy.courtesy
+    if amount > rules.max_amount:
+        raise Rejection(
+            errors.COURTESY_OVER_CEILING,
+            f"amount {amount} is over {policy.market}'s ceiling of {rules.max_amount} "
+            "for one courtesy credit, whoever approves",
+        )
     approved = approver_role is not None and approver_role in rules.approver_roles
     if approved:
         return

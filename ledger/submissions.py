@@ -355,7 +355,9 @@ def parse_submission(raw: str | bytes | dict[str, Any]) -> Any:
         raise Rejection(INVALID_SUBMISSION, f"not JSON: {exc.msg} at column {exc.colno}") from None
     except RecursionError:
         raise Rejection(INVALID_SUBMISSION, "not JSON this ledger reads: nested too deep") from None
-    except (ValueError, UnicodeError) as exc:  # e.g. an integer of thousands of digits
+    except (ValueError, UnicodeError) as exc:
+        if "integer string conversion" in str(exc):
+            raise Rejection(INVALID_SUBMISSION, "a number of more than 4,300 digits") from None
         raise Rejection(INVALID_SUBMISSION, f"not JSON this ledger reads: {_short(exc)}") from None
     if not isinstance(obj, dict):
         raise Rejection(INVALID_SUBMISSION, "a submission is a JSON object")

@@ -28,10 +28,12 @@ def ndjson(*subs):
 def test_append_prints_one_result_line_per_submission(store_url):
     result = run(store_url, "append", "-", input=ndjson(wallet("p1"), buy("p1", 500), buy("ghost", 1)) + "\n")
     lines = [json.loads(line) for line in result.output.splitlines()]
-    assert [set(line) for line in lines] == [{"event_id", "status", "code", "message", "recorded"}] * 3
+    assert [set(line) for line in lines] == [{"event_id", "status", "code", "message", "recorded",
+                                              "line"}] * 3
     assert [line["status"] for line in lines] == ["recorded", "recorded", "rejected"]
+    assert [line["line"] for line in lines] == [1, 2, 3]
     assert lines[1] == {"event_id": lines[1]["event_id"], "status": "recorded", "code": None,
-                        "message": None, "recorded": ["CreditsPurchased"]}
+                        "message": None, "recorded": ["CreditsPurchased"], "line": 2}
     assert lines[2]["code"] == "wallet_not_found"
     assert result.exit_code == 1
 

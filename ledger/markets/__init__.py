@@ -44,6 +44,7 @@ class CourtesyRules:
     dispute_approval_threshold: int
     blocked_regions: frozenset[str]
     approver_roles: frozenset[str]
+    max_amount: int  # hard ceiling on one credit, whoever approves
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class MarketPolicy:
     refund: RefundRules
     calls: CallRules
     courtesy: CourtesyRules
+    max_lateness_days: int | None = None  # None: late arrivals are never refused
 
     def offers_guaranteed_reply_for(self, category: str) -> bool:
         return "guaranteed_reply" in self.pricing_methods and (
@@ -97,7 +99,9 @@ def _parse(data: dict) -> MarketPolicy:
             dispute_approval_threshold=int(courtesy["dispute_approval_threshold"]),
             blocked_regions=frozenset(courtesy["blocked_regions"]),
             approver_roles=frozenset(courtesy["approver_roles"]),
+            max_amount=int(courtesy["max_amount"]),
         ),
+        max_lateness_days=(int(data["max_lateness_days"]) if "max_lateness_days" in data else None),
     )
     assert policy.refund.returns in ("whole_fee", "commission"), policy.refund.returns
     assert policy.refund.window_kind in (
@@ -105,6 +109,8 @@ def _parse(data: dict) -> MarketPolicy:
         "working_days_from_purchase",
     ), policy.refund.window_kind
     assert policy.management_fee >= 0 and policy.advance_limit >= 0
+    assert policy.courtesy.max_amount >= policy.courtesy.limit_without_approval
+    assert policy.max_lateness_days is None or policy.max_lateness_days > 0
     return policy
 
 
