@@ -14,9 +14,9 @@ CREATE TABLE IF NOT EXISTS leadledger_tracking ( application_name text, notifica
 INSERT INTO leadledger_tracking VALUES ('__migration__', 1) ON CONFLICT DO NOTHING;
 
 -- Read models (projections/tables.py):
-CREATE TABLE IF NOT EXISTS ll_wallets ( pro_id TEXT PRIMARY KEY, market TEXT NOT NULL, unit TEXT NOT NULL, card_currency TEXT NOT NULL, region TEXT NOT NULL, policy_version INTEGER NOT NULL, opened_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS ll_wallets ( pro_id TEXT PRIMARY KEY, market TEXT NOT NULL, unit TEXT NOT NULL, card_currency TEXT NOT NULL, region TEXT NOT NULL, policy_version INTEGER NOT NULL, opened_at TEXT NOT NULL, position BIGINT NOT NULL);
 
-CREATE TABLE IF NOT EXISTS ll_contacts ( contact_id TEXT PRIMARY KEY, pro_id TEXT NOT NULL, market TEXT NOT NULL, pricing TEXT NOT NULL, management_fee BIGINT NOT NULL, sent_at TEXT NOT NULL, refund_deadline TEXT NOT NULL, unread_refund_due TEXT, first_seen_at TEXT);
+CREATE TABLE IF NOT EXISTS ll_contacts ( contact_id TEXT PRIMARY KEY, pro_id TEXT NOT NULL, market TEXT NOT NULL, pricing TEXT NOT NULL, management_fee BIGINT NOT NULL, sent_at TEXT NOT NULL, refund_deadline TEXT NOT NULL, unread_refund_due TEXT, first_seen_at TEXT, position BIGINT NOT NULL);
 
 CREATE INDEX IF NOT EXISTS ll_contacts_pro ON ll_contacts (pro_id, contact_id);
 

@@ -87,12 +87,12 @@ def from_record(record: dict[str, Any], recorded_at: datetime) -> Any:
     return cls(**kwargs)
 
 
-def iter_events(app: Any) -> Iterator[Any]:
-    """Every domain event of the store, in recording order, page by page."""
+def iter_events(app: Any, stop: int | None = None) -> Iterator[Any]:
+    """Every domain event of the store (up to position ``stop``), in recording order."""
     position: int | None = None
     receipt_topic = "ledger.events:SubmissionAccepted"
     while True:
-        page = app.recorder.select_notifications(start=position, limit=PAGE_SIZE,
+        page = app.recorder.select_notifications(start=position, limit=PAGE_SIZE, stop=stop,
                                                  inclusive_of_start=False)
         if not page:
             return

@@ -18,24 +18,28 @@ from eventsourcing.sqlite import SQLiteDatastore
 IDS_PER_QUERY = 500
 
 
-def load_many(app: Any, ids: Iterable[UUID]) -> dict[UUID, Any]:
-    """Aggregate (or None when it has no events) for each id."""
+def load_many(app: Any, ids: Iterable[UUID], max_position: int | None = None) -> dict[UUID, Any]:
+    """Aggregate (or None when it has no events) for each id; with ``max_position``,
+    as the log up to that position made it."""
     wanted = list(dict.fromkeys(ids))
     found: dict[UUID, list[StoredEvent]] = {}
     recorder = app.recorder
     datastore = recorder.datastore
     is_sqlite = isinstance(datastore, SQLiteDatastore)
     table = recorder.events_table_name
+    bound = ""
+    if max_position is not None:
+        bound = f" AND {'rowid' if is_sqlite else 'notification_id'} <= {int(max_position)}"
     for start in range(0, len(wanted), IDS_PER_QUERY):
         part = wanted[start:start + IDS_PER_QUERY]
         if is_sqlite:
             marks = ",".join("?" * len(part))
             statement = (f"SELECT originator_id, originator_version, topic, state FROM {table}"
-                         f" WHERE originator_id IN ({marks}) ORDER BY originator_id, originator_version")
+                         f" WHERE originator_id IN ({marks}){bound} ORDER BY originator_id, originator_version")
             params: Any = [i.hex for i in part]
         else:
             statement = (f"SELECT originator_id, originator_version, topic, state FROM {table}"
-                         " WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version")
+                         f" WHERE originator_id = ANY(%s){bound} ORDER BY originator_id, originator_version")
             params = (part,)
         with datastore.transaction(commit=False) as curs:
             curs.execute(statement, params)

@@ -19,10 +19,16 @@ def _bound(as_of: datetime | None) -> str:
     return sortable_utc(as_of) if as_of is not None else _FAR_FUTURE
 
 
-def balances(view: Any, pro_id: str | None = None, as_of: datetime | None = None) -> list[dict[str, Any]]:
+_NO_POSITION_BOUND = 2**62
+
+
+def balances(view: Any, pro_id: str | None = None, as_of: datetime | None = None,
+             max_position: int | None = None) -> list[dict[str, Any]]:
+    """``max_position``: only what the log up to that position made (verify)."""
     bound = _bound(as_of)
-    params: list[Any] = [bound, bound]
-    where = "w.opened_at <= ?"
+    top = max_position if max_position is not None else _NO_POSITION_BOUND
+    params: list[Any] = [bound, top, bound, top]
+    where = "w.opened_at <= ? AND w.position <= ?"
     if pro_id is not None:
         where += " AND w.pro_id = ?"
         params.append(pro_id)
@@ -32,7 +38,7 @@ def balances(view: Any, pro_id: str | None = None, as_of: datetime | None = None
         " CAST(COALESCE(SUM(CASE WHEN p.kind = 'advance' THEN p.debit - p.credit END), 0) AS BIGINT) AS advance_outstanding,"
         " CAST(COALESCE(SUM(CASE WHEN p.kind = 'card' THEN p.debit - p.credit END), 0) AS BIGINT) AS card_charged"
         " FROM ll_wallets w LEFT JOIN ll_postings p"
-        " ON p.pro_id = w.pro_id AND p.kind <> 'platform' AND p.occurred_at <= ?"
+        " ON p.pro_id = w.pro_id AND p.kind <> 'platform' AND p.occurred_at <= ? AND p.position <= ?"
         f" WHERE {where}"
         " GROUP BY w.pro_id, w.market, w.unit, w.card_currency ORDER BY w.pro_id",
         params,  # join bound, then the WHERE bounds, in text order
@@ -52,17 +58,18 @@ def balances(view: Any, pro_id: str | None = None, as_of: datetime | None = None
 
 
 def refunds(view: Any, now: datetime, pro_id: str | None = None, status: str | None = None,
-            as_of: datetime | None = None) -> list[dict[str, Any]]:
+            as_of: datetime | None = None, max_position: int | None = None) -> list[dict[str, Any]]:
     """Refund status of every contact as of ``as_of`` (default: ``now``)."""
-    return list(iter_refunds(view, now, pro_id, status, as_of))
+    return list(iter_refunds(view, now, pro_id, status, as_of, max_position))
 
 
 def iter_refunds(view: Any, now: datetime, pro_id: str | None = None, status: str | None = None,
-                 as_of: datetime | None = None) -> Iterator[dict[str, Any]]:
+                 as_of: datetime | None = None, max_position: int | None = None) -> Iterator[dict[str, Any]]:
     """``refunds`` streamed: one contact at a time, in contact_id order."""
     at = sortable_utc(as_of if as_of is not None else now)
-    where = "c.sent_at <= ?"
-    params: list[Any] = [at, at]
+    top = max_position if max_position is not None else _NO_POSITION_BOUND
+    where = "c.sent_at <= ? AND c.position <= ?"
+    params: list[Any] = [at, top, at, top]
     if pro_id is not None:
         where += " AND c.pro_id = ?"
         params.append(pro_id)
@@ -74,7 +81,7 @@ def iter_refunds(view: Any, now: datetime, pro_id: str | None = None, status: st
         " COUNT(CASE WHEN f.kind = 'confirm' THEN 1 END) AS confirmed,"
         " COUNT(CASE WHEN f.kind = 'rectify' THEN 1 END) AS rectified"
         " FROM ll_contacts c LEFT JOIN ll_contact_facts f"
-        " ON f.contact_id = c.contact_id AND f.occurred_at <= ?"
+        " ON f.contact_id = c.contact_id AND f.occurred_at <= ? AND f.position <= ?"
         f" WHERE {where}"
         " GROUP BY c.contact_id, c.pro_id, c.market, c.refund_deadline ORDER BY c.contact_id",
         params,
@@ -99,11 +106,13 @@ def iter_refunds(view: Any, now: datetime, pro_id: str | None = None, status: st
         }
 
 
-def trial_balance(view: Any, as_of: datetime | None = None) -> list[dict[str, Any]]:
+def trial_balance(view: Any, as_of: datetime | None = None,
+                  max_position: int | None = None) -> list[dict[str, Any]]:
     rows = view.query(
         "SELECT account, unit, CAST(SUM(debit) AS BIGINT) AS debit, CAST(SUM(credit) AS BIGINT) AS credit"
-        " FROM ll_postings WHERE occurred_at <= ? GROUP BY account, unit ORDER BY account, unit",
-        [_bound(as_of)],
+        " FROM ll_postings WHERE occurred_at <= ? AND position <= ?"
+        " GROUP BY account, unit ORDER BY account, unit",
+        [_bound(as_of), max_position if max_position is not None else _NO_POSITION_BOUND],
     )
     return [
         {"account": r["account"], "unit": r["unit"], "debit": int(r["debit"]),
@@ -167,6 +176,7 @@ def wallet_exists(view: Any, pro_id: str) -> bool:
     return bool(view.query("SELECT 1 AS one FROM ll_wallets WHERE pro_id = ?", [pro_id]))
 
 
-def latest_occurred_at(view: Any) -> datetime | None:
-    rows = view.query("SELECT MAX(occurred_at) AS latest FROM ll_postings")
+def latest_occurred_at(view: Any, max_position: int | None = None) -> datetime | None:
+    rows = view.query("SELECT MAX(occurred_at) AS latest FROM ll_postings WHERE position <= ?",
+                      [max_position if max_position is not None else _NO_POSITION_BOUND])
     return parse_utc(rows[0]["latest"]) if rows and rows[0]["latest"] else None

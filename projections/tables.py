@@ -5,16 +5,22 @@ order is time order on both stores and ``--as-of`` filters use the indexes.
 """
 
 READ_MODEL_TABLES = ("ll_wallets", "ll_contacts", "ll_contact_facts", "ll_postings")
+# Every row carries the log position of the event that made it, so a report can
+# judge exactly the log prefix up to a position while appends go on (verify).
+# A store whose tables lack it predates this layout: its read models are
+# dropped and projected again (they are derived data; the log is untouched).
+LAYOUT_MARKER = ("ll_wallets", "position")
 
 READ_MODEL_DDL = (
     "CREATE TABLE IF NOT EXISTS ll_wallets ("
     " pro_id TEXT PRIMARY KEY, market TEXT NOT NULL, unit TEXT NOT NULL,"
     " card_currency TEXT NOT NULL, region TEXT NOT NULL, policy_version INTEGER NOT NULL,"
-    " opened_at TEXT NOT NULL)",
+    " opened_at TEXT NOT NULL, position BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS ll_contacts ("
     " contact_id TEXT PRIMARY KEY, pro_id TEXT NOT NULL, market TEXT NOT NULL,"
     " pricing TEXT NOT NULL, management_fee BIGINT NOT NULL, sent_at TEXT NOT NULL,"
-    " refund_deadline TEXT NOT NULL, unread_refund_due TEXT, first_seen_at TEXT)",
+    " refund_deadline TEXT NOT NULL, unread_refund_due TEXT, first_seen_at TEXT,"
+    " position BIGINT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS ll_contacts_pro ON ll_contacts (pro_id, contact_id)",
     "CREATE INDEX IF NOT EXISTS ll_contacts_unread ON ll_contacts (unread_refund_due)",
     "CREATE TABLE IF NOT EXISTS ll_contact_facts ("

@@ -12,6 +12,7 @@ from typing import Any, Iterable
 
 from ledger import events as ev
 from ledger.markets import policy as market_policy
+from projections.tables import READ_MODEL_TABLES
 
 MAX_PROBLEMS = 20  # a report lists the first ones, not thousands
 
@@ -31,18 +32,42 @@ class Check:
                 "problems": self.problems[:MAX_PROBLEMS]}
 
 
-def trial_balance_zero(view: Any) -> list[str]:
+def log_is_whole(view: Any, events_table: str, top: int, *, sqlite: bool) -> list[str]:
+    """Every aggregate's events are numbered 1..n with none missing (an event
+    deleted from the middle of the log shows here, instead of crashing a replay)."""
+    position = "rowid" if sqlite else "notification_id"
+    rows = view.query(
+        f"SELECT originator_id, COUNT(*) AS n, MIN(originator_version) AS low,"
+        f" MAX(originator_version) AS high FROM {events_table} WHERE {position} <= ?"
+        " GROUP BY originator_id HAVING COUNT(*) <> MAX(originator_version)"
+        " OR MIN(originator_version) <> 1 ORDER BY originator_id LIMIT 20", [top])
+    return [f"aggregate {r['originator_id']}: {int(r['n'])} events but versions "
+            f"{int(r['low'])}..{int(r['high'])}: an event is missing" for r in rows]
+
+
+def rows_beyond_tracking(view: Any, tracking: Any) -> list[str]:
+    """Read-model rows from log positions the views never reached. Rows and the
+    tracking position commit together, so rows read before the position is read
+    again can never legitimately be beyond it."""
+    highest = {table: view.query(f"SELECT MAX(position) AS top FROM {table}")[0]["top"]
+               for table in READ_MODEL_TABLES}
+    reached = tracking() or 0
+    return [f"{table} holds rows from position {int(top)}, beyond the {reached} projected"
+            for table, top in highest.items() if top is not None and int(top) > reached]
+
+
+def trial_balance_zero(view: Any, top: int) -> list[str]:
     problems = [
         f"unit {r['unit']}: debits - credits = {int(r['diff'])}"
         for r in view.query("SELECT unit, CAST(SUM(debit) - SUM(credit) AS BIGINT) AS diff"
-                            " FROM ll_postings GROUP BY unit ORDER BY unit")
+                            " FROM ll_postings WHERE position <= ? GROUP BY unit ORDER BY unit", [top])
         if int(r["diff"]) != 0
     ]
     problems += [
         f"event at position {r['position']} ({r['unit']}) is unbalanced by {int(r['diff'])}"
         for r in view.query("SELECT position, unit, CAST(SUM(debit) - SUM(credit) AS BIGINT) AS diff"
-                            " FROM ll_postings GROUP BY position, unit"
-                            " HAVING SUM(debit) <> SUM(credit) ORDER BY position LIMIT 20")
+                            " FROM ll_postings WHERE position <= ? GROUP BY position, unit"
+                            " HAVING SUM(debit) <> SUM(credit) ORDER BY position LIMIT 20", [top])
     ]
     return problems
 
@@ -92,7 +117,7 @@ def balances_agree(projected: list[dict[str, Any]], folded: dict[str, dict[str, 
     return problems
 
 
-def wallets_within_limits(view: Any) -> list[str]:
+def wallets_within_limits(view: Any, top: int) -> list[str]:
     """At every instant: wallet >= 0 and 0 <= advance <= the market's limit."""
     problems = []
     rows = view.query(
@@ -101,8 +126,8 @@ def wallets_within_limits(view: Any) -> list[str]:
         "  ROWS UNBOUNDED PRECEDING) AS running FROM ("
         "  SELECT account, kind, occurred_at, SUM(CASE WHEN kind = 'wallet' THEN credit - debit"
         "   ELSE debit - credit END) AS delta FROM ll_postings"
-        "   WHERE kind IN ('wallet', 'advance') GROUP BY account, kind, occurred_at) d) r"
-        " GROUP BY account, kind ORDER BY account"
+        "   WHERE kind IN ('wallet', 'advance') AND position <= ? GROUP BY account, kind, occurred_at) d) r"
+        " GROUP BY account, kind ORDER BY account", [top]
     )
     limits = {
         r["pro_id"]: market_policy(r["market"], int(r["policy_version"])).advance_limit
@@ -120,16 +145,16 @@ def wallets_within_limits(view: Any) -> list[str]:
     return problems
 
 
-def refunds_within_charges(view: Any) -> list[str]:
+def refunds_within_charges(view: Any, top: int) -> list[str]:
     rows = view.query(
         "SELECT c.contact_id, c.management_fee,"
         " CAST(COALESCE(SUM(CASE WHEN f.kind = 'charge' THEN f.amount END), 0) AS BIGINT) AS charged,"
         " CAST(COALESCE(SUM(CASE WHEN f.kind = 'refund' THEN f.amount END), 0) AS BIGINT) AS refunded"
-        " FROM ll_contacts c JOIN ll_contact_facts f ON f.contact_id = c.contact_id"
+        " FROM ll_contacts c JOIN ll_contact_facts f ON f.contact_id = c.contact_id AND f.position <= ?"
         " GROUP BY c.contact_id, c.management_fee"
         " HAVING SUM(CASE WHEN f.kind = 'refund' THEN f.amount ELSE 0 END) >"
         "  SUM(CASE WHEN f.kind = 'charge' THEN f.amount ELSE 0 END) - c.management_fee"
-        " ORDER BY c.contact_id LIMIT 20"
+        " ORDER BY c.contact_id LIMIT 20", [top]
     )
     return [f"{r['contact_id']}: refunded {int(r['refunded'])} > charged {int(r['charged'])} "
             f"less management fee {int(r['management_fee'])}" for r in rows]

@@ -29,10 +29,10 @@ APPLICATION_NAME = "LeadLedger"
 DOMAIN_TOPICS = tuple(get_topic(cls) for cls in DOMAIN_EVENT_CLASSES.values())
 CATCH_UP_BATCH = 2000  # events per view transaction
 
-_INSERT_WALLET = "INSERT INTO ll_wallets VALUES (?, ?, ?, ?, ?, ?, ?)"
+_INSERT_WALLET = "INSERT INTO ll_wallets VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 _INSERT_CONTACT = (
     "INSERT INTO ll_contacts (contact_id, pro_id, market, pricing, management_fee, sent_at,"
-    " refund_deadline, unread_refund_due) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    " refund_deadline, unread_refund_due, position) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _FIRST_SEEN = (
     "UPDATE ll_contacts SET first_seen_at = ? WHERE contact_id = ?"
@@ -54,10 +54,23 @@ class LedgerViewMixin:
 
     def write(self, batch: Sequence[tuple[int, str, str, Rows]], tracking: Tracking) -> None:
         """Write the rows of a batch of events and the tracking record atomically."""
+        with self.datastore.transaction(commit=True) as curs:
+            self.lock_projection(curs)
+            self.write_rows(curs, batch)
+            self._insert_tracking(curs, tracking)  # type: ignore[attr-defined]
+
+    def lock_projection(self, curs: Any) -> None:
+        """Serialise every writer of the read models (catch-ups and rebuilds)."""
+
+    def clear_tables(self, curs: Any) -> None:
+        for table in READ_MODEL_TABLES:
+            curs.execute(f"DELETE FROM {table}")
+
+    def write_rows(self, curs: Any, batch: Sequence[tuple[int, str, str, Rows]]) -> None:
         wallets, contacts, first_seen, facts, postings = [], [], [], [], []
         for position, event_type, event_id, rows in batch:
-            wallets.extend(rows.wallets)
-            contacts.extend(rows.contacts)
+            wallets.extend((*row, position) for row in rows.wallets)
+            contacts.extend((*row, position) for row in rows.contacts)
             first_seen.extend((at, contact_id, at) for contact_id, at in rows.first_seen)
             facts.extend((position, seq, *fact) for seq, fact in enumerate(rows.facts))
             check_balanced(rows.postings)
@@ -66,17 +79,15 @@ class LedgerViewMixin:
                  p.account, p.unit, p.debit, p.credit)
                 for seq, p in enumerate(rows.postings)
             )
-        with self.datastore.transaction(commit=True) as curs:
-            for statement, params in (
-                (_INSERT_WALLET, wallets),
-                (_INSERT_CONTACT, contacts),
-                (_FIRST_SEEN, first_seen),
-                (_INSERT_FACT, facts),
-                (_INSERT_POSTING, postings),
-            ):
-                if params:
-                    curs.executemany(self.sql(statement), params)
-            self._insert_tracking(curs, tracking)  # type: ignore[attr-defined]
+        for statement, params in (
+            (_INSERT_WALLET, wallets),
+            (_INSERT_CONTACT, contacts),
+            (_FIRST_SEEN, first_seen),
+            (_INSERT_FACT, facts),
+            (_INSERT_POSTING, postings),
+        ):
+            if params:
+                curs.executemany(self.sql(statement), params)
 
     def query(self, statement: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         with self.datastore.transaction(commit=False) as curs:
@@ -104,18 +115,47 @@ class LedgerViewMixin:
         rows = self.query("SELECT unit, card_currency FROM ll_wallets WHERE pro_id = ?", (pro_id,))
         return (rows[0]["unit"], rows[0]["card_currency"]) if rows else None
 
-    def clear(self) -> None:
-        """Drop every row of the read models and the tracking record (for rebuild)."""
+    def rebuild(self, app: Any, batch_size: int = CATCH_UP_BATCH) -> int:
+        """Empty the read models and project the whole log again, in ONE transaction
+        under the projection lock: a concurrent catch-up waits for it (then finds the
+        views level), and a reader sees the old views or the new ones, never a
+        half-built one (PostgreSQL readers wait for the commit; SQLite readers keep
+        reading the last committed snapshot). Returns the number of events projected."""
+        done, position = 0, None
+        # Every WalletOpened is projected before its money events, so the units are
+        # known from this pass alone: no lookups into the tables being rebuilt.
+        projection = LedgerProjection(self, lookup=_corrupt_log)
         with self.datastore.transaction(commit=True) as curs:
-            for table in READ_MODEL_TABLES:
-                curs.execute(f"DELETE FROM {table}")
+            self.lock_projection(curs)
+            self.clear_tables(curs)
             curs.execute(self.sql(f"DELETE FROM {self.tracking_table} WHERE application_name = ?"),
                          (APPLICATION_NAME,))
+            while True:
+                notifications = app.recorder.select_notifications(
+                    start=position, limit=batch_size, inclusive_of_start=False, topics=DOMAIN_TOPICS)
+                if not notifications:
+                    break
+                self.write_rows(curs, projection.batch_rows(
+                    (app.mapper.to_domain_event(n), n.id) for n in notifications))
+                position = notifications[-1].id
+                done += len(notifications)
+            if position is not None:
+                self._insert_tracking(curs, Tracking(APPLICATION_NAME, position))  # type: ignore[attr-defined]
+        return done
+
+
+def _corrupt_log(pro_id: str) -> tuple[str, str]:
+    raise AssertionError(f"the log has a money event for pro {pro_id!r} before its WalletOpened")
+
+
+# pg_advisory_xact_lock key: "leadledger read models" (any constant the app owns).
+PROJECTION_LOCK_KEY = 0x6C6C5F7669657773
 
 
 class SQLiteLedgerView(LedgerViewMixin, SQLiteTrackingRecorder):
     placeholder = "?"
     tracking_table = "tracking"
+    # SQLite serialises writers by itself: one write transaction at a time.
 
     def construct_create_table_statements(self) -> list[str]:
         return [*super().construct_create_table_statements(), *READ_MODEL_DDL]
@@ -125,6 +165,14 @@ class PostgresLedgerView(LedgerViewMixin, PostgresTrackingRecorder):
     placeholder = "%s"
     tracking_table = "leadledger_tracking"
 
+    def lock_projection(self, curs: Any) -> None:
+        curs.execute("SELECT pg_advisory_xact_lock(%s)", (PROJECTION_LOCK_KEY,))
+
+    def clear_tables(self, curs: Any) -> None:
+        # TRUNCATE, not DELETE: no dead rows left behind (this server may run with
+        # autovacuum off), and readers wait for the commit instead of seeing it empty.
+        curs.execute(f"TRUNCATE {', '.join(READ_MODEL_TABLES)}")
+
 
 class LedgerProjection(Projection[Any]):
     """Maps each domain event to read-model rows (see projections.journal)."""
@@ -133,16 +181,21 @@ class LedgerProjection(Projection[Any]):
     # "leadledger_tracking" on PostgreSQL, as schema.sql creates it.
     name = "LeadLedger"
 
-    def __init__(self, view: Any):
+    def __init__(self, view: Any, lookup: Any = None):
         super().__init__(view)
         self._units: dict[str, tuple[str, str]] = {}
+        self._lookup = lookup or view.unit_lookup
 
     def unit_of(self, pro_id: str) -> tuple[str, str]:
         if pro_id not in self._units:
-            found = self.view.unit_lookup(pro_id)
+            found = self._lookup(pro_id)
             assert found is not None, f"money event for pro {pro_id!r} before its WalletOpened"
             self._units[pro_id] = found
         return self._units[pro_id]
+
+    def batch_rows(self, events: Iterable[tuple[Any, int]]) -> list[tuple[int, str, str, Rows]]:
+        return [(position, type(event).__name__, str(getattr(event, "event_id", "")), self.rows(event))
+                for event, position in events]
 
     def rows(self, domain_event: Any) -> Rows:
         rows = rows_for(domain_event, self.unit_of)
@@ -156,14 +209,10 @@ class LedgerProjection(Projection[Any]):
         self.process_batch([(domain_event, tracking)])
 
     def process_batch(self, batch: Iterable[tuple[Any, Tracking]]) -> None:
-        written: list[tuple[int, str, str, Rows]] = []
-        last: Tracking | None = None
-        for domain_event, tracking in batch:
-            written.append((tracking.notification_id, type(domain_event).__name__,
-                            str(getattr(domain_event, "event_id", "")), self.rows(domain_event)))
-            last = tracking
-        if last is not None:
-            self.view.write(written, last)
+        batch = list(batch)
+        if batch:
+            written = self.batch_rows((event, tracking.notification_id) for event, tracking in batch)
+            self.view.write(written, batch[-1][1])
 
 
 def catch_up(app: Any, view: LedgerViewMixin, batch_size: int = CATCH_UP_BATCH) -> int:
