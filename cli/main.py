@@ -11,12 +11,14 @@ import collections
 import functools
 import json
 import os
+import sqlite3
 import sys
 from datetime import datetime, time, timezone
 from importlib import resources
 from typing import Any, Callable, Iterator
 
 import click
+from eventsourcing.persistence import PersistenceError
 
 from cli.lines import NotNDJSON, read_lines
 from cli.output import render, write_csv, write_json
@@ -76,6 +78,8 @@ def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
             fail(exc.code, exc.message, EXIT_STORE)
         except NotNDJSON as exc:
             fail("usage", str(exc), EXIT_USAGE)
+        except (PersistenceError, sqlite3.Error) as exc:  # the store failed, not our code
+            fail("store", " ".join(str(exc).split())[:300] or type(exc).__name__, EXIT_STORE)
         except (click.exceptions.Exit, click.ClickException, SystemExit, KeyboardInterrupt):
             raise
         except BrokenPipeError:
@@ -381,14 +385,24 @@ def verify_command(ctx: click.Context, quick: bool, fmt: str) -> None:
     Example:
       leadledger verify && echo books are sound
     """
-    checks = open_ledger(ctx).verify(replay=not quick)
+    ledger = open_ledger(ctx)
+    checks = ledger.verify(replay=not quick)
+    skipped = ledger.skipped_by_quick() if quick else []
     if fmt == "json":
         click.echo(json.dumps([c.to_json() for c in checks], ensure_ascii=False, indent=2))
+    elif fmt == "csv":  # one row per problem (a passing check: one row, empty problem)
+        rows = [{"invariant": c.number, "name": c.name, "ok": str(c.ok).lower(), "problem": problem}
+                for c in checks for problem in (c.problems[:20] or [""])]
+        write_csv(rows, ("invariant", "name", "ok", "problem"), sys.stdout)
     else:
         for check in checks:
             click.echo(f"{'ok  ' if check.ok else 'FAIL'}  {check.number}. {check.name}")
             for problem in check.problems[:20]:
                 click.echo(f"        {problem}")
+        for name in skipped:
+            click.echo(f"skip  {name} (--quick)")
+    if skipped and fmt != "table":
+        click.echo(f"verify --quick skipped: {'; '.join(skipped)}", err=True)
     sys.exit(0 if all(c.ok for c in checks) else EXIT_REJECTED)
 
 

@@ -23,7 +23,9 @@ from typing import Any, Callable, Iterable, Iterator
 
 from eventsourcing.application import Application
 from eventsourcing.persistence import (
+    DatabaseError,
     IntegrityError,
+    InterfaceError,
     JSONTranscoder,
     OperationalError,
     PersistenceError,
@@ -55,6 +57,8 @@ MAX_ATOMIC_BATCH = 100_000  # --atomic holds the whole batch in one transaction
 LOAD_PAGE_SIZE = 10_000  # replayed events per transaction (no rules, no receipts)
 MAX_WRITE_ATTEMPTS = 20  # a batch that conflicts this often is reported, not looped on
 MAX_WARM_AGGREGATES = 50_000  # beyond this only wallets stay cached between chunks
+MAX_CONNECTION_RETRIES = 4  # a lost connection (backend killed, failover) is retried this often
+ANALYZE_AFTER_EVENTS = 20_000  # a bulk append refreshes the planner's statistics
 
 
 class DateAsISO(Transcoding):
@@ -109,6 +113,7 @@ class Ledger:
         self._app: LedgerApp | None = None
         self._view: Any = None
         self._warm: dict[Any, Any] = {}
+        self._recorded_since_analyze = 0
 
     @classmethod
     def from_url(cls, url: str | None = None, **options: Any) -> "Ledger":
@@ -191,6 +196,7 @@ class Ledger:
         app, _ = self._open()
         with app.factory.datastore.transaction(commit=True) as curs:  # type: ignore[attr-defined]
             curs.execute("ANALYZE")
+        self._recorded_since_analyze = 0
 
     # --- writing -------------------------------------------------------------
 
@@ -213,8 +219,10 @@ class Ledger:
                     yield AppendResult(eid, "rejected", errors.INVALID_SUBMISSION, message)
                 return
             yield from self._commit(batch, atomic=True)
-            return
-        yield from self._commit_chunks(items)
+        else:
+            yield from self._commit_chunks(items)
+        if self._recorded_since_analyze >= ANALYZE_AFTER_EVENTS:
+            self.analyze()
 
     def _commit_chunks(self, items: Iterable[tuple[str | None, Any]]) -> Iterator[AppendResult]:
         for chunk in _batched(items):
@@ -245,43 +253,56 @@ class Ledger:
 
     def _commit(self, batch: list[tuple[str | None, Any]], *, atomic: bool) -> list[AppendResult]:
         app, _ = self._open()
-        for attempt in range(MAX_WRITE_ATTEMPTS):
-            uow = self._unit_of_work(app, batch)
-            outcomes: list[Outcome] = []
-            for _, item in batch:
-                if isinstance(item, Rejection):
-                    outcomes.append(Outcome("rejected", item.code, item.message))
-                else:
-                    outcomes.append(decide(uow, item))
-            results = [AppendResult(eid, o.status, o.code, o.message, o.recorded)
-                       for (eid, _), o in zip(batch, outcomes)]
-            if atomic and any(r.status == "rejected" for r in results):
-                self._keep_warm(None)  # accepted ones were applied in memory, not stored
-                first = next(i for i, r in enumerate(results) if r.status == "rejected")
-                return [
-                    r if r.status == "rejected" else AppendResult(
-                        r.event_id, "rejected", errors.BATCH_REJECTED,
-                        f"not recorded: submission {first + 1} of the atomic batch was rejected",
-                    )
-                    for r in results
-                ]
-            if not uow.events:
-                self._keep_warm(uow)
-                return results
+        conflicts = lost = 0
+        while True:
             try:
-                app.save(*uow.events, receipts=uow.new_receipts)
-                self._keep_warm(uow)
-                return results
-            except (IntegrityError, OperationalError, sqlite3.OperationalError) as exc:
+                return self._attempt(app, batch, atomic=atomic)
+            except (IntegrityError, OperationalError, InterfaceError, DatabaseError,
+                    sqlite3.OperationalError) as exc:
                 self._keep_warm(None)
-                # A concurrent writer recorded first (or held the lock): reload and
-                # judge the whole batch again; what it recorded now reads as duplicates.
-                last_error = exc
-                time.sleep(random.uniform(0.002, 0.02) * (attempt + 1))
-        raise LedgerError(
-            "write_conflict",
-            f"gave up after {MAX_WRITE_ATTEMPTS} conflicting attempts: {_one_line(last_error)}",
-        )
+                # Whatever happened, nothing of this attempt is known to be stored but
+                # what a fresh read finds: the batch is judged again, and what a
+                # concurrent writer (or our own lost-but-committed attempt) recorded
+                # reads as duplicates.
+                if _is_conflict(exc):
+                    conflicts += 1
+                    if conflicts >= MAX_WRITE_ATTEMPTS:
+                        raise LedgerError("write_conflict", f"gave up after {MAX_WRITE_ATTEMPTS} "
+                                          f"conflicting attempts: {_one_line(exc)}") from None
+                    time.sleep(random.uniform(0.002, 0.02) * conflicts)
+                else:
+                    lost += 1
+                    if lost > MAX_CONNECTION_RETRIES:
+                        raise LedgerError("store_unavailable", f"the store failed {lost} times in a "
+                                          f"row: {_one_line(exc)}") from None
+                    time.sleep(0.1 * 2 ** lost)
+
+    def _attempt(self, app: LedgerApp, batch: list[tuple[str | None, Any]], *,
+                 atomic: bool) -> list[AppendResult]:
+        uow = self._unit_of_work(app, batch)
+        outcomes: list[Outcome] = []
+        for _, item in batch:
+            if isinstance(item, Rejection):
+                outcomes.append(Outcome("rejected", item.code, item.message))
+            else:
+                outcomes.append(decide(uow, item))
+        results = [AppendResult(eid, o.status, o.code, o.message, o.recorded)
+                   for (eid, _), o in zip(batch, outcomes)]
+        if atomic and any(r.status == "rejected" for r in results):
+            self._keep_warm(None)  # accepted ones were applied in memory, not stored
+            first = next(i for i, r in enumerate(results) if r.status == "rejected")
+            return [
+                r if r.status == "rejected" else AppendResult(
+                    r.event_id, "rejected", errors.BATCH_REJECTED,
+                    f"not recorded: submission {first + 1} of the atomic batch was rejected",
+                )
+                for r in results
+            ]
+        if uow.events:
+            app.save(*uow.events, receipts=uow.new_receipts)
+            self._recorded_since_analyze += len(uow.events)
+        self._keep_warm(uow)
+        return results
 
     def sweep(self, now: datetime | None = None) -> list[AppendResult]:
         """Record what deadlines imply as of ``now``: the 48 h unread refunds."""
@@ -301,7 +322,18 @@ class Ledger:
     def catch_up(self) -> int:
         """Bring the read models level with the event log; returns events projected."""
         app, view = self._open()
-        return catch_up(app, view)
+        try:
+            return catch_up(app, view)
+        except PersistenceError as exc:
+            if "permission denied" not in str(exc):
+                raise
+            behind = (app.recorder.max_notification_id() or 0) - (view.max_tracking_id(APPLICATION_NAME) or 0)
+            raise LedgerError(
+                "read_models_behind",
+                f"the read models are {behind:,} events behind the log and this role may not "
+                "update them: run `leadledger rebuild` or `leadledger follow` with a writer's URL, "
+                "then read again",
+            ) from None
 
     def events(self) -> Iterator[dict[str, Any]]:
         """The recorded log, in order, as JSON-ready objects (see ledger.eventlog)."""
@@ -597,6 +629,15 @@ def _parsed(submissions: Iterable[str | bytes | dict[str, Any]]) -> Iterator[tup
             yield event_id_of(raw), rejection
         else:
             yield str(model.event_id), model
+
+
+def _is_conflict(exc: BaseException) -> bool:
+    """Another writer got there first or holds the lock: judge again at once.
+    Anything else (a killed backend, a dropped connection) is a lost connection."""
+    if isinstance(exc, IntegrityError):
+        return True
+    text = str(exc).lower()
+    return any(word in text for word in ("lock", "busy", "serializ", "deadlock"))
 
 
 def _default_skew() -> timedelta:
