@@ -13,7 +13,7 @@ import json
 import os
 import sqlite3
 import sys
-from datetime import datetime, time, timezone
+from datetime import datetime, time, timedelta, timezone
 from importlib import resources
 from typing import Any, Callable, Iterator
 
@@ -331,6 +331,50 @@ def replay(ctx: click.Context, file: Any, as_of: datetime | None) -> None:
         fresh.load_log(file)
         models = fresh.read_models(as_of=as_of)
     click.echo(json.dumps(models, ensure_ascii=False, indent=2))
+
+
+class Duration(click.ParamType):
+    """7d, 12h, 30m or 90s."""
+
+    name = "DURATION"
+    _UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> timedelta:
+        if isinstance(value, timedelta):
+            return value
+        text = str(value).strip().lower()
+        if len(text) >= 2 and text[-1] in self._UNITS and text[:-1].isdigit() and len(text) <= 8:
+            return timedelta(seconds=int(text[:-1]) * self._UNITS[text[-1]])
+        self.fail(f"{value!r} is not a duration like 7d, 12h, 30m or 90s", param, ctx)
+
+
+LATE_COLUMNS = ("event_type", "event_id", "occurred_at", "recorded_at", "lag_seconds")
+
+
+@cli.command()
+@click.option("--min-lag", type=Duration(), default="7d", show_default=True,
+              help="List events recorded at least this long after they occurred.")
+@FORMAT
+@click.pass_context
+@guarded
+def late(ctx: click.Context, min_lag: timedelta, fmt: str) -> None:
+    """Events recorded long after they occurred (late or backfilled submissions).
+
+    Late arrivals are judged at their own occurred_at (a refund asked inside its
+    window is refunded even if it reaches the ledger months later): this report
+    shows finance which ones did, with both times and the lag.
+
+    \b
+    Example:
+      leadledger late --min-lag 30d --format csv
+    """
+    rows = open_ledger(ctx).late_events(min_lag)
+    if fmt == "json":
+        write_json(rows, sys.stdout)
+    elif fmt == "csv":
+        write_csv(rows, LATE_COLUMNS, sys.stdout)
+    else:
+        sys.stdout.write(render(list(rows), LATE_COLUMNS, "table"))
 
 
 @cli.command()
