@@ -45,7 +45,9 @@ def main() -> None:
         ledger.init()
 
         def flush() -> None:
-            stream = io.BytesIO(b"\n".join(pending) + b"\n")
+            # A leading blank line: a file whose first line looks binary is refused
+            # whole by design (exit 2); here every line is to be judged on its own.
+            stream = io.BytesIO(b"\n" + b"\n".join(pending) + b"\n")
             try:
                 for result in ledger.append_iter(line for _, line in read_lines(stream)):
                     counts[result.status] += 1

@@ -252,9 +252,18 @@ class Ledger:
         self._warm = {i: a for i, a in uow.loaded().items() if isinstance(a, keep)}
 
     def _commit(self, batch: list[tuple[str | None, Any]], *, atomic: bool) -> list[AppendResult]:
-        app, _ = self._open()
         conflicts = lost = 0
         while True:
+            try:
+                app, _ = self._open()
+            except LedgerError:
+                if not lost:
+                    raise
+                lost += 1  # still down after a lost connection
+                if lost > MAX_CONNECTION_RETRIES:
+                    raise
+                time.sleep(0.1 * 2 ** lost)
+                continue
             try:
                 return self._attempt(app, batch, atomic=atomic)
             except (IntegrityError, OperationalError, InterfaceError, DatabaseError,
@@ -276,6 +285,9 @@ class Ledger:
                         raise LedgerError("store_unavailable", f"the store failed {lost} times in a "
                                           f"row: {_one_line(exc)}") from None
                     time.sleep(0.1 * 2 ** lost)
+                    # The pool's other connections may be dead too (a restart kills
+                    # them all): start over with a fresh pool.
+                    self.close()
 
     def _attempt(self, app: LedgerApp, batch: list[tuple[str | None, Any]], *,
                  atomic: bool) -> list[AppendResult]:
