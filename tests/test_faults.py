@@ -254,3 +254,44 @@ def test_statistics_are_refreshed_after_init_and_rebuild():
             "SELECT relname, analyze_count FROM pg_stat_user_tables"
             " WHERE relname IN ('leadledger_events', 'll_postings')").fetchall())
     assert analyzed.get("leadledger_events", 0) >= 2 and analyzed.get("ll_postings", 0) >= 1, analyzed
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("url, words", [
+    ("postgresql://postgres@127.0.0.1:5432/leadledger_no_such_db", 'database "leadledger_no_such_db" does not exist'),
+    ("postgresql://leadledger_no_such_role@127.0.0.1:5432/postgres", 'role "leadledger_no_such_role" does not exist'),
+    ("postgresql://postgres@127.0.0.1:1/postgres", "nothing listens on 127.0.0.1:1"),
+])
+def test_an_unreachable_store_says_why_within_a_second(url, words):
+    require_postgres()
+    started = time.monotonic()
+    result = cli_run(url, "balances", timeout=30)
+    assert result.returncode == 3 and words in result.stderr, result.stderr
+    assert time.monotonic() - started < 5  # interpreter start-up included; the probe answers at once
+
+
+def test_a_file_that_is_not_sqlite_says_so(tmp_path):
+    path = tmp_path / "notes.db"
+    path.write_text("not a database, just notes\n" * 100)
+    result = cli_run(f"sqlite:///{path}", "balances", timeout=60)
+    assert result.returncode == 3 and "is not a SQLite database" in result.stderr, result.stderr
+
+
+def test_an_oversized_atomic_batch_is_refused_as_it_is_read(tmp_path, monkeypatch):
+    from ledger import application
+
+    monkeypatch.setattr(application, "MAX_ATOMIC_BATCH", 10)
+    consumed = []
+
+    def lines():
+        for i, line in enumerate(clean_lines(50, pros=5)):
+            consumed.append(i)
+            yield line
+
+    with Ledger.from_url(f"sqlite:///{tmp_path / 'a.db'}") as ledger:
+        results = ledger.append_iter(lines(), atomic=True)
+        first = next(results)
+        assert len(consumed) == 11  # read one past the limit, not the whole input
+        assert first.code == "invalid_submission" and "at most 10" in first.message
+        assert len([first, *results]) == 50
+        assert ledger.balances() == []
