@@ -24,7 +24,7 @@ from cli.lines import NotNDJSON, read_lines
 from cli.output import render, write_csv, write_json
 from ledger.errors import LedgerError, Rejection
 from ledger.store import DEFAULT_URL, URL_ENV, postgres_schema_sql
-from ledger.submissions import EARLIEST, LATEST
+from ledger.submissions import EARLIEST, LATEST, within_range
 from ledger.timefmt import parse_utc
 from projections.status import STATUSES
 
@@ -52,7 +52,7 @@ class Timestamp(click.ParamType):
                 moment = parse_utc(text)
         except (ValueError, OverflowError):
             self.fail(f"{value!r} is not an RFC 3339 time with offset (or a YYYY-MM-DD date)", param, ctx)
-        if not EARLIEST <= moment <= LATEST:
+        if not within_range(moment):
             self.fail(f"{value!r} is outside {EARLIEST.year}-{LATEST.year}", param, ctx)
         return moment
 

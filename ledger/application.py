@@ -256,38 +256,33 @@ class Ledger:
         while True:
             try:
                 app, _ = self._open()
-            except LedgerError:
-                if not lost:
-                    raise
-                lost += 1  # still down after a lost connection
-                if lost > MAX_CONNECTION_RETRIES:
-                    raise
-                time.sleep(0.1 * 2 ** lost)
-                continue
-            try:
                 return self._attempt(app, batch, atomic=atomic)
+            except LedgerError as exc:
+                if not lost:  # the store was never reached: nothing to retry
+                    raise
+                error: BaseException = exc
             except (IntegrityError, OperationalError, InterfaceError, DatabaseError,
                     sqlite3.OperationalError) as exc:
                 self._keep_warm(None)
-                # Whatever happened, nothing of this attempt is known to be stored but
-                # what a fresh read finds: the batch is judged again, and what a
-                # concurrent writer (or our own lost-but-committed attempt) recorded
-                # reads as duplicates.
+                # Nothing of this attempt is known to be stored but what a fresh read
+                # finds: the batch is judged again, and what a concurrent writer (or
+                # our own lost-but-committed attempt) recorded reads as duplicates.
                 if _is_conflict(exc):
                     conflicts += 1
                     if conflicts >= MAX_WRITE_ATTEMPTS:
                         raise LedgerError("write_conflict", f"gave up after {MAX_WRITE_ATTEMPTS} "
                                           f"conflicting attempts: {_one_line(exc)}") from None
                     time.sleep(random.uniform(0.002, 0.02) * conflicts)
-                else:
-                    lost += 1
-                    if lost > MAX_CONNECTION_RETRIES:
-                        raise LedgerError("store_unavailable", f"the store failed {lost} times in a "
-                                          f"row: {_one_line(exc)}") from None
-                    time.sleep(0.1 * 2 ** lost)
-                    # The pool's other connections may be dead too (a restart kills
-                    # them all): start over with a fresh pool.
-                    self.close()
+                    continue
+                error = exc
+            # A lost connection (or the store still down after one). The pool's other
+            # connections may be dead too (a restart kills them all): start afresh.
+            lost += 1
+            if lost > MAX_CONNECTION_RETRIES:
+                raise LedgerError("store_unavailable", f"the store failed {lost} times in a row: "
+                                  f"{_one_line(error)}") from None
+            self.close()
+            time.sleep(0.1 * 2 ** lost)
 
     def _attempt(self, app: LedgerApp, batch: list[tuple[str | None, Any]], *,
                  atomic: bool) -> list[AppendResult]:
@@ -521,7 +516,7 @@ class Ledger:
 
         if not replay:
             return checks
-        check = verify.Check(6, "replaying the log into an empty store gives identical read models")
+        check = verify.Check(*verify.REPLAY_CHECK)
         with tempfile.TemporaryDirectory() as tmp:
             with Ledger.from_url(f"sqlite:///{tmp}/replay.db") as fresh:
                 fresh.load_log(eventlog.to_line(e) for e in eventlog.iter_events(app, stop=top))
@@ -530,8 +525,10 @@ class Ledger:
         checks.append(check)
         return checks
 
-    def skipped_by_quick(self) -> list[str]:
-        return ["6. replaying the log into an empty store gives identical read models"]
+    @staticmethod
+    def skipped_by_quick() -> list[str]:
+        number, name = verify.REPLAY_CHECK
+        return [f"{number}. {name}"]
 
 
 def _ensure_read_model_layout(view: Any, kind: str) -> None:
@@ -602,9 +599,9 @@ LEGACY_RECEIPT_TOPIC = "ledger.events:SubmissionAccepted"
 def _migrate_legacy_receipts(app: LedgerApp) -> int:
     """Copy receipts recorded as events (before 0.2) into the receipts table."""
     copied, position = 0, None
-    conflict = "INSERT OR IGNORE INTO" if isinstance(app.recorder, LedgerSQLiteRecorder) else "INSERT INTO"
-    tail = "" if conflict.startswith("INSERT OR") else " ON CONFLICT DO NOTHING"
-    marks = ", ".join(["?" if tail == "" else "%s"] * 5)
+    sqlite = isinstance(app.recorder, LedgerSQLiteRecorder)
+    insert = (f"INSERT OR IGNORE INTO {RECEIPTS_TABLE} VALUES (?, ?, ?, ?, ?)" if sqlite else
+              f"INSERT INTO {RECEIPTS_TABLE} VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING")
     while True:
         page = app.recorder.select_notifications(start=position, limit=1000, inclusive_of_start=False,
                                                  topics=[LEGACY_RECEIPT_TOPIC])
@@ -615,9 +612,9 @@ def _migrate_legacy_receipts(app: LedgerApp) -> int:
             event = app.mapper.to_domain_event(notification)
             receipt = Receipt(event.originator_id, event.submission_type, event.content_sha256,
                               tuple(event.recorded), format_utc(event.occurred_at))
-            rows.append(receipt.row(as_text=tail == ""))
+            rows.append(receipt.row(as_text=sqlite))
         with app.factory.datastore.transaction(commit=True) as curs:  # type: ignore[attr-defined]
-            curs.executemany(f"{conflict} {RECEIPTS_TABLE} VALUES ({marks}){tail}", rows)
+            curs.executemany(insert, rows)
         copied += len(rows)
         position = page[-1].id
 

@@ -117,35 +117,40 @@ class Outcome:
 
 
 def decide(uow: UnitOfWork, submission: Any) -> Outcome:
-    """Judge one submission against the facts in ``uow``; record it or reject it."""
-    if getattr(submission, "internal", False):
-        return _decide_internal(uow, submission)
-    receipt = uow.receipt(submission.event_id)
-    content = sub.canonical_content(submission)
-    digest = _sha256(content)
-    if receipt is not None:
-        if receipt.content_sha256 == digest:
-            return Outcome("duplicate", recorded=tuple(receipt.recorded))
-        return Outcome(
-            "rejected",
-            errors.EVENT_ID_CONFLICT,
-            f"event_id {submission.event_id} was already used for a different "
-            f"{receipt.submission_type} submission",
-        )
+    """Judge one submission against the facts in ``uow``; record it or reject it.
+
+    The ledger's own submissions (the sweep's, ``internal``) have no receipt and
+    no clock check: the aggregates' state makes them idempotent, and no sender's
+    event_id can stand in their way.
+    """
+    internal = getattr(submission, "internal", False)
+    if not internal:
+        digest = _sha256(sub.canonical_content(submission))
+        receipt = uow.receipt(submission.event_id)
+        if receipt is not None:
+            if receipt.content_sha256 == digest:
+                return Outcome("duplicate", recorded=tuple(receipt.recorded))
+            return Outcome(
+                "rejected",
+                errors.EVENT_ID_CONFLICT,
+                f"event_id {submission.event_id} was already used for a different "
+                f"{receipt.submission_type} submission",
+            )
     mark = len(uow.events)
     try:
-        if uow.now is not None:
+        if uow.now is not None and not internal:
             policies.check_timing(_policy_of(uow, submission), submission.occurred_at, uow.now,
                                   uow.max_future_skew)
         HANDLERS[type(submission)](uow, submission)
     except Rejection as rejection:
         assert len(uow.events) == mark, "a rule rejected after recording"
         return Outcome("rejected", rejection.code, rejection.message)
-    recorded = [type(event).__name__ for event in uow.events[mark:]]
-    assert recorded, "an accepted submission records at least its own event"
-    uow.accepted(Receipt(submission.event_id, submission.type, digest, tuple(recorded),
-                         format_utc(submission.occurred_at)))
-    return Outcome("recorded", recorded=tuple(recorded))
+    recorded = tuple(type(event).__name__ for event in uow.events[mark:])
+    assert recorded, "an accepted submission records at least one event"
+    if not internal:
+        uow.accepted(Receipt(submission.event_id, submission.type, digest, recorded,
+                             format_utc(submission.occurred_at)))
+    return Outcome("recorded", recorded=recorded)
 
 
 def _policy_of(uow: UnitOfWork, submission: Any) -> MarketPolicy | None:
@@ -159,18 +164,6 @@ def _policy_of(uow: UnitOfWork, submission: Any) -> MarketPolicy | None:
         contact = uow.contact(submission.contact_id)
         wallet = uow.wallet(contact.pro_id) if contact is not None else None
     return market_policy(wallet.market, wallet.policy_version) if wallet is not None else None
-
-
-def _decide_internal(uow: UnitOfWork, submission: Any) -> Outcome:
-    """The ledger's own submissions (the sweep's) have no receipt: the aggregates'
-    state makes them idempotent, and no sender's event_id can stand in their way."""
-    mark = len(uow.events)
-    try:
-        HANDLERS[type(submission)](uow, submission)
-    except Rejection as rejection:
-        assert len(uow.events) == mark, "a rule rejected after recording"
-        return Outcome("rejected", rejection.code, rejection.message)
-    return Outcome("recorded", recorded=tuple(type(e).__name__ for e in uow.events[mark:]))
 
 
 def _sha256(text: str) -> str:

@@ -30,6 +30,8 @@ from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 from eventsourcing.utils import retry
 
+from ledger.loader import select_by_ids
+
 RECEIPTS_TABLE = "leadledger_receipts"
 INSERT_PAGE = 2000  # events per INSERT statement: bounded message size
 
@@ -127,21 +129,7 @@ def _receipt_columns(receipts: Sequence[Receipt]) -> tuple[list[Any], ...]:
 
 
 def load_receipts(recorder: Any, event_ids: Sequence[UUID]) -> dict[UUID, Receipt]:
-    """The receipts of those event ids that have one, in one query per page."""
-    found: dict[UUID, Receipt] = {}
-    is_sqlite = isinstance(recorder, SQLiteApplicationRecorder)
-    for start in range(0, len(event_ids), 500):
-        part = event_ids[start:start + 500]
-        if is_sqlite:
-            statement = (f"SELECT * FROM {RECEIPTS_TABLE} WHERE event_id IN"
-                         f" ({','.join('?' * len(part))})")
-            params: Any = [i.hex for i in part]
-        else:
-            statement = f"SELECT * FROM {RECEIPTS_TABLE} WHERE event_id = ANY(%s)"
-            params = (list(part),)
-        with recorder.datastore.transaction(commit=False) as curs:
-            curs.execute(statement, params)
-            for row in curs.fetchall():
-                receipt = Receipt.from_row(row)
-                found[receipt.event_id] = receipt
-    return found
+    """The receipts of those event ids that have one, a page of ids per query."""
+    receipts = (Receipt.from_row(row) for row in
+                select_by_ids(recorder, f"SELECT * FROM {RECEIPTS_TABLE}", "event_id", event_ids))
+    return {receipt.event_id: receipt for receipt in receipts}

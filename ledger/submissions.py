@@ -95,6 +95,11 @@ def _iso_date_text(value: Any) -> Any:
     return date.fromisoformat(value)
 
 
+def within_range(moment: datetime) -> bool:
+    """The instants the ledger knows: 1970 to 2999 (submissions and --as-of alike)."""
+    return EARLIEST <= moment <= LATEST
+
+
 def _date_in_range(value: date) -> date:
     if not EARLIEST.date() <= value <= LATEST.date():
         raise ValueError(f"must be between {EARLIEST.date()} and {LATEST.date()}")
@@ -138,7 +143,7 @@ class _Envelope(_Strict):
             moment = to_utc(value)
         except OverflowError:
             raise ValueError(f"must be between {EARLIEST.year} and {LATEST.year}") from None
-        if not EARLIEST <= moment <= LATEST:
+        if not within_range(moment):
             raise ValueError(f"must be between {EARLIEST.year} and {LATEST.year}")
         return moment
 
@@ -382,10 +387,6 @@ def event_id_of(raw: str | bytes | dict[str, Any]) -> str | None:
         return None
 
 
-def canonical_content(submission: Any) -> str:
+def canonical_content(submission: BaseModel) -> str:
     """Content used for idempotency: same event_id + same content = duplicate."""
-    if isinstance(submission, BaseModel):
-        data = submission.model_dump(mode="json")
-    else:  # internal submissions (the sweep's) are dataclasses
-        data = {k: str(v) for k, v in vars(submission).items()}
-    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return json.dumps(submission.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))

@@ -107,6 +107,7 @@ def test_no_writer_holds_the_events_lock_while_waiting_on_its_client(tmp_path):
             longest = max(longest, streak)
             time.sleep(0.02)
     assert proc.wait(timeout=300) == 0, proc.stderr.read()
+    assert samples > 10, "the append ended before the lock could be watched"
     # Between two INSERT pages the server briefly waits for the next one; never for long.
     assert longest < 25, f"the lock was held while waiting on the client for {longest} samples"
 

@@ -65,8 +65,7 @@ def test_an_event_id_equal_to_a_wallet_id_locks_nobody_out(ledger):
 
 def test_an_event_id_equal_to_the_sweep_id_does_not_stop_the_unread_refund(ledger):
     ok(ledger.append([wallet("p1"), buy("p1", 5000), quote("ct-9", "p1", at(1), commission=1000)]))
-    squatter = sub("QuoteRead", at(0, 2), contact_id="ct-9")  # valid submission, chosen id
-    squatter["occurred_at"] = at(4)  # read after the 48 h: no effect on the refund
+    squatter = sub("QuoteRead", at(4), contact_id="ct-9")  # read after the 48 h: no effect
     squatter["event_id"] = str(UnreadRefundDue("ct-9", when(at(3))).event_id)
     ok(ledger.append([squatter]))
     recorded = ledger.sweep(when(at(5)))
