@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from ledger import Ledger  # noqa: E402
+from leadledger import Ledger  # noqa: E402
 from workload import submissions  # noqa: E402
 
 EVENTS_PER_SUBMISSION = 1.6  # measured on this workload: a quote records 2-3 events
@@ -45,7 +45,7 @@ def run_command(url: str, *args: str) -> tuple[float, float]:
     getrusage would report the parent's size, which a forked child inherits.
     """
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "--db", url, *args],
+    proc = subprocess.Popen([sys.executable, "-m", "leadledger.cli.main", "--db", url, *args],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak_kib = 0
     while proc.poll() is None:

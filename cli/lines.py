@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import BinaryIO, Iterator
 
-from ledger.errors import INVALID_SUBMISSION, Rejection
-from ledger.submissions import MAX_LINE_BYTES
+from leadledger.errors import INVALID_SUBMISSION, Rejection
+from leadledger.submissions import MAX_LINE_BYTES
 
 _SKIP_CHUNK = 1 << 16
 _UTF8_BOM = b"\xef\xbb\xbf"

@@ -20,13 +20,13 @@ from typing import Any, Callable, Iterator
 import click
 from eventsourcing.persistence import PersistenceError
 
-from cli.lines import NotNDJSON, read_lines
-from cli.output import render, write_csv, write_json
-from ledger.errors import LedgerError, Rejection
-from ledger.store import DEFAULT_URL, URL_ENV, postgres_schema_sql
-from ledger.submissions import EARLIEST, LATEST, within_range
-from ledger.timefmt import parse_utc
-from projections.status import STATUSES
+from leadledger.cli.lines import NotNDJSON, read_lines
+from leadledger.cli.output import render, write_csv, write_json
+from leadledger.errors import LedgerError, Rejection
+from leadledger.store import DEFAULT_URL, URL_ENV, postgres_schema_sql
+from leadledger.submissions import EARLIEST, LATEST, within_range
+from leadledger.timefmt import parse_utc
+from leadledger.projections.status import STATUSES
 
 EXIT_REJECTED, EXIT_USAGE, EXIT_STORE, EXIT_INTERNAL = 1, 2, 3, 4
 
@@ -94,7 +94,7 @@ def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def open_ledger(ctx: click.Context) -> Any:
-    from ledger import Ledger
+    from leadledger import Ledger
 
     ledger = Ledger.from_url(ctx.obj["db"])
     ctx.call_on_close(ledger.close)
@@ -325,7 +325,7 @@ def replay(ctx: click.Context, file: Any, as_of: datetime | None) -> None:
     Example:
       leadledger events > log.ndjson && leadledger replay log.ndjson > models.json
     """
-    from ledger import Ledger
+    from leadledger import Ledger
 
     with Ledger.from_url("sqlite:///:memory:") as fresh:
         fresh.load_log(file)
@@ -480,7 +480,7 @@ def demo(ctx: click.Context) -> None:
       leadledger --db sqlite:///demo.db demo
     """
     ledger = open_ledger(ctx)
-    lines = resources.files("cli").joinpath("demo.ndjson").read_text(encoding="utf-8").splitlines()
+    lines = resources.files("leadledger.cli").joinpath("demo.ndjson").read_text(encoding="utf-8").splitlines()
     results = ledger.append(lines)
     counts: dict[str, int] = {}
     for result in results:

@@ -7,7 +7,7 @@ import io
 import json
 from typing import Any, Iterable, Sequence
 
-from ledger.units import major
+from leadledger.units import major
 
 AMOUNT_COLUMNS = {
     "balance", "advance_outstanding", "card_charged", "charged", "refunded", "refundable",

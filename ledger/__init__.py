@@ -1,5 +1,17 @@
-"""leadledger: an event-sourced billing ledger for lead marketplaces."""
+"""leadledger: an event-sourced billing ledger for lead marketplaces.
 
-from ledger.application import AppendResult, Ledger
+    >>> from leadledger import Ledger
+    >>> with Ledger.from_url("sqlite:///:memory:") as ledger:
+    ...     ledger.init()
+"""
 
-__all__ = ["AppendResult", "Ledger"]
+from importlib.metadata import PackageNotFoundError, version
+
+from leadledger.application import AppendResult, Ledger
+
+try:
+    __version__ = version("leadledger")
+except PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
+
+__all__ = ["AppendResult", "Ledger", "__version__"]

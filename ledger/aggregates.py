@@ -18,7 +18,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
-from ledger import events as ev
+from leadledger import events as ev
 
 NAMESPACE = uuid5(NAMESPACE_URL, "https://leadledger.invalid/aggregates")
 
@@ -301,3 +301,18 @@ class Customer(Aggregate):
             ev.CustomerTerminated, id=customer_id_to_uuid(customer_id), event_id=event_id,
             occurred_at=at, customer_id=customer_id, contact_id=contact_id, reason=reason,
         )
+
+
+def _register_legacy_topics() -> None:
+    """Resolve the topics stores written before 0.3 hold (package then named `ledger`)."""
+    from eventsourcing.utils import register_topic
+
+    from leadledger.events import DOMAIN_EVENT_CLASSES, LEGACY_MODULE, SubmissionAccepted
+
+    for name, cls in {**DOMAIN_EVENT_CLASSES, "SubmissionAccepted": SubmissionAccepted}.items():
+        register_topic(f"{LEGACY_MODULE}:{name}", cls)
+    for aggregate in (Wallet, Contact, Customer):
+        register_topic(f"ledger.aggregates:{aggregate.__name__}", aggregate)
+
+
+_register_legacy_topics()

@@ -2,7 +2,7 @@
 
 ``Ledger`` is the one entry point for services and for the CLI::
 
-    from ledger import Ledger
+    from leadledger import Ledger
     with Ledger.from_url("sqlite:///leadledger.db") as ledger:
         results = ledger.append([submission_dict_or_json_line, ...])
         ledger.balances(as_of=None)
@@ -32,13 +32,13 @@ from eventsourcing.persistence import (
     Transcoding,
 )
 
-from ledger import errors, eventlog
-from ledger.aggregates import Contact, Wallet, wallet_id
-from ledger.loader import load_many
-from ledger.recorders import RECEIPTS_TABLE, LedgerSQLiteRecorder, Receipt, load_receipts
-from ledger.commands import Outcome, UnitOfWork, UnreadRefundDue, decide, ids_touched
-from ledger.errors import LedgerError, Rejection
-from ledger.store import (
+from leadledger import errors, eventlog
+from leadledger.aggregates import Contact, Wallet, wallet_id
+from leadledger.loader import load_many
+from leadledger.recorders import RECEIPTS_TABLE, LedgerSQLiteRecorder, Receipt, load_receipts
+from leadledger.commands import Outcome, UnitOfWork, UnreadRefundDue, decide, ids_touched
+from leadledger.errors import LedgerError, Rejection
+from leadledger.store import (
     EVENTS_TABLE,
     TRACKING_TABLE,
     POSTGRES_EVENT_STORE_DDL,
@@ -46,11 +46,11 @@ from ledger.store import (
     config_for,
     resolve_url,
 )
-from ledger.submissions import event_id_of, parse_submission
-from ledger.timefmt import format_utc, parse_utc
-from projections import beancount, queries, verify
-from projections.tables import LAYOUT_MARKER, READ_MODEL_DDL, READ_MODEL_TABLES
-from projections.view import APPLICATION_NAME, LedgerProjection, PostgresLedgerView, SQLiteLedgerView, catch_up
+from leadledger.submissions import event_id_of, parse_submission
+from leadledger.timefmt import format_utc, parse_utc
+from leadledger.projections import beancount, queries, verify
+from leadledger.projections.tables import LAYOUT_MARKER, READ_MODEL_DDL, READ_MODEL_TABLES
+from leadledger.projections.view import APPLICATION_NAME, LedgerProjection, PostgresLedgerView, SQLiteLedgerView, catch_up
 
 CHUNK_SIZE = 1000  # submissions decided and committed per transaction (group commit)
 MAX_ATOMIC_BATCH = 100_000  # --atomic holds the whole batch in one transaction

@@ -16,8 +16,8 @@ from uuid import UUID, uuid5
 
 from eventsourcing.application import AggregateNotFoundError, Repository
 
-from ledger import errors, events as ev, policies, submissions as sub
-from ledger.aggregates import (
+from leadledger import errors, events as ev, policies, submissions as sub
+from leadledger.aggregates import (
     NAMESPACE,
     Contact,
     Customer,
@@ -26,10 +26,10 @@ from ledger.aggregates import (
     customer_id_to_uuid,
     wallet_id,
 )
-from ledger.errors import Rejection
-from ledger.markets import MarketPolicy, current_policy, policy as market_policy
-from ledger.recorders import Receipt
-from ledger.timefmt import format_utc
+from leadledger.errors import Rejection
+from leadledger.markets import MarketPolicy, current_policy, policy as market_policy
+from leadledger.recorders import Receipt
+from leadledger.timefmt import format_utc
 
 
 class UnitOfWork:

@@ -16,9 +16,9 @@ from uuid import UUID
 
 from eventsourcing.utils import get_topic
 
-from ledger.aggregates import Contact, Customer, Wallet
-from ledger.events import DOMAIN_EVENT_CLASSES, LedgerCreated
-from ledger.timefmt import format_utc, parse_utc
+from leadledger.aggregates import Contact, Customer, Wallet
+from leadledger.events import DOMAIN_EVENT_CLASSES, LedgerCreated
+from leadledger.timefmt import format_utc, parse_utc
 
 PAGE_SIZE = 1000
 _CREATED_BY = {"WalletOpened": Wallet, "QuoteSent": Contact, "CustomerTerminated": Customer}

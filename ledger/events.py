@@ -200,3 +200,8 @@ DOMAIN_EVENT_CLASSES: dict[str, type[Any]] = {
         CustomerTerminated,
     )
 }
+
+# Before 0.3 the package's import name was `ledger`: stores written then hold
+# topics such as "ledger.events:QuoteSent". Both names resolve to one class.
+LEGACY_MODULE = "ledger.events"
+LEGACY_TOPICS = tuple(f"{LEGACY_MODULE}:{name}" for name in DOMAIN_EVENT_CLASSES)

@@ -8,9 +8,9 @@ from zoneinfo import ZoneInfo
 
 import holidays
 
-from ledger import errors
-from ledger.errors import Rejection
-from ledger.markets import MarketPolicy
+from leadledger import errors
+from leadledger.errors import Rejection
+from leadledger.markets import MarketPolicy
 
 MAX_WINDOW_DAYS = 3660  # a window longer than ten years is a broken policy file
 

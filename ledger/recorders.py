@@ -30,7 +30,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 from eventsourcing.utils import retry
 
-from ledger.loader import select_by_ids
+from leadledger.loader import select_by_ids
 
 RECEIPTS_TABLE = "leadledger_receipts"
 INSERT_PAGE = 2000  # events per INSERT statement: bounded message size

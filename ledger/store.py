@@ -12,9 +12,9 @@ import uuid
 from dataclasses import dataclass
 from urllib.parse import unquote, urlparse
 
-from ledger.errors import LedgerError
-from ledger.recorders import POSTGRES_RECEIPTS_DDL
-from projections.tables import READ_MODEL_DDL
+from leadledger.errors import LedgerError
+from leadledger.recorders import POSTGRES_RECEIPTS_DDL
+from leadledger.projections.tables import READ_MODEL_DDL
 
 DEFAULT_URL = "sqlite:///leadledger.db"
 URL_ENV = "LEADLEDGER_DATABASE_URL"
@@ -49,7 +49,7 @@ def config_for(url: str) -> StoreConfig:
             "SQLITE_DBNAME": path,
             "SQLITE_LOCK_TIMEOUT": "30",
             "CREATE_TABLE": "true",
-            "APPLICATION_RECORDER_TOPIC": "ledger.recorders:LedgerSQLiteRecorder",
+            "APPLICATION_RECORDER_TOPIC": "leadledger.recorders:LedgerSQLiteRecorder",
         })
     if url.startswith(("postgresql://", "postgres://")):
         parts = urlparse(url)
@@ -70,7 +70,7 @@ def config_for(url: str) -> StoreConfig:
             "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "300",
             # schema.sql (``leadledger init``) owns the tables, not eventsourcing.
             "CREATE_TABLE": "false",
-            "APPLICATION_RECORDER_TOPIC": "ledger.recorders:LedgerPostgresRecorder",
+            "APPLICATION_RECORDER_TOPIC": "leadledger.recorders:LedgerPostgresRecorder",
         })
     raise LedgerError(
         "bad_database_url",

@@ -29,8 +29,8 @@ from pydantic import (
     model_validator,
 )
 
-from ledger.errors import INVALID_SUBMISSION, Rejection
-from ledger.timefmt import to_utc
+from leadledger.errors import INVALID_SUBMISSION, Rejection
+from leadledger.timefmt import to_utc
 
 # Explicit limits (TigerBeetle style): an amount beyond this is a typo, not a
 # purchase, and sums of many of them still fit a signed 64-bit column.

@@ -11,7 +11,7 @@ import hashlib
 import re
 from typing import Any, Iterator
 
-from ledger.units import major
+from leadledger.units import major
 
 _ROOTS = {
     "platform:cash": "Assets:Platform:Cash",

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from functools import singledispatch
 from typing import Any, Callable
 
-from ledger import events as ev
-from ledger.timefmt import sortable_utc
+from leadledger import events as ev
+from leadledger.timefmt import sortable_utc
 
 CASH = "platform:cash"
 REVENUE_COMMISSION = "platform:revenue:commission"

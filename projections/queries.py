@@ -9,8 +9,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Iterator
 
-from ledger.timefmt import parse_utc, sortable_to_rfc3339, sortable_utc
-from projections.status import GERER, refund_status
+from leadledger.timefmt import parse_utc, sortable_to_rfc3339, sortable_utc
+from leadledger.projections.status import GERER, refund_status
 
 _FAR_FUTURE = "9999-12-31T23:59:59.999999Z"
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from ledger import events as ev
-from ledger.markets import policy as market_policy
-from projections.tables import READ_MODEL_TABLES
+from leadledger import events as ev
+from leadledger.markets import policy as market_policy
+from leadledger.projections.tables import READ_MODEL_TABLES
 
 MAX_PROBLEMS = 20  # a report lists the first ones, not thousands
 REPLAY_CHECK = (6, "replaying the log into an empty store gives identical read models")  # --quick skips it

@@ -19,14 +19,14 @@ from eventsourcing.sqlite import SQLiteTrackingRecorder
 
 from eventsourcing.utils import get_topic
 
-from ledger.events import DOMAIN_EVENT_CLASSES
-from ledger.timefmt import sortable_utc
-from projections.journal import Rows, check_balanced, rows_for
-from projections.tables import READ_MODEL_DDL, READ_MODEL_TABLES
+from leadledger.events import DOMAIN_EVENT_CLASSES, LEGACY_TOPICS
+from leadledger.timefmt import sortable_utc
+from leadledger.projections.journal import Rows, check_balanced, rows_for
+from leadledger.projections.tables import READ_MODEL_DDL, READ_MODEL_TABLES
 
 APPLICATION_NAME = "LeadLedger"
 # Receipts (SubmissionAccepted) feed no read model: the catch-up skips them in SQL.
-DOMAIN_TOPICS = tuple(get_topic(cls) for cls in DOMAIN_EVENT_CLASSES.values())
+DOMAIN_TOPICS = tuple(get_topic(cls) for cls in DOMAIN_EVENT_CLASSES.values()) + LEGACY_TOPICS
 CATCH_UP_BATCH = 2000  # events per view transaction
 
 _INSERT_WALLET = "INSERT INTO ll_wallets VALUES (?, ?, ?, ?, ?, ?, ?, ?)"

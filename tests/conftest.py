@@ -13,10 +13,10 @@ from urllib.parse import urlparse
 
 import pytest
 
-from ledger import Ledger
-from ledger.recorders import RECEIPTS_TABLE
-from ledger.store import EVENTS_TABLE, TRACKING_TABLE
-from projections.tables import READ_MODEL_TABLES
+from leadledger import Ledger
+from leadledger.recorders import RECEIPTS_TABLE
+from leadledger.store import EVENTS_TABLE, TRACKING_TABLE
+from leadledger.projections.tables import READ_MODEL_TABLES
 
 PG_URL = os.environ.get(
     "LEADLEDGER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/leadledger_test"

@@ -10,9 +10,9 @@ import uuid
 
 from hypothesis import strategies as st
 
-from ledger.aggregates import contact_id_to_uuid, wallet_id
-from ledger.commands import UnreadRefundDue
-from ledger.timefmt import parse_utc
+from leadledger.aggregates import contact_id_to_uuid, wallet_id
+from leadledger.commands import UnreadRefundDue
+from leadledger.timefmt import parse_utc
 
 VALID = {
     "type": "CreditsPurchased", "event_id": "5f1c0f5e-0000-4000-8000-000000000001",

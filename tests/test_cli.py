@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from cli.main import cli
-from ledger.store import postgres_schema_sql
+from leadledger.cli.main import cli
+from leadledger.store import postgres_schema_sql
 from tests.helpers import buy, quote, wallet
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -120,7 +120,7 @@ def test_user_errors_are_one_line_with_a_code_and_no_traceback(tmp_path):
         import subprocess
         import sys
 
-        proc = subprocess.run([sys.executable, "-m", "cli.main", "--db", url, *args],
+        proc = subprocess.run([sys.executable, "-m", "leadledger.cli.main", "--db", url, *args],
                               capture_output=True, text=True, cwd=ROOT)
         assert proc.returncode == exit_code, proc.stderr
         assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(f"leadledger: error[{code}]")
@@ -131,7 +131,7 @@ def test_postgres_without_init_says_so(tmp_path):
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "cli.main", "--db",
+    proc = subprocess.run([sys.executable, "-m", "leadledger.cli.main", "--db",
                            "postgresql://postgres@127.0.0.1:1/nowhere", "balances"],
                           capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert proc.returncode == 3
@@ -163,7 +163,7 @@ def test_readme_examples_give_the_documented_read_models(store_url):
 
 @pytest.mark.parametrize("rows", [[], [{"a": 1}], [{"a": 1, "b": "Gérer", "c": None}, {"a": 2, "b": [1]}]])
 def test_streamed_json_is_byte_identical_to_the_array(rows):
-    from cli.output import to_json, write_json
+    from leadledger.cli.output import to_json, write_json
 
     out = io.StringIO()
     write_json(iter(rows), out)

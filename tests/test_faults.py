@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from ledger import Ledger
+from leadledger import Ledger
 from tests.conftest import PG_URL, _connect, require_postgres, reset_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,12 +55,12 @@ def clean_lines(count: int, pros: int = 500, seed: int = 1) -> list[str]:
 
 
 def cli(url: str, *args: str, stdout=subprocess.PIPE) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "cli.main", "--db", url, *args], cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "leadledger.cli.main", "--db", url, *args], cwd=ROOT,
                             stdout=stdout, stderr=subprocess.PIPE)
 
 
 def cli_run(url: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cli.main", "--db", url, *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "leadledger.cli.main", "--db", url, *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -279,7 +279,7 @@ def test_a_file_that_is_not_sqlite_says_so(tmp_path):
 
 
 def test_an_oversized_atomic_batch_is_refused_as_it_is_read(tmp_path, monkeypatch):
-    from ledger import application
+    from leadledger import application
 
     monkeypatch.setattr(application, "MAX_ATOMIC_BATCH", 10)
     consumed = []

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cli.main import cli
-from ledger import Ledger
+from leadledger.cli.main import cli
+from leadledger import Ledger
 from tests.hostile import HOSTILE_LINE
 from tests.helpers import wallet
 

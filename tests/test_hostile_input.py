@@ -11,10 +11,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from click.testing import CliRunner
 
-from cli.main import cli
-from ledger import Ledger
-from ledger.aggregates import wallet_id
-from ledger.commands import UnreadRefundDue
+from leadledger.cli.main import cli
+from leadledger import Ledger
+from leadledger.aggregates import wallet_id
+from leadledger.commands import UnreadRefundDue
 from tests.helpers import at, balance, buy, courtesy, ok, one, quote, sub, wallet, when
 
 
@@ -159,7 +159,7 @@ def test_late_arrivals_are_judged_at_their_time_and_reported(store_url):
 def test_a_market_pack_may_bound_lateness(ledger, monkeypatch):
     import dataclasses
 
-    from ledger import markets
+    from leadledger import markets
 
     original = markets.all_policies()
     bounded = {key: dataclasses.replace(p, max_lateness_days=30) if key[0] == "pro360" else p

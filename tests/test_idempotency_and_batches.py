@@ -3,7 +3,7 @@
 import multiprocessing
 import threading
 
-from ledger import Ledger
+from leadledger import Ledger
 from tests.helpers import at, balance, buy, ok, one, quote, wallet
 
 

@@ -16,9 +16,9 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from ledger import Ledger
-from ledger.eventlog import iter_events, to_line
-from projections import queries
+from leadledger import Ledger
+from leadledger.eventlog import iter_events, to_line
+from leadledger.projections import queries
 
 settings.register_profile("dev", max_examples=30, stateful_step_count=20, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
@@ -222,7 +222,7 @@ def test_ledger_on_postgres(postgres_machine):
 
 @given(st.integers(0, 10**6))
 def test_billable_minutes_are_started_minutes_beyond_the_free_time(seconds):
-    from ledger.policies import billable_minutes
+    from leadledger.policies import billable_minutes
 
     minutes = billable_minutes(seconds, 180)
     assert minutes * 60 >= seconds - 180 and (minutes == 0 or (minutes - 1) * 60 < seconds - 180)
@@ -230,8 +230,8 @@ def test_billable_minutes_are_started_minutes_beyond_the_free_time(seconds):
 
 @given(st.integers(1, 3000), st.integers(0, 5000), st.integers(0, 200), st.integers(0, 200))
 def test_funding_never_overdraws_nor_exceeds_the_limit(fee, headroom, peak, limit):
-    from ledger.errors import Rejection
-    from ledger.policies import fund_wallet_charge
+    from leadledger.errors import Rejection
+    from leadledger.policies import fund_wallet_charge
 
     try:
         advance = fund_wallet_charge(fee, headroom, peak, limit)

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from cli.main import cli
-from ledger import Ledger
-from ledger.eventlog import to_line, iter_events
+from leadledger.cli.main import cli
+from leadledger import Ledger
+from leadledger.eventlog import to_line, iter_events
 from tests.helpers import at, buy, card, cquote, courtesy, ok, quote, sub, wallet, when
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -175,9 +175,9 @@ def test_beancount_export_passes_bean_check(ledger, tmp_path):
 
 
 def test_follower_keeps_the_view_up_to_date_without_catch_up(store_url):
-    from projections import queries
+    from leadledger.projections import queries
 
-    from ledger.errors import LedgerError
+    from leadledger.errors import LedgerError
 
     with Ledger.from_url(store_url) as writer, Ledger.from_url(store_url) as reader:
         ok(writer.append([wallet("p1"), buy("p1", 100)]))

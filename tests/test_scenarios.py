@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from ledger import Ledger
-from ledger.timefmt import parse_utc
+from leadledger import Ledger
+from leadledger.timefmt import parse_utc
 
 HERE = Path(__file__).resolve().parent / "scenarios"
 STORIES = sorted(p.parent.name for p in HERE.glob("*/submissions.ndjson"))

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from ledger.errors import Rejection
-from ledger.submissions import SUBMISSION_TYPES, parse_submission
+from leadledger.errors import Rejection
+from leadledger.submissions import SUBMISSION_TYPES, parse_submission
 from tests.helpers import buy, courtesy, quote, sub, wallet
 
 

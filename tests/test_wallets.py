@@ -116,7 +116,7 @@ def test_cronoshare_does_not_offer_guaranteed_reply(ledger):
 
 
 def test_shipped_rule_packs_match_spec_section_2():
-    from ledger.markets import current_policy
+    from leadledger.markets import current_policy
 
     pro360, crono = current_policy("pro360"), current_policy("cronoshare")
     assert (pro360.wallet_unit, pro360.card_currency, pro360.management_fee, pro360.advance_limit) == ("USD", "USD", 0, 0)
