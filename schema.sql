@@ -14,7 +14,7 @@ CREATE TABLE IF NOT EXISTS leadledger_tracking ( application_name text, notifica
 INSERT INTO leadledger_tracking VALUES ('__migration__', 1) ON CONFLICT DO NOTHING;
 
 -- Read models (projections/tables.py):
-CREATE TABLE IF NOT EXISTS ll_wallets ( pro_id TEXT PRIMARY KEY, market TEXT NOT NULL, unit TEXT NOT NULL, card_currency TEXT NOT NULL, region TEXT NOT NULL, policy_version INTEGER NOT NULL, opened_at TEXT NOT NULL, position BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS ll_wallets ( pro_id TEXT PRIMARY KEY, market TEXT NOT NULL, unit TEXT NOT NULL, card_currency TEXT NOT NULL, region TEXT NOT NULL, policy_version INTEGER NOT NULL, opened_at TEXT NOT NULL, position BIGINT NOT NULL, card_ref TEXT);
 
 CREATE TABLE IF NOT EXISTS ll_contacts ( contact_id TEXT PRIMARY KEY, pro_id TEXT NOT NULL, market TEXT NOT NULL, pricing TEXT NOT NULL, management_fee BIGINT NOT NULL, sent_at TEXT NOT NULL, refund_deadline TEXT NOT NULL, unread_refund_due TEXT, first_seen_at TEXT, position BIGINT NOT NULL);
 
@@ -26,7 +26,7 @@ CREATE TABLE IF NOT EXISTS ll_contact_facts ( position BIGINT NOT NULL, seq INTE
 
 CREATE INDEX IF NOT EXISTS ll_contact_facts_contact ON ll_contact_facts (contact_id, occurred_at);
 
-CREATE TABLE IF NOT EXISTS ll_postings ( position BIGINT NOT NULL, seq INTEGER NOT NULL, occurred_at TEXT NOT NULL, event_type TEXT NOT NULL, event_id TEXT NOT NULL, pro_id TEXT, contact_id TEXT, kind TEXT NOT NULL, account TEXT NOT NULL, unit TEXT NOT NULL, debit BIGINT NOT NULL, credit BIGINT NOT NULL, PRIMARY KEY (position, seq));
+CREATE TABLE IF NOT EXISTS ll_postings ( position BIGINT NOT NULL, seq INTEGER NOT NULL, occurred_at TEXT NOT NULL, event_type TEXT NOT NULL, event_id TEXT NOT NULL, pro_id TEXT, contact_id TEXT, kind TEXT NOT NULL, account TEXT NOT NULL, unit TEXT NOT NULL, debit BIGINT NOT NULL, credit BIGINT NOT NULL, market TEXT, reason TEXT, ref TEXT, PRIMARY KEY (position, seq));
 
 CREATE INDEX IF NOT EXISTS ll_postings_pro ON ll_postings (pro_id, occurred_at);
 

@@ -1,121 +1,29 @@
-"""`leadledger` commands. Thin: parse, call ledger.Ledger, format.
-
-Exit codes: 0 done; 1 a submission was rejected or an invariant failed;
-2 bad usage (option, time, file); 3 the store failed or is not initialised;
-4 internal error (a bug: run with LEADLEDGER_DEBUG=1 for the traceback).
-"""
+"""`leadledger` commands that write, check and move the log. Thin: parse, call
+leadledger.Ledger, format. Reports live in cli/reports.py; what every command
+shares (exit codes, --db, errors) in cli/app.py."""
 
 from __future__ import annotations
 
 import collections
-import functools
 import json
-import os
-import sqlite3
 import sys
-from datetime import datetime, time, timedelta, timezone
+from datetime import datetime, timedelta
 from importlib import resources
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import click
-from eventsourcing.persistence import PersistenceError
 
-from leadledger.cli.lines import NotNDJSON, read_lines
+from leadledger.cli import reports
+from leadledger.cli.app import (
+    EXIT_REJECTED, EXIT_USAGE, FORMAT, add_db_option, cli, fail, guarded, open_ledger, progress, quiet_stdout,
+)
+from leadledger.cli.lines import read_lines
 from leadledger.cli.output import render, write_csv, write_json
-from leadledger.errors import LedgerError, Rejection
-from leadledger.store import DEFAULT_URL, URL_ENV, postgres_schema_sql
-from leadledger.submissions import EARLIEST, LATEST, within_range
-from leadledger.timefmt import parse_utc
-from leadledger.projections.status import STATUSES
+from leadledger.cli.params import Duration, Timestamp
+from leadledger.store import postgres_schema_sql
+from leadledger.timefmt import format_utc, parse_utc
 
-EXIT_REJECTED, EXIT_USAGE, EXIT_STORE, EXIT_INTERNAL = 1, 2, 3, 4
-
-BALANCE_COLUMNS = ("pro_id", "market", "unit", "balance", "advance_outstanding", "card_charged", "card_currency")
-REFUND_COLUMNS = ("contact_id", "pro_id", "market", "status", "charged", "refunded", "refundable", "deadline")
-TRIAL_COLUMNS = ("account", "unit", "debit", "credit", "balance")
-
-
-class Timestamp(click.ParamType):
-    """RFC 3339 with an offset (2026-01-31T18:00:00+01:00), or a date: the end of that day, UTC."""
-
-    name = "TIME"
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> datetime:
-        if isinstance(value, datetime):
-            return value
-        text = str(value).strip()
-        try:
-            if len(text) == 10:
-                day = datetime.strptime(text, "%Y-%m-%d").date()
-                moment = datetime.combine(day, time.max, tzinfo=timezone.utc)
-            else:
-                moment = parse_utc(text)
-        except (ValueError, OverflowError):
-            self.fail(f"{value!r} is not an RFC 3339 time with offset (or a YYYY-MM-DD date)", param, ctx)
-        if not within_range(moment):
-            self.fail(f"{value!r} is outside {EARLIEST.year}-{LATEST.year}", param, ctx)
-        return moment
-
-
-TIME = Timestamp()
-FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
-                      show_default=True, help="table for people; json (byte-stable) or csv for programs.")
-
-
-def fail(code: str, message: str, exit_code: int) -> None:
-    click.echo(f"leadledger: error[{code}]: {message}", err=True)
-    sys.exit(exit_code)
-
-
-def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
-    """User and store errors become one line on stderr and an exit code, never a traceback."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except LedgerError as exc:
-            fail(exc.code, exc.message, EXIT_STORE)
-        except NotNDJSON as exc:
-            fail("usage", str(exc), EXIT_USAGE)
-        except (PersistenceError, sqlite3.Error) as exc:  # the store failed, not our code
-            fail("store", " ".join(str(exc).split())[:300] or type(exc).__name__, EXIT_STORE)
-        except (click.exceptions.Exit, click.ClickException, SystemExit, KeyboardInterrupt):
-            raise
-        except BrokenPipeError:
-            sys.exit(0)
-        except Exception as exc:  # a bug: say so in one line, keep the traceback opt-in
-            if os.environ.get("LEADLEDGER_DEBUG"):
-                raise
-            fail("internal", f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]} "
-                 "(set LEADLEDGER_DEBUG=1 for the traceback)", EXIT_INTERNAL)
-
-    return wrapper
-
-
-def open_ledger(ctx: click.Context) -> Any:
-    from leadledger import Ledger
-
-    ledger = Ledger.from_url(ctx.obj["db"])
-    ctx.call_on_close(ledger.close)
-    return ledger
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--db", metavar="URL", envvar=URL_ENV, default=DEFAULT_URL, show_default=True,
-              help=f"Store: sqlite:///PATH or postgresql://USER@HOST[:PORT]/DBNAME (or ${URL_ENV}).")
-@click.pass_context
-def cli(ctx: click.Context, db: str) -> None:
-    """leadledger: an event-sourced billing ledger for lead marketplaces.
-
-    \b
-    Example:
-      leadledger init
-      leadledger append submissions.ndjson
-      leadledger balances --format json
-    """
-    ctx.ensure_object(dict)
-    ctx.obj["db"] = db
+TIME = Timestamp(end=True)
 
 
 @cli.command()
@@ -157,91 +65,49 @@ def append(ctx: click.Context, file: Any, atomic: bool) -> None:
             "region": "US-CA"}' | leadledger append -
     """
     ledger = open_ledger(ctx)
-    rejected = False
+    counts: collections.Counter[str] = collections.Counter()
     numbers: collections.deque[int] = collections.deque()
+    advance = progress("append", _size_of(file), unit="B")
 
     def lines() -> Iterator[Any]:
         for number, line in read_lines(file, getattr(file, "name", "-")):
             numbers.append(number)
+            advance(len(line) + 1 if isinstance(line, bytes) else 0)
             yield line
 
+    reader_gone = False
     for result in ledger.append_iter(lines(), atomic=atomic):
-        rejected = rejected or result.status == "rejected"
+        counts[result.status] += 1
+        if reader_gone:
+            continue  # `| head` stopped reading: judge and record the rest all the same
         # One result per non-blank line, in order: the line number rides along.
-        click.echo(json.dumps({**result.to_json(), "line": numbers.popleft() if numbers else None},
-                              ensure_ascii=False))
-    sys.exit(EXIT_REJECTED if rejected else 0)
+        try:
+            sys.stdout.write(json.dumps({**result.to_json(), "line": numbers.popleft() if numbers else None},
+                                        ensure_ascii=False) + "\n")
+        except BrokenPipeError:
+            reader_gone = True
+            quiet_stdout()
+    advance(-1)
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        quiet_stdout()
+    read = sum(counts.values())
+    click.echo(f"{read:,} read: {counts['recorded']:,} recorded, {counts['duplicate']:,} duplicate, "
+               f"{counts['rejected']:,} rejected", err=True)
+    sys.exit(EXIT_REJECTED if counts["rejected"] else 0)
 
 
-@cli.command()
-@click.option("--pro", "pro_id", metavar="ID", help="Only this pro's wallet.")
-@click.option("--as-of", type=TIME, help="Balances from the events that occurred up to this time.")
-@FORMAT
-@click.pass_context
-@guarded
-def balances(ctx: click.Context, pro_id: str | None, as_of: datetime | None, fmt: str) -> None:
-    """One row per wallet: balance, advance outstanding, card charged.
+def _size_of(file: Any) -> int | None:
+    """Bytes in a regular file (for the progress bar's ETA); None for a pipe."""
+    import os
+    import stat
 
-    Amounts are integers in the wallet's minor unit (USD cents, whole CRONO);
-    the table shows them in major units.
-
-    \b
-    Example:
-      leadledger balances --as-of 2026-01-31T23:59:59Z --format json
-    """
-    rows = open_ledger(ctx).balances(pro_id=pro_id, as_of=as_of)
-    click.echo(render(rows, BALANCE_COLUMNS, fmt), nl=False)
-
-
-@cli.command()
-@click.option("--pro", "pro_id", metavar="ID", help="Only this pro's contacts.")
-@click.option("--status", type=click.Choice(STATUSES), help="Only contacts in this status.")
-@click.option("--as-of", type=TIME, help="Status as of this time (default: now).")
-@FORMAT
-@click.pass_context
-@guarded
-def refunds(ctx: click.Context, pro_id: str | None, status: str | None, as_of: datetime | None,
-            fmt: str) -> None:
-    """Refund status of every contact: Non permis, Gérer, Rectifier, Traité, Expiré.
-
-    \b
-    Example:
-      leadledger refunds --status Gérer --as-of 2026-02-01 --format csv
-    """
-    rows = open_ledger(ctx).iter_refunds(pro_id=pro_id, status=status, as_of=as_of)
-    out = sys.stdout
-    if fmt == "json":  # streamed: a store's every contact need not fit in memory
-        write_json(rows, out)
-    elif fmt == "csv":
-        write_csv(rows, REFUND_COLUMNS, out)
-    else:
-        out.write(render(list(rows), REFUND_COLUMNS, fmt))
-
-
-@cli.command("trial-balance")
-@click.option("--as-of", type=TIME, help="Postings of events that occurred up to this time.")
-@FORMAT
-@click.pass_context
-@guarded
-def trial_balance(ctx: click.Context, as_of: datetime | None, fmt: str) -> None:
-    """One row per account and unit: debit, credit, balance (debit - credit).
-
-    JSON and CSV hold the account rows only; the table adds totals per unit,
-    whose balance is zero when the books balance.
-
-    \b
-    Example:
-      leadledger trial-balance --as-of 2026-01-31
-    """
-    rows = open_ledger(ctx).trial_balance(as_of=as_of)
-    totals: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        total = totals.setdefault(row["unit"], {"account": "TOTAL", "unit": row["unit"],
-                                                "debit": 0, "credit": 0, "balance": 0})
-        for key in ("debit", "credit", "balance"):
-            total[key] += row[key]
-    footer = [totals[u] for u in sorted(totals)] if fmt == "table" else []
-    click.echo(render(rows, TRIAL_COLUMNS, fmt, footer=footer), nl=False)
+    try:
+        info = os.fstat(file.fileno())
+    except (OSError, ValueError, AttributeError):
+        return None
+    return info.st_size if stat.S_ISREG(info.st_mode) else None
 
 
 @cli.command()
@@ -262,36 +128,6 @@ def sweep(ctx: click.Context, now: datetime | None) -> None:
         click.echo(json.dumps(result.to_json(), ensure_ascii=False))
 
 
-STATEMENT_COLUMNS = ("occurred_at", "event_type", "contact_id", "account", "unit", "debit", "credit",
-                     "running_balance")
-
-
-@cli.command()
-@click.argument("pro_id")
-@click.option("--from", "start", type=TIME, help="First occurred_at listed (earlier postings open the balance).")
-@click.option("--to", "end", type=TIME, help="Last occurred_at listed.")
-@FORMAT
-@click.pass_context
-@guarded
-def statement(ctx: click.Context, pro_id: str, start: datetime | None, end: datetime | None,
-              fmt: str) -> None:
-    """Every posting on the pro's wallet, advance and card, with a running balance.
-
-    Running balances are per account, in its natural sign: funds in the wallet,
-    advance owed, card charged. JSON and CSV also carry the event_id.
-
-    \b
-    Example:
-      leadledger statement pro-ana --from 2026-01-01 --to 2026-01-31 --format csv
-    """
-    try:
-        rows = open_ledger(ctx).statement(pro_id, start, end)
-    except Rejection as exc:
-        fail(exc.code, exc.message, EXIT_REJECTED)
-    columns = STATEMENT_COLUMNS if fmt == "table" else (*STATEMENT_COLUMNS[:2], "event_id", *STATEMENT_COLUMNS[2:])
-    click.echo(render(rows, columns, fmt), nl=False)
-
-
 @cli.command()
 @click.option("--format", "fmt", type=click.Choice(["json"]), default="json", show_default=True,
               help="NDJSON: one event per line.")
@@ -305,8 +141,12 @@ def events(ctx: click.Context, fmt: str) -> None:
       leadledger events > log.ndjson
     """
     out = sys.stdout
-    for line in open_ledger(ctx).event_lines():
+    ledger = open_ledger(ctx)
+    advance = progress("events", ledger.log_size())
+    for line in ledger.event_lines():
         out.write(line + "\n")
+        advance(1)
+    advance(-1)
 
 
 @cli.command()
@@ -328,24 +168,11 @@ def replay(ctx: click.Context, file: Any, as_of: datetime | None) -> None:
     from leadledger import Ledger
 
     with Ledger.from_url("sqlite:///:memory:") as fresh:
-        fresh.load_log(file)
+        count = fresh.load_log(file)
         models = fresh.read_models(as_of=as_of)
     click.echo(json.dumps(models, ensure_ascii=False, indent=2))
-
-
-class Duration(click.ParamType):
-    """7d, 12h, 30m or 90s."""
-
-    name = "DURATION"
-    _UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> timedelta:
-        if isinstance(value, timedelta):
-            return value
-        text = str(value).strip().lower()
-        if len(text) >= 2 and text[-1] in self._UNITS and text[:-1].isdigit() and len(text) <= 8:
-            return timedelta(seconds=int(text[:-1]) * self._UNITS[text[-1]])
-        self.fail(f"{value!r} is not a duration like 7d, 12h, 30m or 90s", param, ctx)
+    judged = "--as-of" if as_of else "the log's latest occurred_at"
+    click.echo(f"replayed {count:,} events; judged at {models['as_of']} ({judged})", err=True)
 
 
 LATE_COLUMNS = ("event_type", "event_id", "occurred_at", "recorded_at", "lag_seconds")
@@ -463,7 +290,8 @@ def export(ctx: click.Context, fmt: str, output: Any) -> None:
     Example:
       leadledger export --format beancount -o ledger.beancount && bean-check ledger.beancount
     """
-    for line in open_ledger(ctx).export_beancount():
+    ledger = open_ledger(ctx)
+    for line in ledger.export_beancount():
         output.write(line + "\n")
 
 
@@ -488,10 +316,34 @@ def demo(ctx: click.Context) -> None:
         if result.status == "rejected":
             click.echo(f"  rejected as the rules say: {result.code}: {result.message}")
     click.echo("submissions: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-    swept = ledger.sweep(parse_utc("2026-03-01T00:00:00Z"))
-    click.echo(f"sweep at 2026-03-01: {len(swept)} unread refund(s) recorded\n")
-    click.echo(render(ledger.balances(), BALANCE_COLUMNS, "table"))
-    click.echo(render(ledger.refunds(as_of=parse_utc("2026-03-01T00:00:00Z")), REFUND_COLUMNS, "table"), nl=False)
+    at = "2026-03-01T00:00:00Z"
+    swept = ledger.sweep(at)
+    click.echo(f"sweep at {at}: {len(swept)} unread refund(s) recorded")
+    click.echo(f"balances and refund statuses below are as of {at} (the demo's clock)\n")
+    click.echo(render(ledger.balances(as_of=at), reports.BALANCE_COLUMNS, "table"))
+    click.echo(render(list(reports.with_unit(ledger.refunds(as_of=at))), reports.REFUND_COLUMNS, "table"),
+               nl=False)
+
+
+@cli.command()
+@click.pass_context
+@guarded
+def schema(ctx: click.Context) -> None:
+    """Print the JSON Schema of a submission (generated from the pydantic models:
+    one object per type, told apart by "type"). Other services can validate or
+    generate clients from it.
+
+    \b
+    Example:
+      leadledger schema > submission.schema.json
+    """
+    from leadledger.submissions import json_schema
+
+    click.echo(json.dumps(json_schema(), ensure_ascii=False, indent=2))
+
+
+for _command in cli.commands.values():
+    add_db_option(_command)
 
 
 def main() -> None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from leadledger.units import major
 
 AMOUNT_COLUMNS = {
     "balance", "advance_outstanding", "card_charged", "charged", "refunded", "refundable",
-    "debit", "credit", "running_balance", "amount",
+    "debit", "credit", "running_balance", "amount", "opening", "closing",
+    "commission", "management_fee", "call_minutes", "revenue", "refunds", "courtesy", "net",
 }
 
 
@@ -84,3 +85,29 @@ def render(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str,
     if fmt == "csv":
         return to_csv(rows, columns)
     return to_table(rows, columns, footer=footer)
+
+
+def stamped(rows: Iterable[dict[str, Any]], as_of: str) -> Iterator[dict[str, Any]]:
+    """JSON and CSV rows carry the instant the report describes, as a last field."""
+    for row in rows:
+        yield {**row, "as_of": as_of}
+
+
+def heading(title: str, as_of: str, given: bool, extra: str = "") -> str:
+    """The line above every table: what it is, the instant it describes, its units."""
+    when = f"as of {as_of}" if given else f"as of now = {as_of}"
+    return (f"{title} {when}{extra}\namounts in major units of the unit column "
+            "(USD with cents, CRONO whole); JSON and CSV carry minor units (cents, cronos)\n\n")
+
+
+def totals(rows: Sequence[dict[str, Any]], label_column: str, amount_columns: Sequence[str],
+           unit_column: str = "unit", by: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """One TOTAL row per unit (and per ``by`` columns) summing ``amount_columns``."""
+    out: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for row in rows:
+        key = (*(row.get(c) for c in by), row.get(unit_column) or "")
+        total = out.setdefault(key, {label_column: "TOTAL", unit_column: row.get(unit_column),
+                                     **{c: row.get(c) for c in by}, **{c: 0 for c in amount_columns}})
+        for column in amount_columns:
+            total[column] += row.get(column) or 0
+    return [out[key] for key in sorted(out, key=lambda k: tuple(str(v) for v in k))]

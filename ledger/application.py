@@ -48,12 +48,14 @@ from leadledger.store import (
 )
 from leadledger.submissions import event_id_of, parse_submission
 from leadledger.timefmt import format_utc, parse_utc
-from leadledger.projections import beancount, queries, verify
+from leadledger.periods import Period, as_instant
+from leadledger.projections import beancount, explain, queries, verify
 from leadledger.projections.tables import LAYOUT_MARKER, READ_MODEL_DDL, READ_MODEL_TABLES
 from leadledger.projections.view import APPLICATION_NAME, LedgerProjection, PostgresLedgerView, SQLiteLedgerView, catch_up
 
 CHUNK_SIZE = 1000  # submissions decided and committed per transaction (group commit)
 MAX_ATOMIC_BATCH = 100_000  # --atomic holds the whole batch in one transaction
+PROGRESS_FROM = 20_000  # events behind before a catch-up shows progress
 LOAD_PAGE_SIZE = 10_000  # replayed events per transaction (no rules, no receipts)
 MAX_WRITE_ATTEMPTS = 20  # a batch that conflicts this often is reported, not looped on
 MAX_WARM_AGGREGATES = 50_000  # beyond this only wallets stay cached between chunks
@@ -114,6 +116,9 @@ class Ledger:
         self._view: Any = None
         self._warm: dict[Any, Any] = {}
         self._recorded_since_analyze = 0
+        # progress(task, total) -> advance(n), advance(-1) closes: the CLI shows a
+        # bar on a terminal. The API's default shows nothing.
+        self.progress: Callable[[str, int | None], Callable[[int], None]] = _no_progress
 
     @classmethod
     def from_url(cls, url: str | None = None, **options: Any) -> "Ledger":
@@ -311,9 +316,9 @@ class Ledger:
         self._keep_warm(uow)
         return results
 
-    def sweep(self, now: datetime | None = None) -> list[AppendResult]:
+    def sweep(self, now: datetime | str | None = None) -> list[AppendResult]:
         """Record what deadlines imply as of ``now``: the 48 h unread refunds."""
-        now = now or datetime.now(timezone.utc)
+        now = as_instant(now, "now") or self.clock()
         _, view = self._open()
         self._warm = {}
         self.catch_up()
@@ -329,8 +334,10 @@ class Ledger:
     def catch_up(self) -> int:
         """Bring the read models level with the event log; returns events projected."""
         app, view = self._open()
+        behind = (app.recorder.max_notification_id() or 0) - (view.max_tracking_id(APPLICATION_NAME) or 0)
+        advance = self.progress("catch-up", behind) if behind >= PROGRESS_FROM else _no_advance
         try:
-            return catch_up(app, view)
+            return catch_up(app, view, advance=advance)
         except PersistenceError as exc:
             if "permission denied" not in str(exc):
                 raise
@@ -341,6 +348,8 @@ class Ledger:
                 "update them: run `leadledger rebuild` or `leadledger follow` with a writer's URL, "
                 "then read again",
             ) from None
+        finally:
+            advance(-1)
 
     def events(self) -> Iterator[dict[str, Any]]:
         """The recorded log, in order, as JSON-ready objects (see ledger.eventlog)."""
@@ -380,33 +389,83 @@ class Ledger:
         return ProjectionRunner(application_class=LedgerApp, projection_class=LedgerProjection,
                                 view_class=type(view), env=self.config.env)
 
-    def balances(self, pro_id: str | None = None, as_of: datetime | None = None) -> list[dict[str, Any]]:
+    def balances(self, pro_id: str | None = None, as_of: datetime | str | None = None, *,
+                 market: str | None = None) -> list[dict[str, Any]]:
+        """One row per wallet (as ``balances --format json``). ``as_of``: a datetime
+        with a timezone or RFC 3339 text (a date means the end of that day, UTC)."""
+        at = as_instant(as_of, "as_of")
         self.catch_up()
-        return queries.balances(self._view, pro_id=pro_id, as_of=as_of)
+        return queries.balances(self._view, pro_id=pro_id, as_of=at, market=market)
 
     def refunds(self, pro_id: str | None = None, status: str | None = None,
-                as_of: datetime | None = None, now: datetime | None = None) -> list[dict[str, Any]]:
-        return list(self.iter_refunds(pro_id, status, as_of, now))
+                as_of: datetime | str | None = None, now: datetime | str | None = None, *,
+                market: str | None = None) -> list[dict[str, Any]]:
+        return list(self.iter_refunds(pro_id, status, as_of, now, market=market))
 
     def iter_refunds(self, pro_id: str | None = None, status: str | None = None,
-                     as_of: datetime | None = None, now: datetime | None = None) -> Iterator[dict[str, Any]]:
+                     as_of: datetime | str | None = None, now: datetime | str | None = None, *,
+                     market: str | None = None) -> Iterator[dict[str, Any]]:
         """``refunds`` streamed from the database, for outputs too large to hold."""
+        at, now_at = as_instant(as_of, "as_of"), as_instant(now, "now")
         self.catch_up()
-        return queries.iter_refunds(self._view, now or datetime.now(timezone.utc), pro_id=pro_id,
-                                    status=status, as_of=as_of)
+        return queries.iter_refunds(self._view, now_at or datetime.now(timezone.utc), pro_id=pro_id,
+                                    status=status, as_of=at, market=market)
 
-    def trial_balance(self, as_of: datetime | None = None) -> list[dict[str, Any]]:
+    def trial_balance(self, as_of: datetime | str | None = None, *, start: datetime | str | None = None,
+                      pro_id: str | None = None, market: str | None = None,
+                      account: str | None = None) -> list[dict[str, Any]]:
+        """Without ``start``: account, unit, debit, credit, balance up to ``as_of``.
+        With ``start``: account, unit, opening, debit, credit, closing for the
+        period [start, as_of]. ``account`` also matches the accounts under it."""
+        first, last = as_instant(start, "start", end=False), as_instant(as_of, "as_of")
+        Period(first, last)  # refuses a period that ends before it starts
         self.catch_up()
-        return queries.trial_balance(self._view, as_of=as_of)
+        if pro_id is not None:
+            self.require_wallet(pro_id)
+        return queries.trial_balance(self._view, as_of=last, start=first, pro_id=pro_id, market=market,
+                                     account=account)
 
-    def statement(self, pro_id: str, start: datetime | None = None,
-                  end: datetime | None = None) -> list[dict[str, Any]]:
+    def statement(self, pro_id: str, start: datetime | str | None = None,
+                  end: datetime | str | None = None, *, account: str | None = None) -> list[dict[str, Any]]:
+        """The pro's accounts, each an opening line, its postings in [start, end]
+        with a running balance, and a closing line (see queries.statement)."""
+        first, last = as_instant(start, "start", end=False), as_instant(end, "end")
+        Period(first, last)
+        self.catch_up()
+        self.require_wallet(pro_id)
+        return queries.statement(self._view, pro_id, first, last, account=account)
+
+    def income(self, start: datetime | str | None = None, end: datetime | str | None = None, *,
+               market: str | None = None) -> list[dict[str, Any]]:
+        """Revenue by kind, refunds, courtesy expense and net, per market and unit."""
+        first, last = as_instant(start, "start", end=False), as_instant(end, "end")
+        Period(first, last)
+        self.catch_up()
+        return queries.income(self._view, first, last, market=market)
+
+    def reconcile(self, start: datetime | str | None = None, end: datetime | str | None = None, *,
+                  market: str | None = None) -> Iterator[dict[str, Any]]:
+        """Movements across the platform boundary (credit purchases, card charges), streamed."""
+        first, last = as_instant(start, "start", end=False), as_instant(end, "end")
+        Period(first, last)
+        self.catch_up()
+        return queries.reconcile(self._view, first, last, market=market)
+
+    def explain(self, contact_id: str, as_of: datetime | str | None = None) -> dict[str, Any]:
+        """Why a contact has its refund status: its facts, the deadline and how it
+        was computed, the money charged and refunded and by which rule."""
+        at = as_instant(as_of, "as_of") or self.clock()
+        app, view = self._open()
+        self.catch_up()
+        return explain.explain_contact(app, view, contact_id, at)
+
+    def require_wallet(self, pro_id: str) -> None:
+        """Raise Rejection(wallet_not_found) for a pro without a wallet."""
         self.catch_up()
         if not queries.wallet_exists(self._view, pro_id):
             raise Rejection(errors.WALLET_NOT_FOUND, f"pro {pro_id!r} has no wallet")
-        return queries.statement(self._view, pro_id, start, end)
 
-    def read_models(self, as_of: datetime | None = None, *, with_refunds: bool = True,
+    def read_models(self, as_of: datetime | str | None = None, *, with_refunds: bool = True,
                     max_position: int | None = None) -> dict[str, Any]:
         """Balances, refunds and trial balance together, as ``replay`` prints them.
 
@@ -414,6 +473,7 @@ class Ledger:
         in the journal, so the bundle depends on the log only, never on the clock.
         ``max_position``: as the log up to that position made them.
         """
+        as_of = as_instant(as_of, "as_of")
         self.catch_up()
         view, top = self._view, max_position
         at = (as_of or queries.latest_occurred_at(view, top)
@@ -433,9 +493,18 @@ class Ledger:
         """Project the whole log again into emptied read models, in one transaction
         that excludes catch-ups (see LedgerViewMixin.rebuild); returns events projected."""
         app, view = self._open()
-        done = view.rebuild(app)
+        advance = self.progress("rebuild", self.log_size())
+        try:
+            done = view.rebuild(app, advance=advance)
+        finally:
+            advance(-1)
         self.analyze()
         return done
+
+    def log_size(self) -> int:
+        """The log's last position (events and legacy receipts: an upper bound on events)."""
+        app, _ = self._open()
+        return app.recorder.max_notification_id() or 0
 
     def load_log(self, lines: Iterable[str]) -> int:
         """Record a log written by ``events`` as it is (no rules run): for replay.
@@ -451,8 +520,13 @@ class Ledger:
                 continue
             try:
                 record = json.loads(line)
-                if not isinstance(record, dict):
-                    raise eventlog.LogError("not a JSON object")
+            except ValueError as exc:
+                raise LedgerError("invalid_log", f"line {number}: not JSON ({_one_line(exc)}); "
+                                  "replay reads what `leadledger events` writes") from None
+            if not isinstance(record, dict) or "originator_id" not in record:
+                raise LedgerError("invalid_log", f"line {number}: not an event log line (no originator_id); "
+                                  "did you mean append? (replay reads what `leadledger events` writes)")
+            try:
                 page.append(eventlog.from_record(record, parse_utc(record["occurred_at"])))
             except (ValueError, KeyError, TypeError) as exc:
                 raise LedgerError("invalid_log", f"line {number}: {_one_line(exc)}") from None
@@ -488,7 +562,11 @@ class Ledger:
         checks.append(check)
 
         check = verify.Check(2, "balances: read model = log fold = aggregates")
-        folded = verify.fold_balances(eventlog.iter_events(app, stop=top))
+        advance = self.progress("verify: fold", top)
+        try:
+            folded = verify.fold_balances(_counted(eventlog.iter_events(app, stop=top), advance))
+        finally:
+            advance(-1)
         aggregates: dict[str, tuple[int, int]] = {}
         pro_ids = sorted(folded)
         for start in range(0, len(pro_ids), 1000):
@@ -519,7 +597,11 @@ class Ledger:
         check = verify.Check(*verify.REPLAY_CHECK)
         with tempfile.TemporaryDirectory() as tmp:
             with Ledger.from_url(f"sqlite:///{tmp}/replay.db") as fresh:
-                fresh.load_log(eventlog.to_line(e) for e in eventlog.iter_events(app, stop=top))
+                advance = self.progress("verify: replay", top)
+                try:
+                    fresh.load_log(eventlog.to_line(e) for e in _counted(eventlog.iter_events(app, stop=top), advance))
+                finally:
+                    advance(-1)
                 check.problems = _compare_read_models(self, fresh, top)
         check.problems += verify.rows_beyond_tracking(view, lambda: view.max_tracking_id(APPLICATION_NAME))
         checks.append(check)
@@ -652,6 +734,20 @@ def _parsed(submissions: Iterable[str | bytes | dict[str, Any]]) -> Iterator[tup
             yield event_id_of(raw), rejection
         else:
             yield str(model.event_id), model
+
+
+def _counted(items: Iterable[Any], advance: Callable[[int], None]) -> Iterator[Any]:
+    for item in items:
+        advance(1)
+        yield item
+
+
+def _no_advance(count: int) -> None:
+    pass
+
+
+def _no_progress(task: str, total: int | None) -> Callable[[int], None]:
+    return _no_advance
 
 
 def _is_conflict(exc: BaseException) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from datetime import date, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import holidays
@@ -134,6 +135,38 @@ def refund_deadline(policy: MarketPolicy, sent_at: datetime, job_date: date) -> 
             purchase_day, rules.window_days, rules.working_days_calendar
         )
     return end_of_day(last_day, policy.timezone)
+
+
+def describe_deadline(policy: MarketPolicy, sent_at: datetime, job_date: date) -> dict[str, Any]:
+    """How ``refund_deadline`` reaches its instant, in words and dates (for explain):
+    the rule, the day counted from, the last day, and for working days every
+    weekend day and holiday skipped on the way."""
+    rules = policy.refund
+    deadline = refund_deadline(policy, sent_at, job_date)
+    last_day = deadline.astimezone(ZoneInfo(policy.timezone)).date() - timedelta(days=1)
+    described: dict[str, Any] = {"window_days": rules.window_days, "timezone": policy.timezone,
+                                 "last_day": last_day.isoformat()}
+    if rules.window_kind == "calendar_days_from_job_date":
+        described.update(rule=f"{rules.window_days} calendar days from the job date", counted_from=job_date.isoformat(),
+                         skipped_weekend_days=0, skipped_holidays=[])
+    else:
+        country = rules.working_days_calendar
+        purchase_day = local_date(sent_at, policy.timezone)
+        names: dict[date, str] = {}
+        weekend = 0
+        day = purchase_day
+        while day < last_day:
+            day += timedelta(days=1)
+            if day.weekday() >= 5:
+                weekend += 1
+            elif day in _calendar(country, day.year):
+                names[day] = holidays.country_holidays(country, years=day.year).get(day) or "holiday"
+        described.update(
+            rule=f"{rules.window_days} working days from the purchase (Mon-Fri, {country} national holidays skipped)",
+            counted_from=purchase_day.isoformat(), skipped_weekend_days=weekend,
+            skipped_holidays=[{"date": d.isoformat(), "name": n} for d, n in sorted(names.items())])
+    described["closes_at"] = deadline
+    return described
 
 
 def unread_refund_due(policy: MarketPolicy, sent_at: datetime, pricing: str) -> datetime | None:

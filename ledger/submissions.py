@@ -348,14 +348,20 @@ def parse_submission(raw: str | bytes | dict[str, Any]) -> Any:
     """
     text = submission_text(raw)
     try:
-        return _adapter.validate_json(text)
+        model = _adapter.validate_json(text)
     except ValidationError as exc:
         error = exc
     except (ValueError, RecursionError, OverflowError, UnicodeError) as exc:
         raise Rejection(INVALID_SUBMISSION, f"unreadable: {type(exc).__name__}") from None
+    else:
+        # pydantic keeps the last of two equal keys; a ledger must not guess which
+        # amount was meant. Counting keys needs a second parse (a C-speed one).
+        if not isinstance(raw, dict):
+            _refuse_duplicate_keys(text)
+        return model
     # Only a rejected submission is parsed a second time, to word the message.
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
         raise Rejection(INVALID_SUBMISSION, f"not JSON: {exc.msg} at column {exc.colno}") from None
     except RecursionError:
@@ -370,6 +376,24 @@ def parse_submission(raw: str | bytes | dict[str, Any]) -> Any:
     raise Rejection(INVALID_SUBMISSION, _describe(error, type_name))
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise Rejection(INVALID_SUBMISSION, f"duplicate key {json.dumps(key, ensure_ascii=False)}")
+            seen.add(key)
+    return obj
+
+
+def _refuse_duplicate_keys(text: str | bytes) -> None:
+    try:
+        json.loads(text, object_pairs_hook=_unique_keys)
+    except (ValueError, RecursionError, UnicodeError) as exc:  # pydantic read it; be total anyway
+        raise Rejection(INVALID_SUBMISSION, f"unreadable: {type(exc).__name__}") from None
+
+
 def _short(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:200]
 
@@ -382,6 +406,8 @@ def event_id_of(raw: str | bytes | dict[str, Any]) -> str | None:
     try:
         obj = raw if isinstance(raw, dict) else json.loads(raw)
         value = obj.get("event_id") if isinstance(obj, dict) else None
+        if isinstance(value, UUID):  # the Python API may pass one
+            return str(value)
         return value if isinstance(value, str) and len(value) <= 64 else None
     except Exception:  # noqa: BLE001 - a bad line has no event_id to echo
         return None
@@ -390,3 +416,10 @@ def event_id_of(raw: str | bytes | dict[str, Any]) -> str | None:
 def canonical_content(submission: BaseModel) -> str:
     """Content used for idempotency: same event_id + same content = duplicate."""
     return json.dumps(submission.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema (2020-12) of one submission, generated from the models above."""
+    schema = _adapter.json_schema()
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": "leadledger submission", **schema}

@@ -1,7 +1,9 @@
 """Export of the journal as a Beancount file, for accountants and bean-check.
 
 Each event with postings becomes one transaction dated at its occurred_at
-(UTC date), with the event type, id and contact as metadata. Amounts become
+(UTC date), payee the pro, a narration a person can read ("Contact fee for
+contact ct-1001, from the wallet"), and as metadata the event type and id, the
+contact, the reason and the outside reference (payment_ref or card_ref). Amounts become
 decimals of the commodity (USD cents -> 12.34 USD; whole CRONO).
 """
 
@@ -11,6 +13,7 @@ import hashlib
 import re
 from typing import Any, Iterator
 
+from leadledger.timefmt import sortable_to_rfc3339
 from leadledger.units import major
 
 _ROOTS = {
@@ -41,6 +44,31 @@ def account_name(account: str) -> str:
     return f"{_PRO_KINDS[kind]}:{_component(pro_id)}:{kind.capitalize()}"
 
 
+# The outside reference a posting carries: a purchase's payment_ref, else the card's card_ref.
+_REF_KEY = {"CreditsPurchased": "payment_ref"}
+
+
+def narration(r: dict[str, Any]) -> str:
+    """What a person reads in the journal: what happened, to which contact, why."""
+    contact = f" for contact {r['contact_id']}" if r["contact_id"] else ""
+    kind, reason, ref = r["event_type"], r["reason"], r["ref"]
+    if kind == "CreditsPurchased":
+        return f"Credits purchased, payment {ref}"
+    if kind == "ContactFeeCharged":
+        return f"Contact fee{contact}" + (f", paid by card {ref}" if ref else ", from the wallet")
+    if kind == "QuoteFeeRefunded":
+        return f"Fee refunded{contact} ({reason})"
+    if kind == "CourtesyCreditIssued":
+        return f"Courtesy credit ({reason})" + (f" on the fee of contact {r['contact_id']}" if r["contact_id"] else "")
+    if kind == "CronosAdvanced":
+        return f"Cronos advanced{contact}"
+    if kind == "AdvanceRepaid":
+        return "Advance repaid from a purchase"
+    if kind == "CallMinutesBilled":
+        return f"Call minutes{contact}, card {ref}"
+    return kind
+
+
 def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -64,11 +92,14 @@ def export(view: Any) -> Iterator[str]:
         if r["position"] != current:
             current = r["position"]
             yield ""
-            yield f"{r['occurred_at'][:10]} * {_quote(r['event_type'])}"
+            yield f"{r['occurred_at'][:10]} * {_quote(r['pro_id'] or 'platform')} {_quote(narration(r))}"
+            yield f"  event_type: {_quote(r['event_type'])}"
             yield f"  event_id: {_quote(r['event_id'])}"
-            yield f"  occurred_at: {_quote(r['occurred_at'])}"
-            if r["contact_id"]:
-                yield f"  contact_id: {_quote(r['contact_id'])}"
+            yield f"  occurred_at: {_quote(sortable_to_rfc3339(r['occurred_at']))}"
+            for key, value in (("contact_id", r["contact_id"]), ("reason", r["reason"]),
+                               (_REF_KEY.get(r["event_type"], "card_ref"), r["ref"])):
+                if value:
+                    yield f"  {key}: {_quote(value)}"
         value = int(r["debit"]) - int(r["credit"])
         yield f"  {account_name(r['account'])}  {major(value, r['unit'])} {r['unit']}"
 

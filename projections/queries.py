@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Iterator
 
-from leadledger.timefmt import parse_utc, sortable_to_rfc3339, sortable_utc
+from leadledger.timefmt import format_utc, parse_utc, sortable_to_rfc3339, sortable_utc
 from leadledger.projections.status import GERER, refund_status
 
 _FAR_FUTURE = "9999-12-31T23:59:59.999999Z"
@@ -23,7 +23,7 @@ _NO_POSITION_BOUND = 2**62
 
 
 def balances(view: Any, pro_id: str | None = None, as_of: datetime | None = None,
-             max_position: int | None = None) -> list[dict[str, Any]]:
+             max_position: int | None = None, market: str | None = None) -> list[dict[str, Any]]:
     """``max_position``: only what the log up to that position made (verify)."""
     bound = _bound(as_of)
     top = max_position if max_position is not None else _NO_POSITION_BOUND
@@ -32,6 +32,9 @@ def balances(view: Any, pro_id: str | None = None, as_of: datetime | None = None
     if pro_id is not None:
         where += " AND w.pro_id = ?"
         params.append(pro_id)
+    if market is not None:
+        where += " AND w.market = ?"
+        params.append(market)
     rows = view.query(
         "SELECT w.pro_id, w.market, w.unit, w.card_currency,"
         " CAST(COALESCE(SUM(CASE WHEN p.kind = 'wallet' THEN p.credit - p.debit END), 0) AS BIGINT) AS balance,"
@@ -58,13 +61,15 @@ def balances(view: Any, pro_id: str | None = None, as_of: datetime | None = None
 
 
 def refunds(view: Any, now: datetime, pro_id: str | None = None, status: str | None = None,
-            as_of: datetime | None = None, max_position: int | None = None) -> list[dict[str, Any]]:
+            as_of: datetime | None = None, max_position: int | None = None,
+            market: str | None = None) -> list[dict[str, Any]]:
     """Refund status of every contact as of ``as_of`` (default: ``now``)."""
-    return list(iter_refunds(view, now, pro_id, status, as_of, max_position))
+    return list(iter_refunds(view, now, pro_id, status, as_of, max_position, market))
 
 
 def iter_refunds(view: Any, now: datetime, pro_id: str | None = None, status: str | None = None,
-                 as_of: datetime | None = None, max_position: int | None = None) -> Iterator[dict[str, Any]]:
+                 as_of: datetime | None = None, max_position: int | None = None,
+                 market: str | None = None) -> Iterator[dict[str, Any]]:
     """``refunds`` streamed: one contact at a time, in contact_id order."""
     at = sortable_utc(as_of if as_of is not None else now)
     top = max_position if max_position is not None else _NO_POSITION_BOUND
@@ -73,6 +78,9 @@ def iter_refunds(view: Any, now: datetime, pro_id: str | None = None, status: st
     if pro_id is not None:
         where += " AND c.pro_id = ?"
         params.append(pro_id)
+    if market is not None:
+        where += " AND c.market = ?"
+        params.append(market)
     rows = view.stream(
         "SELECT c.contact_id, c.pro_id, c.market, c.refund_deadline,"
         " CAST(COALESCE(SUM(CASE WHEN f.kind = 'charge' THEN f.amount END), 0) AS BIGINT) AS charged,"
@@ -106,17 +114,62 @@ def iter_refunds(view: Any, now: datetime, pro_id: str | None = None, status: st
         }
 
 
-def trial_balance(view: Any, as_of: datetime | None = None,
-                  max_position: int | None = None) -> list[dict[str, Any]]:
+def _like_prefix(text: str) -> str:
+    """A LIKE pattern for the accounts under ``text`` (its ``%`` and ``_`` taken literally)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + ":%"
+
+
+def posting_filters(*, pro_id: str | None = None, market: str | None = None,
+                    account: str | None = None) -> tuple[str, list[Any]]:
+    """SQL conditions (each starting with AND) and their parameters. ``account``
+    matches that account and the accounts under it (``platform:revenue``)."""
+    where, params = "", []
+    if pro_id is not None:
+        where += " AND pro_id = ?"
+        params.append(pro_id)
+    if market is not None:
+        where += " AND market = ?"
+        params.append(market)
+    if account is not None:
+        where += " AND (account = ? OR account LIKE ? ESCAPE '\\')"
+        params += [account, _like_prefix(account)]
+    return where, params
+
+
+def trial_balance(view: Any, as_of: datetime | None = None, max_position: int | None = None, *,
+                  start: datetime | None = None, pro_id: str | None = None, market: str | None = None,
+                  account: str | None = None) -> list[dict[str, Any]]:
+    """One row per account and unit. Without ``start``: debit, credit and balance of
+    everything up to ``as_of``. With ``start`` (a period): the opening balance
+    before it, the period's debits and credits, and the closing balance."""
+    where, params = posting_filters(pro_id=pro_id, market=market, account=account)
+    top = max_position if max_position is not None else _NO_POSITION_BOUND
+    if start is None:
+        rows = view.query(
+            "SELECT account, unit, CAST(SUM(debit) AS BIGINT) AS debit, CAST(SUM(credit) AS BIGINT) AS credit"
+            f" FROM ll_postings WHERE occurred_at <= ? AND position <= ?{where}"
+            " GROUP BY account, unit ORDER BY account, unit",
+            [_bound(as_of), top, *params],
+        )
+        return [
+            {"account": r["account"], "unit": r["unit"], "debit": int(r["debit"]),
+             "credit": int(r["credit"]), "balance": int(r["debit"]) - int(r["credit"])}
+            for r in rows
+        ]
+    first = sortable_utc(start)
     rows = view.query(
-        "SELECT account, unit, CAST(SUM(debit) AS BIGINT) AS debit, CAST(SUM(credit) AS BIGINT) AS credit"
-        " FROM ll_postings WHERE occurred_at <= ? AND position <= ?"
+        "SELECT account, unit,"
+        " CAST(SUM(CASE WHEN occurred_at < ? THEN debit - credit ELSE 0 END) AS BIGINT) AS opening,"
+        " CAST(SUM(CASE WHEN occurred_at >= ? THEN debit ELSE 0 END) AS BIGINT) AS debit,"
+        " CAST(SUM(CASE WHEN occurred_at >= ? THEN credit ELSE 0 END) AS BIGINT) AS credit"
+        f" FROM ll_postings WHERE occurred_at <= ? AND position <= ?{where}"
         " GROUP BY account, unit ORDER BY account, unit",
-        [_bound(as_of), max_position if max_position is not None else _NO_POSITION_BOUND],
+        [first, first, first, _bound(as_of), top, *params],
     )
     return [
-        {"account": r["account"], "unit": r["unit"], "debit": int(r["debit"]),
-         "credit": int(r["credit"]), "balance": int(r["debit"]) - int(r["credit"])}
+        {"account": r["account"], "unit": r["unit"], "opening": int(r["opening"]),
+         "debit": int(r["debit"]), "credit": int(r["credit"]),
+         "closing": int(r["opening"]) + int(r["debit"]) - int(r["credit"])}
         for r in rows
     ]
 
@@ -136,40 +189,157 @@ def unread_refund_candidates(view: Any, now: datetime) -> list[tuple[str, str]]:
     return [(r["contact_id"], r["unread_refund_due"]) for r in rows]
 
 
-def statement(view: Any, pro_id: str, start: datetime | None = None,
-              end: datetime | None = None) -> list[dict[str, Any]]:
-    """Every posting on the pro's accounts with a running balance per account.
+_KIND_ORDER = {"wallet": 0, "advance": 1, "card": 2}
 
-    Running balances are in each account's natural sign: the wallet's funds
-    (credit - debit), the advance owed and the card charged (debit - credit).
-    Postings before ``start`` are summed into the opening balance, not listed.
+
+def statement(view: Any, pro_id: str, start: datetime | None = None,
+              end: datetime | None = None, account: str | None = None) -> list[dict[str, Any]]:
+    """The pro's accounts, one section each (wallet, advance, card): an opening
+    line, every posting in [start, end] with the account's running balance, and a
+    closing line carrying the period's total debits and credits.
+
+    Balances are in each account's natural sign: the wallet's funds (credit -
+    debit), the advance owed and the card charged (debit - credit). The wallet
+    section is always there; the others when they have postings.
     """
-    start_key = sortable_utc(start) if start is not None else ""
+    wallet = view.query("SELECT unit FROM ll_wallets WHERE pro_id = ?", [pro_id])
+    if not wallet:
+        return []
+    where, params = posting_filters(account=account)
     rows = view.query(
-        "SELECT occurred_at, event_type, event_id, contact_id, account, kind, unit, debit, credit"
-        " FROM ll_postings WHERE pro_id = ? AND kind <> 'platform' AND occurred_at <= ?"
-        " ORDER BY occurred_at, position, seq",
-        [pro_id, _bound(end)],
+        "SELECT occurred_at, event_type, event_id, contact_id, account, kind, unit, debit, credit,"
+        " reason, ref FROM ll_postings WHERE pro_id = ? AND kind <> 'platform' AND occurred_at <= ?"
+        f"{where} ORDER BY occurred_at, position, seq",
+        [pro_id, _bound(end), *params],
     )
-    running: dict[str, int] = {}
-    out = []
+    start_key = sortable_utc(start) if start is not None else ""
+    sections: dict[tuple[int, str], dict[str, Any]] = {}
+    wallet_account = f"pro:{pro_id}:wallet"
+    if account is None or account == wallet_account or wallet_account.startswith(account + ":"):
+        sections[(0, wallet_account)] = {"unit": wallet[0]["unit"], "opening": 0, "lines": []}
     for r in rows:
+        section = sections.setdefault((_KIND_ORDER[r["kind"]], r["account"]),
+                                      {"unit": r["unit"], "opening": 0, "lines": []})
         sign = 1 if r["kind"] == "wallet" else -1
-        running[r["account"]] = running.get(r["account"], 0) + sign * (int(r["credit"]) - int(r["debit"]))
+        change = sign * (int(r["credit"]) - int(r["debit"]))
         if r["occurred_at"] < start_key:
+            section["opening"] += change
             continue
-        out.append({
+        section["lines"].append((r, change))
+    out: list[dict[str, Any]] = []
+    for (_, name), section in sorted(sections.items()):
+        balance, debits, credits = section["opening"], 0, 0
+        line = {"account": name, "unit": section["unit"]}
+        out.append({"line": "opening", **line, "occurred_at": format_utc(start) if start else None,
+                    "event_type": None, "event_id": None, "contact_id": None, "reason": None,
+                    "payment_ref": None, "card_ref": None, "debit": None, "credit": None,
+                    "balance": balance})
+        for r, change in section["lines"]:
+            balance += change
+            debits += int(r["debit"])
+            credits += int(r["credit"])
+            out.append({
+                "line": "posting", **line,
+                "occurred_at": sortable_to_rfc3339(r["occurred_at"]),
+                "event_type": r["event_type"],
+                "event_id": r["event_id"],
+                "contact_id": r["contact_id"],
+                "reason": r["reason"],
+                "payment_ref": r["ref"] if r["reason"] == "purchase" else None,
+                "card_ref": r["ref"] if r["kind"] == "card" else None,
+                "debit": int(r["debit"]),
+                "credit": int(r["credit"]),
+                "balance": balance,
+            })
+        out.append({"line": "closing", **line, "occurred_at": format_utc(end) if end else None,
+                    "event_type": None, "event_id": None, "contact_id": None, "reason": None,
+                    "payment_ref": None, "card_ref": None, "debit": debits, "credit": credits,
+                    "balance": balance})
+    return out
+
+
+REVENUE_KINDS = {
+    "platform:revenue:commission": "commission",
+    "platform:revenue:management_fee": "management_fee",
+    "platform:revenue:call_minutes": "call_minutes",
+}
+INCOME_FIELDS = ("commission", "management_fee", "call_minutes", "revenue", "refunds", "courtesy", "net")
+
+
+def income(view: Any, start: datetime | None = None, end: datetime | None = None,
+           market: str | None = None) -> list[dict[str, Any]]:
+    """Revenue by kind, refunds and courtesy expense in [start, end], one row per
+    market and unit; net = revenue - refunds - courtesy."""
+    where, params = posting_filters(market=market)
+    rows = view.query(
+        "SELECT market, unit, account, CAST(SUM(debit) AS BIGINT) AS debit,"
+        " CAST(SUM(credit) AS BIGINT) AS credit FROM ll_postings"
+        " WHERE kind = 'platform' AND account <> 'platform:cash' AND occurred_at >= ? AND occurred_at <= ?"
+        f"{where} GROUP BY market, unit, account ORDER BY market, unit, account",
+        [sortable_utc(start) if start else "", _bound(end), *params],
+    )
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in rows:
+        row = out.setdefault((r["market"], r["unit"]), {
+            "market": r["market"], "unit": r["unit"], **{name: 0 for name in INCOME_FIELDS}})
+        debit, credit = int(r["debit"]), int(r["credit"])
+        if r["account"] in REVENUE_KINDS:
+            row[REVENUE_KINDS[r["account"]]] += credit - debit
+        elif r["account"] == "platform:refunds":
+            row["refunds"] += debit - credit
+        elif r["account"] == "platform:expense:courtesy":
+            row["courtesy"] += debit - credit
+        else:  # a new platform account must be placed in this report deliberately
+            raise AssertionError(f"income: account {r['account']!r} has no place")
+    for row in out.values():
+        row["revenue"] = row["commission"] + row["management_fee"] + row["call_minutes"]
+        row["net"] = row["revenue"] - row["refunds"] - row["courtesy"]
+    return [out[key] for key in sorted(out)]
+
+
+def reconcile(view: Any, start: datetime | None = None, end: datetime | None = None,
+              market: str | None = None) -> Iterator[dict[str, Any]]:
+    """Every movement that crossed the platform's boundary in [start, end], in time
+    order: credits bought (money in, by payment_ref) and card charges (by card_ref;
+    a negative amount would be money back to a card). Refunds never leave the
+    platform: they credit the wallet (SPEC 4.3, 6)."""
+    where, params = posting_filters(market=market)
+    rows = view.stream(
+        "SELECT occurred_at, market, pro_id, event_type, event_id, contact_id, account, kind, reason, ref,"
+        " unit, debit, credit FROM ll_postings"
+        " WHERE (account = 'platform:cash' OR kind = 'card') AND occurred_at >= ? AND occurred_at <= ?"
+        f"{where} ORDER BY occurred_at, position, seq",
+        [sortable_utc(start) if start else "", _bound(end), *params],
+    )
+    for r in rows:
+        card = r["kind"] == "card"
+        yield {
             "occurred_at": sortable_to_rfc3339(r["occurred_at"]),
+            "market": r["market"],
+            "pro_id": r["pro_id"],
+            "movement": "card_charge" if card else "credit_purchase",
+            "payment_ref": None if card else r["ref"],
+            "card_ref": r["ref"] if card else None,
             "event_type": r["event_type"],
             "event_id": r["event_id"],
             "contact_id": r["contact_id"],
-            "account": r["account"],
             "unit": r["unit"],
-            "debit": int(r["debit"]),
-            "credit": int(r["credit"]),
-            "running_balance": running[r["account"]],
-        })
-    return out
+            "amount": int(r["debit"]) - int(r["credit"]),
+        }
+
+
+def contact(view: Any, contact_id: str) -> dict[str, Any] | None:
+    rows = view.query("SELECT * FROM ll_contacts WHERE contact_id = ?", [contact_id])
+    return rows[0] if rows else None
+
+
+def contact_postings(view: Any, pro_id: str, contact_id: str) -> list[dict[str, Any]]:
+    """The postings of one contact's events (charges, advances, refunds), in log order."""
+    return view.query(
+        "SELECT position, seq, occurred_at, event_type, event_id, account, kind, unit, debit, credit,"
+        " reason, ref FROM ll_postings WHERE pro_id = ? AND contact_id = ? ORDER BY position, seq",
+        [pro_id, contact_id],
+    )
 
 
 def wallet_exists(view: Any, pro_id: str) -> bool:

@@ -9,13 +9,13 @@ READ_MODEL_TABLES = ("ll_wallets", "ll_contacts", "ll_contact_facts", "ll_postin
 # judge exactly the log prefix up to a position while appends go on (verify).
 # A store whose tables lack it predates this layout: its read models are
 # dropped and projected again (they are derived data; the log is untouched).
-LAYOUT_MARKER = ("ll_wallets", "position")
+LAYOUT_MARKER = ("ll_postings", "ref")  # 0.3: market, reason, ref on postings
 
 READ_MODEL_DDL = (
     "CREATE TABLE IF NOT EXISTS ll_wallets ("
     " pro_id TEXT PRIMARY KEY, market TEXT NOT NULL, unit TEXT NOT NULL,"
     " card_currency TEXT NOT NULL, region TEXT NOT NULL, policy_version INTEGER NOT NULL,"
-    " opened_at TEXT NOT NULL, position BIGINT NOT NULL)",
+    " opened_at TEXT NOT NULL, position BIGINT NOT NULL, card_ref TEXT)",
     "CREATE TABLE IF NOT EXISTS ll_contacts ("
     " contact_id TEXT PRIMARY KEY, pro_id TEXT NOT NULL, market TEXT NOT NULL,"
     " pricing TEXT NOT NULL, management_fee BIGINT NOT NULL, sent_at TEXT NOT NULL,"
@@ -33,7 +33,8 @@ READ_MODEL_DDL = (
     " position BIGINT NOT NULL, seq INTEGER NOT NULL, occurred_at TEXT NOT NULL,"
     " event_type TEXT NOT NULL, event_id TEXT NOT NULL, pro_id TEXT, contact_id TEXT,"
     " kind TEXT NOT NULL, account TEXT NOT NULL, unit TEXT NOT NULL,"
-    " debit BIGINT NOT NULL, credit BIGINT NOT NULL, PRIMARY KEY (position, seq))",
+    " debit BIGINT NOT NULL, credit BIGINT NOT NULL, market TEXT, reason TEXT, ref TEXT,"
+    " PRIMARY KEY (position, seq))",
     "CREATE INDEX IF NOT EXISTS ll_postings_pro ON ll_postings (pro_id, occurred_at)",
     "CREATE INDEX IF NOT EXISTS ll_postings_account ON ll_postings (account, unit, occurred_at)",
     "CREATE INDEX IF NOT EXISTS ll_postings_time ON ll_postings (occurred_at)",

@@ -10,7 +10,7 @@ its last tracked position; every read command calls it first.
 from __future__ import annotations
 
 import sqlite3
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from eventsourcing.persistence import IntegrityError, Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
@@ -21,7 +21,7 @@ from eventsourcing.utils import get_topic
 
 from leadledger.events import DOMAIN_EVENT_CLASSES, LEGACY_TOPICS
 from leadledger.timefmt import sortable_utc
-from leadledger.projections.journal import Rows, check_balanced, rows_for
+from leadledger.projections.journal import Rows, WalletFacts, check_balanced, rows_for
 from leadledger.projections.tables import READ_MODEL_DDL, READ_MODEL_TABLES
 
 APPLICATION_NAME = "LeadLedger"
@@ -29,7 +29,11 @@ APPLICATION_NAME = "LeadLedger"
 DOMAIN_TOPICS = tuple(get_topic(cls) for cls in DOMAIN_EVENT_CLASSES.values()) + LEGACY_TOPICS
 CATCH_UP_BATCH = 2000  # events per view transaction
 
-_INSERT_WALLET = "INSERT INTO ll_wallets VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_WALLET = (
+    "INSERT INTO ll_wallets (pro_id, market, unit, card_currency, region, policy_version, opened_at,"
+    " position) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_CARD_REF = "UPDATE ll_wallets SET card_ref = ? WHERE pro_id = ?"
 _INSERT_CONTACT = (
     "INSERT INTO ll_contacts (contact_id, pro_id, market, pricing, management_fee, sent_at,"
     " refund_deadline, unread_refund_due, position) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -39,7 +43,7 @@ _FIRST_SEEN = (
     " AND (first_seen_at IS NULL OR first_seen_at > ?)"
 )
 _INSERT_FACT = "INSERT INTO ll_contact_facts VALUES (?, ?, ?, ?, ?, ?, ?)"
-_INSERT_POSTING = "INSERT INTO ll_postings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_POSTING = "INSERT INTO ll_postings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
 
 class LedgerViewMixin:
@@ -67,20 +71,22 @@ class LedgerViewMixin:
             curs.execute(f"DELETE FROM {table}")
 
     def write_rows(self, curs: Any, batch: Sequence[tuple[int, str, str, Rows]]) -> None:
-        wallets, contacts, first_seen, facts, postings = [], [], [], [], []
+        wallets, contacts, first_seen, facts, postings, cards = [], [], [], [], [], []
         for position, event_type, event_id, rows in batch:
             wallets.extend((*row, position) for row in rows.wallets)
             contacts.extend((*row, position) for row in rows.contacts)
             first_seen.extend((at, contact_id, at) for contact_id, at in rows.first_seen)
+            cards.extend((card_ref, pro_id) for pro_id, card_ref in rows.card_refs)
             facts.extend((position, seq, *fact) for seq, fact in enumerate(rows.facts))
             check_balanced(rows.postings)
             postings.extend(
                 (position, seq, rows.occurred_at, event_type, event_id, p.pro_id, rows.contact_id, p.kind,
-                 p.account, p.unit, p.debit, p.credit)
+                 p.account, p.unit, p.debit, p.credit, rows.market, rows.reason, rows.ref)
                 for seq, p in enumerate(rows.postings)
             )
         for statement, params in (
             (_INSERT_WALLET, wallets),
+            (_CARD_REF, cards),
             (_INSERT_CONTACT, contacts),
             (_FIRST_SEEN, first_seen),
             (_INSERT_FACT, facts),
@@ -111,11 +117,13 @@ class LedgerViewMixin:
             if self.placeholder == "%s":
                 cursor.close()
 
-    def unit_lookup(self, pro_id: str) -> tuple[str, str] | None:
-        rows = self.query("SELECT unit, card_currency FROM ll_wallets WHERE pro_id = ?", (pro_id,))
-        return (rows[0]["unit"], rows[0]["card_currency"]) if rows else None
+    def wallet_lookup(self, pro_id: str) -> WalletFacts | None:
+        rows = self.query("SELECT unit, card_currency, market, card_ref FROM ll_wallets WHERE pro_id = ?",
+                          (pro_id,))
+        return WalletFacts(**rows[0]) if rows else None
 
-    def rebuild(self, app: Any, batch_size: int = CATCH_UP_BATCH) -> int:
+    def rebuild(self, app: Any, batch_size: int = CATCH_UP_BATCH,
+                advance: Callable[[int], None] = lambda n: None) -> int:
         """Empty the read models and project the whole log again, in ONE transaction
         under the projection lock: a concurrent catch-up waits for it (then finds the
         views level), and a reader sees the old views or the new ones, never a
@@ -139,12 +147,13 @@ class LedgerViewMixin:
                     (app.mapper.to_domain_event(n), n.id) for n in notifications))
                 position = notifications[-1].id
                 done += len(notifications)
+                advance(len(notifications))
             if position is not None:
                 self._insert_tracking(curs, Tracking(APPLICATION_NAME, position))  # type: ignore[attr-defined]
         return done
 
 
-def _corrupt_log(pro_id: str) -> tuple[str, str]:
+def _corrupt_log(pro_id: str) -> WalletFacts:
     raise AssertionError(f"the log has a money event for pro {pro_id!r} before its WalletOpened")
 
 
@@ -183,26 +192,32 @@ class LedgerProjection(Projection[Any]):
 
     def __init__(self, view: Any, lookup: Any = None):
         super().__init__(view)
-        self._units: dict[str, tuple[str, str]] = {}
-        self._lookup = lookup or view.unit_lookup
+        self._wallets: dict[str, WalletFacts] = {}
+        self._lookup = lookup or view.wallet_lookup
 
-    def unit_of(self, pro_id: str) -> tuple[str, str]:
-        if pro_id not in self._units:
+    def wallet_of(self, pro_id: str) -> WalletFacts:
+        if pro_id not in self._wallets:
             found = self._lookup(pro_id)
             assert found is not None, f"money event for pro {pro_id!r} before its WalletOpened"
-            self._units[pro_id] = found
-        return self._units[pro_id]
+            self._wallets[pro_id] = found
+        return self._wallets[pro_id]
 
     def batch_rows(self, events: Iterable[tuple[Any, int]]) -> list[tuple[int, str, str, Rows]]:
         return [(position, type(event).__name__, str(getattr(event, "event_id", "")), self.rows(event))
                 for event, position in events]
 
     def rows(self, domain_event: Any) -> Rows:
-        rows = rows_for(domain_event, self.unit_of)
-        for wallet in rows.wallets:
-            self._units[wallet[0]] = (wallet[2], wallet[3])
+        rows = rows_for(domain_event, self.wallet_of)
+        for pro_id, market, unit, card_currency, *_ in rows.wallets:
+            self._wallets[pro_id] = WalletFacts(unit, card_currency, market)
+        for pro_id, card_ref in rows.card_refs:
+            self.wallet_of(pro_id).card_ref = card_ref
+        if rows.postings:
+            pro_id = rows.postings[0].pro_id
+            assert pro_id is not None and all(p.pro_id == pro_id for p in rows.postings)
+            rows.market = self.wallet_of(pro_id).market
         rows.occurred_at = sortable_utc(domain_event.occurred_at)
-        rows.contact_id = getattr(domain_event, "contact_id", None)
+        rows.contact_id = rows.contact_id or getattr(domain_event, "contact_id", None)
         return rows
 
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:
@@ -215,7 +230,8 @@ class LedgerProjection(Projection[Any]):
             self.view.write(written, batch[-1][1])
 
 
-def catch_up(app: Any, view: LedgerViewMixin, batch_size: int = CATCH_UP_BATCH) -> int:
+def catch_up(app: Any, view: LedgerViewMixin, batch_size: int = CATCH_UP_BATCH,
+             advance: Callable[[int], None] = lambda n: None) -> int:
     """Project every event recorded after the view's tracking position; returns how many.
 
     Two processes catching up at once cannot both write a position: the second
@@ -241,3 +257,4 @@ def catch_up(app: Any, view: LedgerViewMixin, batch_size: int = CATCH_UP_BATCH) 
             projection = LedgerProjection(view)  # another process got there first
             continue
         done += len(batch)
+        advance(len(batch))

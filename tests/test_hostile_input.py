@@ -95,7 +95,7 @@ def test_bad_lines_are_rejected_alone(store_url):
     ]
     result = CliRunner().invoke(cli, ["--db", store_url, "append", "-"], input=b"\n".join(lines) + b"\n",
                                 obj={}, catch_exceptions=False)
-    out = [json.loads(line) for line in result.output.splitlines()]
+    out = [json.loads(line) for line in result.stdout.splitlines()]
     assert [(r["line"], r["status"]) for r in out] == [
         (1, "recorded"), (2, "rejected"), (3, "rejected"), (4, "rejected"), (5, "recorded"),
         (6, "rejected"), (7, "rejected"), (8, "rejected"), (10, "recorded")]

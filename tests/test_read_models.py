@@ -1,6 +1,7 @@
 """Journal, statements, replay, rebuild, verify, Beancount export (SPEC 5-8), both stores."""
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -114,8 +115,9 @@ def test_replay_of_the_log_gives_byte_identical_read_models(ledger, tmp_path):
     log.write_text("".join(to_line(e) + "\n" for e in iter_events(ledger._open()[0])))
     first = CliRunner().invoke(cli, ["replay", str(log)], obj={})
     second = CliRunner().invoke(cli, ["replay", str(log)], obj={})
-    assert first.exit_code == 0 and first.output == second.output
-    models = json.loads(first.output)
+    assert first.exit_code == 0 and first.stdout == second.stdout
+    assert re.fullmatch(r"replayed \d+ events; judged at \S+Z \(the log's latest occurred_at\)\n", first.stderr)
+    models = json.loads(first.stdout)
     assert models == json.loads(json.dumps(ledger.read_models()))
 
 
@@ -136,18 +138,30 @@ def test_replay_rejects_a_bad_log(tmp_path):
     bad = tmp_path / "bad.ndjson"
     bad.write_text('{"type": "Nope"}\n')
     result = CliRunner().invoke(cli, ["replay", str(bad)], obj={})
-    assert result.exit_code == 3 and "invalid_log" in result.output
+    assert result.exit_code == 2 and result.stderr == (
+        "leadledger: error[invalid_log]: line 1: not an event log line (no originator_id); did you mean "
+        "append? (replay reads what `leadledger events` writes)\n")
+    bad.write_text('\n{"type": "Nope"\n')
+    result = CliRunner().invoke(cli, ["replay", str(bad)], obj={})
+    assert result.exit_code == 2 and "line 2: not JSON" in result.stderr
 
 
 def test_statement_running_balance_and_period(ledger):
     busy(ledger)
     rows = ledger.statement("p1")
     wallet_rows = [r for r in rows if r["account"] == "pro:p1:wallet"]
-    assert [r["running_balance"] for r in wallet_rows] == [10000, 8500, 6000, 7500, 8200]
+    assert [r["line"] for r in wallet_rows] == ["opening", *["posting"] * 5, "closing"]
+    assert [r["balance"] for r in wallet_rows] == [0, 10000, 8500, 6000, 7500, 8200, 8200]
+    assert [r["account"] for r in rows] == sorted((r["account"] for r in rows), key=lambda a: (
+        ("wallet", "advance", "card").index(a.rsplit(":", 1)[1]), a))  # sections: wallet first
     later = ledger.statement("p1", start=when(at(2)))
-    assert later[0]["event_type"] == "CallMinutesBilled"
-    assert [r["running_balance"] for r in later if r["account"] == "pro:p1:wallet"] == [6000, 7500, 8200]
-    assert ledger.statement("p1", end=when(at(0, 2)))[-1]["running_balance"] == 10000
+    later_wallet = [r for r in later if r["account"] == "pro:p1:wallet"]
+    assert [r["balance"] for r in later_wallet] == [8500, 6000, 7500, 8200, 8200]  # opens at 85.00
+    assert later_wallet[-1]["debit"] == sum(r["debit"] for r in later_wallet[1:-1])
+    card = [r for r in later if r["account"] == "pro:p1:card"]
+    assert [r["event_type"] for r in card] == [None, "CallMinutesBilled", None]
+    early = ledger.statement("p1", end=when(at(0, 2)))
+    assert [r["balance"] for r in early] == [0, 10000, 10000]
 
 
 def test_statement_of_unknown_pro_is_an_error(store_url):
