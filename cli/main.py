@@ -215,7 +215,7 @@ def rebuild(ctx: click.Context) -> None:
       leadledger --db postgresql://postgres@127.0.0.1/leadledger rebuild
     """
     count = open_ledger(ctx).rebuild()
-    click.echo(f"rebuilt the read models from {count} events", err=True)
+    click.echo(f"rebuilt the read models from {count:,} events", err=True)
 
 
 @cli.command()

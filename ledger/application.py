@@ -417,39 +417,38 @@ class Ledger:
         """Without ``start``: account, unit, debit, credit, balance up to ``as_of``.
         With ``start``: account, unit, opening, debit, credit, closing for the
         period [start, as_of]. ``account`` also matches the accounts under it."""
-        first, last = as_instant(start, "start", end=False), as_instant(as_of, "as_of")
-        Period(first, last)  # refuses a period that ends before it starts
-        self.catch_up()
+        span = self._period(start, as_of, end_name="as_of")
         if pro_id is not None:
             self.require_wallet(pro_id)
-        return queries.trial_balance(self._view, as_of=last, start=first, pro_id=pro_id, market=market,
+        return queries.trial_balance(self._view, as_of=span.end, start=span.start, pro_id=pro_id, market=market,
                                      account=account)
+
+    def _period(self, start: Any, end: Any, end_name: str = "end") -> Period:
+        """The API's period arguments parsed (ValueError for one that ends before it
+        starts), with the read models caught up."""
+        span = Period(as_instant(start, "start", end=False), as_instant(end, end_name))
+        self.catch_up()
+        return span
 
     def statement(self, pro_id: str, start: datetime | str | None = None,
                   end: datetime | str | None = None, *, account: str | None = None) -> list[dict[str, Any]]:
         """The pro's accounts, each an opening line, its postings in [start, end]
         with a running balance, and a closing line (see queries.statement)."""
-        first, last = as_instant(start, "start", end=False), as_instant(end, "end")
-        Period(first, last)
-        self.catch_up()
+        span = self._period(start, end)
         self.require_wallet(pro_id)
-        return queries.statement(self._view, pro_id, first, last, account=account)
+        return queries.statement(self._view, pro_id, span.start, span.end, account=account)
 
     def income(self, start: datetime | str | None = None, end: datetime | str | None = None, *,
                market: str | None = None) -> list[dict[str, Any]]:
         """Revenue by kind, refunds, courtesy expense and net, per market and unit."""
-        first, last = as_instant(start, "start", end=False), as_instant(end, "end")
-        Period(first, last)
-        self.catch_up()
-        return queries.income(self._view, first, last, market=market)
+        span = self._period(start, end)
+        return queries.income(self._view, span.start, span.end, market=market)
 
     def reconcile(self, start: datetime | str | None = None, end: datetime | str | None = None, *,
                   market: str | None = None) -> Iterator[dict[str, Any]]:
         """Movements across the platform boundary (credit purchases, card charges), streamed."""
-        first, last = as_instant(start, "start", end=False), as_instant(end, "end")
-        Period(first, last)
-        self.catch_up()
-        return queries.reconcile(self._view, first, last, market=market)
+        span = self._period(start, end)
+        return queries.reconcile(self._view, span.start, span.end, market=market)
 
     def explain(self, contact_id: str, as_of: datetime | str | None = None) -> dict[str, Any]:
         """Why a contact has its refund status: its facts, the deadline and how it

@@ -28,13 +28,9 @@ def balances(view: Any, pro_id: str | None = None, as_of: datetime | None = None
     bound = _bound(as_of)
     top = max_position if max_position is not None else _NO_POSITION_BOUND
     params: list[Any] = [bound, top, bound, top]
-    where = "w.opened_at <= ? AND w.position <= ?"
-    if pro_id is not None:
-        where += " AND w.pro_id = ?"
-        params.append(pro_id)
-    if market is not None:
-        where += " AND w.market = ?"
-        params.append(market)
+    filters, more = posting_filters(pro_id=pro_id, market=market, alias="w.")
+    where = "w.opened_at <= ? AND w.position <= ?" + filters
+    params += more
     rows = view.query(
         "SELECT w.pro_id, w.market, w.unit, w.card_currency,"
         " CAST(COALESCE(SUM(CASE WHEN p.kind = 'wallet' THEN p.credit - p.debit END), 0) AS BIGINT) AS balance,"
@@ -73,14 +69,9 @@ def iter_refunds(view: Any, now: datetime, pro_id: str | None = None, status: st
     """``refunds`` streamed: one contact at a time, in contact_id order."""
     at = sortable_utc(as_of if as_of is not None else now)
     top = max_position if max_position is not None else _NO_POSITION_BOUND
-    where = "c.sent_at <= ? AND c.position <= ?"
-    params: list[Any] = [at, top, at, top]
-    if pro_id is not None:
-        where += " AND c.pro_id = ?"
-        params.append(pro_id)
-    if market is not None:
-        where += " AND c.market = ?"
-        params.append(market)
+    filters, more = posting_filters(pro_id=pro_id, market=market, alias="c.")
+    where = "c.sent_at <= ? AND c.position <= ?" + filters
+    params: list[Any] = [at, top, at, top, *more]
     rows = view.stream(
         "SELECT c.contact_id, c.pro_id, c.market, c.refund_deadline,"
         " CAST(COALESCE(SUM(CASE WHEN f.kind = 'charge' THEN f.amount END), 0) AS BIGINT) AS charged,"
@@ -120,16 +111,15 @@ def _like_prefix(text: str) -> str:
 
 
 def posting_filters(*, pro_id: str | None = None, market: str | None = None,
-                    account: str | None = None) -> tuple[str, list[Any]]:
-    """SQL conditions (each starting with AND) and their parameters. ``account``
-    matches that account and the accounts under it (``platform:revenue``)."""
+                    account: str | None = None, alias: str = "") -> tuple[str, list[Any]]:
+    """SQL conditions (each starting with AND) and their parameters, on the columns
+    of ``alias`` (a table alias with its dot, or ""). ``account`` matches that
+    account and the accounts under it (``platform:revenue``)."""
     where, params = "", []
-    if pro_id is not None:
-        where += " AND pro_id = ?"
-        params.append(pro_id)
-    if market is not None:
-        where += " AND market = ?"
-        params.append(market)
+    for column, value in (("pro_id", pro_id), ("market", market)):
+        if value is not None:
+            where += f" AND {alias}{column} = ?"
+            params.append(value)
     if account is not None:
         where += " AND (account = ? OR account LIKE ? ESCAPE '\\')"
         params += [account, _like_prefix(account)]

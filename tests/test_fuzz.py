@@ -30,7 +30,7 @@ def _append_with_hostile_lines(url: str, hostile: list[bytes], before: int) -> N
                                 obj={}, catch_exceptions=True)
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     assert result.exit_code in (0, 1), result.output
-    out = [json.loads(x) for x in result.output.splitlines()]
+    out = [json.loads(x) for x in result.stdout.splitlines()]
     good_lines = {2 * i + 1 for i in range(len(pros))}
     assert {r["line"] for r in out if r["status"] == "recorded"} >= good_lines
     with Ledger.from_url(url) as ledger:
