@@ -291,8 +291,11 @@ def export(ctx: click.Context, fmt: str, output: Any) -> None:
       leadledger export --format beancount -o ledger.beancount && bean-check ledger.beancount
     """
     ledger = open_ledger(ctx)
+    advance = progress("export", None, unit="lines")
     for line in ledger.export_beancount():
         output.write(line + "\n")
+        advance(1)
+    advance(-1)
 
 
 @cli.command()

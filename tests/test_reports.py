@@ -357,6 +357,8 @@ def test_progress_shows_on_a_terminal_and_not_in_a_pipe(tmp_path):
     code, shown = _with_a_terminal(["--db", url, "rebuild"])
     assert code == 0
     assert "rebuild" in shown and re.search(r"\d+(\.\d+)?k? events", shown), shown[-500:]
+    code, shown = _with_a_terminal(["--db", url, "events"])
+    assert code == 0 and "events:" in shown and "events/s" in shown, shown[-500:]
     piped = subprocess.run([sys.executable, "-m", "leadledger.cli.main", "--db", url, "rebuild"],
                            capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert piped.returncode == 0 and piped.stderr == "rebuilt the read models from 30,001 events\n"
