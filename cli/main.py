@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import collections
 import json
+import os
+import stat
 import sys
 from datetime import datetime, timedelta
 from importlib import resources
@@ -100,9 +102,6 @@ def append(ctx: click.Context, file: Any, atomic: bool) -> None:
 
 def _size_of(file: Any) -> int | None:
     """Bytes in a regular file (for the progress bar's ETA); None for a pipe."""
-    import os
-    import stat
-
     try:
         info = os.fstat(file.fileno())
     except (OSError, ValueError, AttributeError):
@@ -324,7 +323,7 @@ def demo(ctx: click.Context) -> None:
     click.echo(f"sweep at {at}: {len(swept)} unread refund(s) recorded")
     click.echo(f"balances and refund statuses below are as of {at} (the demo's clock)\n")
     click.echo(render(ledger.balances(as_of=at), reports.BALANCE_COLUMNS, "table"))
-    click.echo(render(list(reports.with_unit(ledger.refunds(as_of=at))), reports.REFUND_COLUMNS, "table"),
+    click.echo(render(list(reports.with_unit(ledger.refunds(as_of=at))), reports.REFUND_TABLE, "table"),
                nl=False)
 
 

@@ -19,13 +19,18 @@ from leadledger.timefmt import format_utc
 from leadledger.units import major
 
 BALANCE_COLUMNS = ("pro_id", "market", "unit", "balance", "advance_outstanding", "card_charged", "card_currency")
-REFUND_COLUMNS = ("contact_id", "pro_id", "market", "status", "unit", "charged", "refunded", "refundable",
-                  "deadline")
+# SPEC 8's fields first, in its order; what this project adds comes after them.
+REFUND_COLUMNS = ("contact_id", "pro_id", "market", "status", "charged", "refunded", "refundable", "deadline",
+                  "unit")
+REFUND_TABLE = ("contact_id", "pro_id", "market", "status", "unit", "charged", "refunded", "refundable",
+                "deadline")
 TRIAL_COLUMNS = ("account", "unit", "debit", "credit", "balance")
-TRIAL_PERIOD_COLUMNS = ("account", "unit", "opening", "debit", "credit", "closing")
-STATEMENT_COLUMNS = ("line", "account", "unit", "occurred_at", "event_type", "event_id", "contact_id", "reason",
-                     "payment_ref", "card_ref", "debit", "credit", "balance")
-STATEMENT_TABLE = ("occurred_at", "event_type", "contact_id", "reason", "ref", "debit", "credit", "balance")
+TRIAL_PERIOD_COLUMNS = ("account", "unit", "debit", "credit", "balance", "opening")
+TRIAL_PERIOD_TABLE = ("account", "unit", "opening", "debit", "credit", "balance")
+STATEMENT_COLUMNS = ("occurred_at", "event_type", "event_id", "contact_id", "account", "unit", "debit", "credit",
+                     "running_balance", "line", "reason", "payment_ref", "card_ref")
+STATEMENT_TABLE = ("occurred_at", "event_type", "contact_id", "reason", "ref", "debit", "credit",
+                   "running_balance")
 INCOME_COLUMNS = ("market", "unit", "commission", "management_fee", "call_minutes", "revenue", "refunds",
                   "courtesy", "net")
 RECONCILE_COLUMNS = ("occurred_at", "market", "pro_id", "movement", "payment_ref", "card_ref", "event_type",
@@ -88,23 +93,28 @@ def balances(ctx: click.Context, pro_id: str | None, market: str | None, as_of: 
       leadledger balances --market cronoshare -f csv
     """
     ledger = open_ledger(ctx)
+    _require_wallet(ledger, pro_id)
     stamp, given, _ = _stamp(as_of)
     rows = ledger.balances(pro_id=pro_id, as_of=as_of, market=market)
-    if pro_id is not None and not rows:
-        ledger.require_wallet(pro_id)  # exit 1 when it has none, as `statement nobody`
     emit(rows, BALANCE_COLUMNS, fmt, title="balances", as_of=stamp, given=given,
          footer=lambda r: totals(r, "pro_id", ("balance", "advance_outstanding", "card_charged")))
 
 
+def _require_wallet(ledger: Any, pro_id: str | None) -> None:
+    """A --pro that names no wallet is exit 1 (wallet_not_found), as `statement nobody`."""
+    if pro_id is not None:
+        ledger.require_wallet(pro_id)
+
+
 def with_unit(rows: Iterable[dict[str, Any]]) -> Iterable[dict[str, Any]]:
+    """Refund rows with the unit their amounts are in (the market's wallet unit)."""
     from leadledger.markets import current_policy
 
     units: dict[str, str] = {}
     for row in rows:
         if row["market"] not in units:
             units[row["market"]] = current_policy(row["market"]).wallet_unit  # type: ignore[union-attr]
-        yield {**{k: row[k] for k in ("contact_id", "pro_id", "market", "status")},
-               "unit": units[row["market"]], **{k: row[k] for k in ("charged", "refunded", "refundable", "deadline")}}
+        yield {**row, "unit": units[row["market"]]}
 
 
 @cli.command()
@@ -128,11 +138,10 @@ def refunds(ctx: click.Context, pro_id: str | None, market: str | None, status: 
       leadledger refunds --status Gerer --as-of 2026-02-01 --format csv
     """
     ledger = open_ledger(ctx)
-    if pro_id is not None:
-        ledger.require_wallet(pro_id)
+    _require_wallet(ledger, pro_id)
     stamp, given, at = _stamp(as_of)
     rows = with_unit(ledger.iter_refunds(pro_id=pro_id, status=status, as_of=at, market=market))
-    emit(rows, REFUND_COLUMNS, fmt, title="refund statuses", as_of=stamp, given=given,
+    emit(rows, REFUND_COLUMNS, fmt, title="refund statuses", as_of=stamp, given=given, table_columns=REFUND_TABLE,
          footer=lambda r: totals(r, "contact_id", ("charged", "refunded", "refundable")))
 
 
@@ -158,8 +167,8 @@ def trial_balance(ctx: click.Context, as_of: datetime | None, start: datetime | 
                   fmt: str) -> None:
     """One row per account and unit: debit, credit, balance (debit - credit).
 
-    With a period (--period, or --from/--to): opening balance, the period's
-    debits and credits, closing balance. The table adds totals per unit, zero
+    With a period (--period, or --from/--to): the period's debits and credits,
+    balance = the closing balance, and opening, the balance before the period. The table adds totals per unit, zero
     when the books balance (unfiltered).
 
     \b
@@ -169,15 +178,17 @@ def trial_balance(ctx: click.Context, as_of: datetime | None, start: datetime | 
     """
     chosen = resolve_period(start, _period_end(as_of, end), period)
     stamp, given, _ = _stamp(chosen.end)
-    rows = open_ledger(ctx).trial_balance(as_of=chosen.end, start=chosen.start, pro_id=pro_id, market=market,
+    ledger = open_ledger(ctx)
+    _require_wallet(ledger, pro_id)
+    rows = ledger.trial_balance(as_of=chosen.end, start=chosen.start, pro_id=pro_id, market=market,
                                           account=account)
     if chosen.start is None:
         emit(rows, TRIAL_COLUMNS, fmt, title="trial balance", as_of=stamp, given=given,
              footer=lambda r: totals(r, "account", ("debit", "credit", "balance")))
     else:
         emit(rows, TRIAL_PERIOD_COLUMNS, fmt, title=f"trial balance from {format_utc(chosen.start)}",
-             as_of=stamp, given=given, footer=lambda r: totals(r, "account", ("opening", "debit", "credit",
-                                                                               "closing")))
+             as_of=stamp, given=given, table_columns=TRIAL_PERIOD_TABLE,
+             footer=lambda r: totals(r, "account", ("opening", "debit", "credit", "balance")))
 
 
 @cli.command()

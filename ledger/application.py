@@ -334,10 +334,12 @@ class Ledger:
     def catch_up(self) -> int:
         """Bring the read models level with the event log; returns events projected."""
         app, view = self._open()
-        behind = (app.recorder.max_notification_id() or 0) - (view.max_tracking_id(APPLICATION_NAME) or 0)
-        advance = self.progress("catch-up", behind) if behind >= PROGRESS_FROM else _no_advance
+
+        def start_progress(behind: int) -> Callable[[int], None]:
+            return self.progress("catch-up", behind) if behind >= PROGRESS_FROM else _no_advance
+
         try:
-            return catch_up(app, view, advance=advance)
+            return catch_up(app, view, start_progress=start_progress)
         except PersistenceError as exc:
             if "permission denied" not in str(exc):
                 raise
@@ -348,8 +350,6 @@ class Ledger:
                 "update them: run `leadledger rebuild` or `leadledger follow` with a writer's URL, "
                 "then read again",
             ) from None
-        finally:
-            advance(-1)
 
     def events(self) -> Iterator[dict[str, Any]]:
         """The recorded log, in order, as JSON-ready objects (see ledger.eventlog)."""
@@ -415,20 +415,18 @@ class Ledger:
                       pro_id: str | None = None, market: str | None = None,
                       account: str | None = None) -> list[dict[str, Any]]:
         """Without ``start``: account, unit, debit, credit, balance up to ``as_of``.
-        With ``start``: account, unit, opening, debit, credit, closing for the
-        period [start, as_of]. ``account`` also matches the accounts under it."""
+        With ``start``: the same for the period [start, as_of] (``balance`` is the
+        closing balance), then ``opening``. ``account`` also matches the accounts
+        under it."""
         span = self._period(start, as_of, end_name="as_of")
-        if pro_id is not None:
-            self.require_wallet(pro_id)
+        self.catch_up()
         return queries.trial_balance(self._view, as_of=span.end, start=span.start, pro_id=pro_id, market=market,
                                      account=account)
 
-    def _period(self, start: Any, end: Any, end_name: str = "end") -> Period:
-        """The API's period arguments parsed (ValueError for one that ends before it
-        starts), with the read models caught up."""
-        span = Period(as_instant(start, "start", end=False), as_instant(end, end_name))
-        self.catch_up()
-        return span
+    @staticmethod
+    def _period(start: Any, end: Any, end_name: str = "end") -> Period:
+        """The API's period arguments parsed (ValueError for one that ends before it starts)."""
+        return Period(as_instant(start, "start", end=False), as_instant(end, end_name))
 
     def statement(self, pro_id: str, start: datetime | str | None = None,
                   end: datetime | str | None = None, *, account: str | None = None) -> list[dict[str, Any]]:
@@ -442,12 +440,14 @@ class Ledger:
                market: str | None = None) -> list[dict[str, Any]]:
         """Revenue by kind, refunds, courtesy expense and net, per market and unit."""
         span = self._period(start, end)
+        self.catch_up()
         return queries.income(self._view, span.start, span.end, market=market)
 
     def reconcile(self, start: datetime | str | None = None, end: datetime | str | None = None, *,
                   market: str | None = None) -> Iterator[dict[str, Any]]:
         """Movements across the platform boundary (credit purchases, card charges), streamed."""
         span = self._period(start, end)
+        self.catch_up()
         return queries.reconcile(self._view, span.start, span.end, market=market)
 
     def explain(self, contact_id: str, as_of: datetime | str | None = None) -> dict[str, Any]:

@@ -13,10 +13,9 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 
+from leadledger.submissions import EARLIEST, LATEST, within_range
 from leadledger.timefmt import format_utc, parse_utc
 
-EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
-LATEST = datetime(2999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc)
 
 _SPAN = re.compile(r"^(?P<year>\d{4})(?:-(?:(?P<month>\d{2})(?:-(?P<day>\d{2}))?|[Qq](?P<quarter>[1-4])))?$")
 
@@ -76,7 +75,7 @@ def instant(text: str, *, end: bool) -> datetime:
     except (ValueError, OverflowError):
         raise ValueError(f"{text!r} is not an RFC 3339 time with offset, nor a date "
                          "(2026-01-31), month (2026-01), quarter (2026-Q1) or year (2026)") from None
-    if not EARLIEST <= moment <= LATEST:
+    if not within_range(moment):
         raise ValueError(f"{text!r} is outside {EARLIEST.year}-{LATEST.year}")
     return moment
 
@@ -87,7 +86,7 @@ def period(text: str) -> Period:
         bounds = span(text)
     except ValueError:
         bounds = None
-    if bounds is None or not EARLIEST <= bounds[0] <= LATEST:
+    if bounds is None or not within_range(bounds[0]):
         raise ValueError(f"{text!r} is not a period: a year (2026), quarter (2026-Q1), "
                          "month (2026-01) or day (2026-01-31)")
     return Period(*bounds)

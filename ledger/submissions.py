@@ -41,7 +41,7 @@ MAX_IDENTIFIER_CHARS = 128
 # Times and dates outside this range are typos (or attacks): they would
 # overflow date arithmetic (deadlines, time zones) long before they mean money.
 EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
-LATEST = datetime(2999, 12, 31, tzinfo=timezone.utc)
+LATEST = datetime(2999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc)
 
 # Unicode categories an identifier may not hold: controls (NUL included),
 # format characters (zero-width spaces and joiners, bidi overrides),

@@ -13,6 +13,7 @@ import hashlib
 import re
 from typing import Any, Iterator
 
+from leadledger.projections.queries import split_ref
 from leadledger.timefmt import sortable_to_rfc3339
 from leadledger.units import major
 
@@ -42,10 +43,6 @@ def account_name(account: str) -> str:
     assert account.startswith("pro:"), account
     pro_id, kind = account[len("pro:"):].rsplit(":", 1)
     return f"{_PRO_KINDS[kind]}:{_component(pro_id)}:{kind.capitalize()}"
-
-
-# The outside reference a posting carries: a purchase's payment_ref, else the card's card_ref.
-_REF_KEY = {"CreditsPurchased": "payment_ref"}
 
 
 def narration(r: dict[str, Any]) -> str:
@@ -96,8 +93,9 @@ def export(view: Any) -> Iterator[str]:
             yield f"  event_type: {_quote(r['event_type'])}"
             yield f"  event_id: {_quote(r['event_id'])}"
             yield f"  occurred_at: {_quote(sortable_to_rfc3339(r['occurred_at']))}"
+            payment_ref, card_ref = split_ref(r["reason"], r["ref"])
             for key, value in (("contact_id", r["contact_id"]), ("reason", r["reason"]),
-                               (_REF_KEY.get(r["event_type"], "card_ref"), r["ref"])):
+                               ("payment_ref", payment_ref), ("card_ref", card_ref)):
                 if value:
                     yield f"  {key}: {_quote(value)}"
         value = int(r["debit"]) - int(r["credit"])

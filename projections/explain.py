@@ -15,7 +15,7 @@ from leadledger.aggregates import contact_id_to_uuid
 from leadledger.errors import CONTACT_NOT_FOUND, Rejection
 from leadledger.markets import policy as market_policy
 from leadledger.policies import describe_deadline
-from leadledger.projections.status import GERER, refund_status
+from leadledger.projections.queries import iter_refunds
 from leadledger.timefmt import format_utc, parse_utc, sortable_utc
 from leadledger.units import major
 
@@ -106,8 +106,6 @@ def explain_contact(app: Any, view: Any, contact_id: str, as_of: datetime) -> di
             "event_id": str(event.event_id), "detail": _detail(event, unit, pol)}))
     assert sent is not None, f"contact {contact_id!r} is projected but has no QuoteSent"
 
-    charged = refunded = refundable = 0
-    confirmed = rectified = False
     money = view.query(
         "SELECT position, occurred_at, event_type, event_id, kind, unit, reason, ref,"
         " CAST(SUM(debit) AS BIGINT) AS debit, CAST(SUM(credit) AS BIGINT) AS credit"
@@ -115,28 +113,20 @@ def explain_contact(app: Any, view: Any, contact_id: str, as_of: datetime) -> di
         " AND event_type IN ('ContactFeeCharged', 'CronosAdvanced', 'QuoteFeeRefunded')"
         " GROUP BY position, occurred_at, event_type, event_id, kind, unit, reason, ref ORDER BY position",
         [contact["pro_id"], contact_id, sortable_utc(as_of)])
-    for row in money:
-        if row["kind"] == "advance":
+    for posting in money:
+        if posting["kind"] == "advance":
             continue  # the advance's other leg is the wallet credit, shown once
-        row["amount"] = int(row["debit"]) if row["event_type"] == "ContactFeeCharged" else int(row["credit"])
-        facts.append((row["occurred_at"], 1, int(row["position"]), {
-            "occurred_at": format_utc(parse_utc(row["occurred_at"])), "event_type": row["event_type"],
-            "event_id": row["event_id"], "detail": _money_detail(row, pol), "amount": row["amount"],
-            "unit": row["unit"]}))
-    for fact in view.query("SELECT kind, amount, refundable FROM ll_contact_facts"
-                           " WHERE contact_id = ? AND occurred_at <= ?", [contact_id, sortable_utc(as_of)]):
-        if fact["kind"] == "charge":
-            charged += int(fact["amount"])
-            refundable += int(fact["refundable"])
-        elif fact["kind"] == "refund":
-            refunded += int(fact["amount"])
-        confirmed = confirmed or fact["kind"] == "confirm"
-        rectified = rectified or fact["kind"] == "rectify"
-
-    deadline = parse_utc(contact["refund_deadline"])
-    window_open = sortable_utc(as_of) < contact["refund_deadline"]
-    status = refund_status(charged=charged, refunded=refunded, confirmed=confirmed, rectified=rectified,
-                           window_open=window_open)
+        debit, credit = int(posting["debit"]), int(posting["credit"])
+        posting["amount"] = debit if posting["event_type"] == "ContactFeeCharged" else credit
+        facts.append((posting["occurred_at"], 1, int(posting["position"]), {
+            "occurred_at": format_utc(parse_utc(posting["occurred_at"])), "event_type": posting["event_type"],
+            "event_id": posting["event_id"], "detail": _money_detail(posting, pol), "amount": posting["amount"],
+            "unit": posting["unit"]}))
+    # Status and amounts exactly as `refunds` reports them (one query, one rule).
+    row = next(iter_refunds(view, as_of, contact_id=contact_id, as_of=as_of))
+    deadline = parse_utc(row["deadline"])
+    window_open = as_of < deadline
+    kinds = {fact["event_type"] for *_, fact in facts}
     computed = describe_deadline(pol, sent.occurred_at, sent.job_date)
     recomputed = computed.pop("closes_at")
     return {
@@ -147,11 +137,12 @@ def explain_contact(app: Any, view: Any, contact_id: str, as_of: datetime) -> di
         "pricing": contact["pricing"],
         "unit": unit,
         "as_of": format_utc(as_of),
-        "status": status,
-        "because": _because(status, charged, refunded, confirmed, rectified, window_open, deadline, unit),
-        "charged": charged,
-        "refunded": refunded,
-        "refundable": refundable if status == GERER else 0,
+        "status": row["status"],
+        "because": _because(row["charged"], row["refunded"], "ServiceConfirmed" in kinds,
+                            "RefundRectified" in kinds, window_open, deadline, unit),
+        "charged": row["charged"],
+        "refunded": row["refunded"],
+        "refundable": row["refundable"],
         "deadline": {
             "closes_at": format_utc(deadline),
             "open": window_open,
@@ -164,7 +155,7 @@ def explain_contact(app: Any, view: Any, contact_id: str, as_of: datetime) -> di
     }
 
 
-def _because(status: str, charged: int, refunded: int, confirmed: bool, rectified: bool,
+def _because(charged: int, refunded: int, confirmed: bool, rectified: bool,
              window_open: bool, deadline: datetime, unit: str) -> str:
     window = (f"the refund window is open until {format_utc(deadline)}" if window_open
               else f"the refund window closed at {format_utc(deadline)}")

@@ -65,11 +65,11 @@ def refunds(view: Any, now: datetime, pro_id: str | None = None, status: str | N
 
 def iter_refunds(view: Any, now: datetime, pro_id: str | None = None, status: str | None = None,
                  as_of: datetime | None = None, max_position: int | None = None,
-                 market: str | None = None) -> Iterator[dict[str, Any]]:
+                 market: str | None = None, contact_id: str | None = None) -> Iterator[dict[str, Any]]:
     """``refunds`` streamed: one contact at a time, in contact_id order."""
     at = sortable_utc(as_of if as_of is not None else now)
     top = max_position if max_position is not None else _NO_POSITION_BOUND
-    filters, more = posting_filters(pro_id=pro_id, market=market, alias="c.")
+    filters, more = posting_filters(pro_id=pro_id, market=market, contact_id=contact_id, alias="c.")
     where = "c.sent_at <= ? AND c.position <= ?" + filters
     params: list[Any] = [at, top, at, top, *more]
     rows = view.stream(
@@ -110,20 +110,37 @@ def _like_prefix(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + ":%"
 
 
-def posting_filters(*, pro_id: str | None = None, market: str | None = None,
-                    account: str | None = None, alias: str = "") -> tuple[str, list[Any]]:
+def account_matches(account: str, wanted: str | None) -> bool:
+    """The same test as the ``account`` filter below, in Python."""
+    return wanted is None or account == wanted or account.startswith(wanted + ":")
+
+
+def posting_filters(*, pro_id: str | None = None, market: str | None = None, contact_id: str | None = None,
+                    account: str | None = None, start: datetime | None = None, end: datetime | None = None,
+                    alias: str = "") -> tuple[str, list[Any]]:
     """SQL conditions (each starting with AND) and their parameters, on the columns
     of ``alias`` (a table alias with its dot, or ""). ``account`` matches that
-    account and the accounts under it (``platform:revenue``)."""
+    account and the accounts under it (``platform:revenue``); ``start`` and ``end``
+    bound occurred_at, both inclusive."""
     where, params = "", []
-    for column, value in (("pro_id", pro_id), ("market", market)):
+    for column, value in (("pro_id", pro_id), ("market", market), ("contact_id", contact_id)):
         if value is not None:
             where += f" AND {alias}{column} = ?"
             params.append(value)
     if account is not None:
         where += " AND (account = ? OR account LIKE ? ESCAPE '\\')"
         params += [account, _like_prefix(account)]
+    for bound, operator in ((start, ">="), (end, "<=")):
+        if bound is not None:
+            where += f" AND {alias}occurred_at {operator} ?"
+            params.append(sortable_utc(bound))
     return where, params
+
+
+def split_ref(reason: str | None, ref: str | None) -> tuple[str | None, str | None]:
+    """A posting's outside reference as (payment_ref, card_ref): a purchase carries
+    its payment_ref, a card charge the card_ref (see journal.Rows)."""
+    return (ref, None) if reason == "purchase" else (None, ref)
 
 
 def trial_balance(view: Any, as_of: datetime | None = None, max_position: int | None = None, *,
@@ -157,9 +174,8 @@ def trial_balance(view: Any, as_of: datetime | None = None, max_position: int | 
         [first, first, first, _bound(as_of), top, *params],
     )
     return [
-        {"account": r["account"], "unit": r["unit"], "opening": int(r["opening"]),
-         "debit": int(r["debit"]), "credit": int(r["credit"]),
-         "closing": int(r["opening"]) + int(r["debit"]) - int(r["credit"])}
+        {"account": r["account"], "unit": r["unit"], "debit": int(r["debit"]), "credit": int(r["credit"]),
+         "balance": int(r["opening"]) + int(r["debit"]) - int(r["credit"]), "opening": int(r["opening"])}
         for r in rows
     ]
 
@@ -190,22 +206,23 @@ def statement(view: Any, pro_id: str, start: datetime | None = None,
 
     Balances are in each account's natural sign: the wallet's funds (credit -
     debit), the advance owed and the card charged (debit - credit). The wallet
-    section is always there; the others when they have postings.
+    section is always there; the others when they have postings. Each row has
+    the fields a statement always had, then ``line``, ``reason`` and the refs.
     """
     wallet = view.query("SELECT unit FROM ll_wallets WHERE pro_id = ?", [pro_id])
     if not wallet:
         return []
-    where, params = posting_filters(account=account)
+    where, params = posting_filters(account=account, end=end)
     rows = view.query(
         "SELECT occurred_at, event_type, event_id, contact_id, account, kind, unit, debit, credit,"
-        " reason, ref FROM ll_postings WHERE pro_id = ? AND kind <> 'platform' AND occurred_at <= ?"
-        f"{where} ORDER BY occurred_at, position, seq",
-        [pro_id, _bound(end), *params],
+        f" reason, ref FROM ll_postings WHERE pro_id = ? AND kind <> 'platform'{where}"
+        " ORDER BY occurred_at, position, seq",
+        [pro_id, *params],
     )
     start_key = sortable_utc(start) if start is not None else ""
     sections: dict[tuple[int, str], dict[str, Any]] = {}
     wallet_account = f"pro:{pro_id}:wallet"
-    if account is None or account == wallet_account or wallet_account.startswith(account + ":"):
+    if account_matches(wallet_account, account):
         sections[(0, wallet_account)] = {"unit": wallet[0]["unit"], "opening": 0, "lines": []}
     for r in rows:
         section = sections.setdefault((_KIND_ORDER[r["kind"]], r["account"]),
@@ -214,38 +231,30 @@ def statement(view: Any, pro_id: str, start: datetime | None = None,
         change = sign * (int(r["credit"]) - int(r["debit"]))
         if r["occurred_at"] < start_key:
             section["opening"] += change
-            continue
-        section["lines"].append((r, change))
+        else:
+            section["lines"].append((r, change))
     out: list[dict[str, Any]] = []
     for (_, name), section in sorted(sections.items()):
         balance, debits, credits = section["opening"], 0, 0
-        line = {"account": name, "unit": section["unit"]}
-        out.append({"line": "opening", **line, "occurred_at": format_utc(start) if start else None,
-                    "event_type": None, "event_id": None, "contact_id": None, "reason": None,
-                    "payment_ref": None, "card_ref": None, "debit": None, "credit": None,
-                    "balance": balance})
+        out.append(_statement_line("opening", name, section["unit"], start, None, None, balance))
         for r, change in section["lines"]:
             balance += change
             debits += int(r["debit"])
             credits += int(r["credit"])
-            out.append({
-                "line": "posting", **line,
-                "occurred_at": sortable_to_rfc3339(r["occurred_at"]),
-                "event_type": r["event_type"],
-                "event_id": r["event_id"],
-                "contact_id": r["contact_id"],
-                "reason": r["reason"],
-                "payment_ref": r["ref"] if r["reason"] == "purchase" else None,
-                "card_ref": r["ref"] if r["kind"] == "card" else None,
-                "debit": int(r["debit"]),
-                "credit": int(r["credit"]),
-                "balance": balance,
-            })
-        out.append({"line": "closing", **line, "occurred_at": format_utc(end) if end else None,
-                    "event_type": None, "event_id": None, "contact_id": None, "reason": None,
-                    "payment_ref": None, "card_ref": None, "debit": debits, "credit": credits,
-                    "balance": balance})
+            out.append(_statement_line("posting", name, section["unit"], parse_utc(r["occurred_at"]),
+                                       int(r["debit"]), int(r["credit"]), balance, r))
+        out.append(_statement_line("closing", name, section["unit"], end, debits, credits, balance))
     return out
+
+
+def _statement_line(line: str, account: str, unit: str, at: datetime | None, debit: int | None,
+                    credit: int | None, balance: int, posting: dict[str, Any] | None = None) -> dict[str, Any]:
+    posting = posting or {}
+    payment_ref, card_ref = split_ref(posting.get("reason"), posting.get("ref"))
+    return {"occurred_at": format_utc(at) if at else None, "event_type": posting.get("event_type"),
+            "event_id": posting.get("event_id"), "contact_id": posting.get("contact_id"),
+            "account": account, "unit": unit, "debit": debit, "credit": credit, "running_balance": balance,
+            "line": line, "reason": posting.get("reason"), "payment_ref": payment_ref, "card_ref": card_ref}
 
 
 REVENUE_KINDS = {
@@ -260,13 +269,13 @@ def income(view: Any, start: datetime | None = None, end: datetime | None = None
            market: str | None = None) -> list[dict[str, Any]]:
     """Revenue by kind, refunds and courtesy expense in [start, end], one row per
     market and unit; net = revenue - refunds - courtesy."""
-    where, params = posting_filters(market=market)
+    where, params = posting_filters(market=market, start=start, end=end)
     rows = view.query(
         "SELECT market, unit, account, CAST(SUM(debit) AS BIGINT) AS debit,"
         " CAST(SUM(credit) AS BIGINT) AS credit FROM ll_postings"
-        " WHERE kind = 'platform' AND account <> 'platform:cash' AND occurred_at >= ? AND occurred_at <= ?"
-        f"{where} GROUP BY market, unit, account ORDER BY market, unit, account",
-        [sortable_utc(start) if start else "", _bound(end), *params],
+        f" WHERE kind = 'platform' AND account <> 'platform:cash'{where}"
+        " GROUP BY market, unit, account ORDER BY market, unit, account",
+        params,
     )
     out: dict[tuple[str, str], dict[str, Any]] = {}
     for r in rows:
@@ -293,43 +302,28 @@ def reconcile(view: Any, start: datetime | None = None, end: datetime | None = N
     order: credits bought (money in, by payment_ref) and card charges (by card_ref;
     a negative amount would be money back to a card). Refunds never leave the
     platform: they credit the wallet (SPEC 4.3, 6)."""
-    where, params = posting_filters(market=market)
+    where, params = posting_filters(market=market, start=start, end=end)
     rows = view.stream(
-        "SELECT occurred_at, market, pro_id, event_type, event_id, contact_id, account, kind, reason, ref,"
-        " unit, debit, credit FROM ll_postings"
-        " WHERE (account = 'platform:cash' OR kind = 'card') AND occurred_at >= ? AND occurred_at <= ?"
-        f"{where} ORDER BY occurred_at, position, seq",
-        [sortable_utc(start) if start else "", _bound(end), *params],
+        "SELECT occurred_at, market, pro_id, event_type, event_id, contact_id, kind, reason, ref,"
+        f" unit, debit, credit FROM ll_postings WHERE (account = 'platform:cash' OR kind = 'card'){where}"
+        " ORDER BY occurred_at, position, seq",
+        params,
     )
     for r in rows:
-        card = r["kind"] == "card"
+        payment_ref, card_ref = split_ref(r["reason"], r["ref"])
         yield {
             "occurred_at": sortable_to_rfc3339(r["occurred_at"]),
             "market": r["market"],
             "pro_id": r["pro_id"],
-            "movement": "card_charge" if card else "credit_purchase",
-            "payment_ref": None if card else r["ref"],
-            "card_ref": r["ref"] if card else None,
+            "movement": "card_charge" if r["kind"] == "card" else "credit_purchase",
+            "payment_ref": payment_ref,
+            "card_ref": card_ref,
             "event_type": r["event_type"],
             "event_id": r["event_id"],
             "contact_id": r["contact_id"],
             "unit": r["unit"],
             "amount": int(r["debit"]) - int(r["credit"]),
         }
-
-
-def contact(view: Any, contact_id: str) -> dict[str, Any] | None:
-    rows = view.query("SELECT * FROM ll_contacts WHERE contact_id = ?", [contact_id])
-    return rows[0] if rows else None
-
-
-def contact_postings(view: Any, pro_id: str, contact_id: str) -> list[dict[str, Any]]:
-    """The postings of one contact's events (charges, advances, refunds), in log order."""
-    return view.query(
-        "SELECT position, seq, occurred_at, event_type, event_id, account, kind, unit, debit, credit,"
-        " reason, ref FROM ll_postings WHERE pro_id = ? AND contact_id = ? ORDER BY position, seq",
-        [pro_id, contact_id],
-    )
 
 
 def wallet_exists(view: Any, pro_id: str) -> bool:

@@ -231,30 +231,40 @@ class LedgerProjection(Projection[Any]):
 
 
 def catch_up(app: Any, view: LedgerViewMixin, batch_size: int = CATCH_UP_BATCH,
-             advance: Callable[[int], None] = lambda n: None) -> int:
+             start_progress: Callable[[int], Callable[[int], None]] | None = None) -> int:
     """Project every event recorded after the view's tracking position; returns how many.
 
     Two processes catching up at once cannot both write a position: the second
     one's tracking insert fails, its transaction rolls back and it starts over
-    from the new position.
+    from the new position. ``start_progress(events_behind)`` is asked for a
+    progress callback only when a first full batch shows there is a backlog, so
+    a level view costs no extra query.
     """
     projection = LedgerProjection(view)
     done = 0
-    while True:
-        position = view.max_tracking_id(APPLICATION_NAME)  # type: ignore[attr-defined]
-        notifications = app.recorder.select_notifications(
-            start=position, limit=batch_size, inclusive_of_start=False, topics=DOMAIN_TOPICS
-        )
-        if not notifications:
-            return done
-        batch = [
-            (app.mapper.to_domain_event(n), Tracking(APPLICATION_NAME, n.id))
-            for n in notifications
-        ]
-        try:
-            projection.process_batch(batch)
-        except (IntegrityError, sqlite3.IntegrityError):
-            projection = LedgerProjection(view)  # another process got there first
-            continue
-        done += len(batch)
-        advance(len(batch))
+    advance: Callable[[int], None] | None = None
+    try:
+        while True:
+            position = view.max_tracking_id(APPLICATION_NAME)  # type: ignore[attr-defined]
+            notifications = app.recorder.select_notifications(
+                start=position, limit=batch_size, inclusive_of_start=False, topics=DOMAIN_TOPICS
+            )
+            if not notifications:
+                return done
+            if advance is None and start_progress is not None and len(notifications) == batch_size:
+                advance = start_progress((app.recorder.max_notification_id() or 0) - (position or 0))
+            batch = [
+                (app.mapper.to_domain_event(n), Tracking(APPLICATION_NAME, n.id))
+                for n in notifications
+            ]
+            try:
+                projection.process_batch(batch)
+            except (IntegrityError, sqlite3.IntegrityError):
+                projection = LedgerProjection(view)  # another process got there first
+                continue
+            done += len(batch)
+            if advance is not None:
+                advance(len(batch))
+    finally:
+        if advance is not None:
+            advance(-1)

@@ -90,9 +90,9 @@ def test_json_output_is_byte_stable(store_url):
 def test_refunds_and_filters(store_url):
     run(store_url, "append", "-", input=ndjson(wallet("p1"), buy("p1", 5000), quote("c1", "p1", commission=100)))
     rows = json.loads(run(store_url, "refunds", "--as-of", "2026-01-10T00:00:00Z", "--format", "json").output)
-    assert rows == [{"contact_id": "c1", "pro_id": "p1", "market": "pro360", "status": "Gérer", "unit": "USD",
+    assert rows == [{"contact_id": "c1", "pro_id": "p1", "market": "pro360", "status": "Gérer",
                      "charged": 100, "refunded": 0, "refundable": 100, "deadline": "2026-02-20T00:00:00Z",
-                     "as_of": "2026-01-10T00:00:00Z"}]
+                     "unit": "USD", "as_of": "2026-01-10T00:00:00Z"}]
     none = run(store_url, "refunds", "--status", "Expiré", "--as-of", "2026-01-10", "--format", "json")
     assert json.loads(none.output) == []
     later = run(store_url, "refunds", "--status", "Expiré", "--as-of", "2026-03-01", "--format", "json")

@@ -151,17 +151,17 @@ def test_statement_running_balance_and_period(ledger):
     rows = ledger.statement("p1")
     wallet_rows = [r for r in rows if r["account"] == "pro:p1:wallet"]
     assert [r["line"] for r in wallet_rows] == ["opening", *["posting"] * 5, "closing"]
-    assert [r["balance"] for r in wallet_rows] == [0, 10000, 8500, 6000, 7500, 8200, 8200]
+    assert [r["running_balance"] for r in wallet_rows] == [0, 10000, 8500, 6000, 7500, 8200, 8200]
     assert [r["account"] for r in rows] == sorted((r["account"] for r in rows), key=lambda a: (
         ("wallet", "advance", "card").index(a.rsplit(":", 1)[1]), a))  # sections: wallet first
     later = ledger.statement("p1", start=when(at(2)))
     later_wallet = [r for r in later if r["account"] == "pro:p1:wallet"]
-    assert [r["balance"] for r in later_wallet] == [8500, 6000, 7500, 8200, 8200]  # opens at 85.00
+    assert [r["running_balance"] for r in later_wallet] == [8500, 6000, 7500, 8200, 8200]  # opens at 85.00
     assert later_wallet[-1]["debit"] == sum(r["debit"] for r in later_wallet[1:-1])
     card = [r for r in later if r["account"] == "pro:p1:card"]
     assert [r["event_type"] for r in card] == [None, "CallMinutesBilled", None]
     early = ledger.statement("p1", end=when(at(0, 2)))
-    assert [r["balance"] for r in early] == [0, 10000, 10000]
+    assert [r["running_balance"] for r in early] == [0, 10000, 10000]
 
 
 def test_statement_of_unknown_pro_is_an_error(store_url):

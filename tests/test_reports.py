@@ -55,6 +55,8 @@ def test_tables_show_major_units_and_name_the_unit(demo_url):
     assert re.search(r"\bCRONO\s+80\s", bruno)
     rows = rows_of(run(demo_url, "refunds", "--as-of", "2026-02-01", "-f", "json"))
     assert rows[0]["charged"] == 1500 and rows[0]["unit"] == "USD"  # JSON stays in cents
+    assert list(rows[0]) == ["contact_id", "pro_id", "market", "status", "charged", "refunded", "refundable",
+                             "deadline", "unit", "as_of"]  # SPEC 8's fields first, in its order
 
 
 @pytest.mark.parametrize("args", [["balances"], ["refunds"], ["trial-balance"], ["statement", "pro-ana"],
@@ -173,12 +175,13 @@ def test_trial_balance_for_a_period_opens_moves_and_closes(demo_url):
     for row in later:
         key = (row["account"], row["unit"])
         assert row["opening"] == (upto_9[key]["balance"] if key in upto_9 else 0), key
-        assert row["closing"] == row["opening"] + row["debit"] - row["credit"]
-    assert {(r["account"], r["unit"]): r["closing"] for r in january} == {
+        assert row["balance"] == row["opening"] + row["debit"] - row["credit"]  # the closing balance
+    assert {(r["account"], r["unit"]): r["balance"] for r in january} == {
         k: r["balance"] for k, r in everything.items()}  # the demo happens in January
-    assert set(january[0]) == {"account", "unit", "opening", "debit", "credit", "closing", "as_of"}
+    # SPEC 8's fields first, in its order, then what a period adds
+    assert list(january[0]) == ["account", "unit", "debit", "credit", "balance", "opening", "as_of"]
     for unit in ("USD", "CRONO"):
-        assert sum(r["closing"] for r in later if r["unit"] == unit) == 0
+        assert sum(r["balance"] for r in later if r["unit"] == unit) == 0
 
 
 def test_trial_balance_filters(demo_url):
@@ -220,9 +223,12 @@ def test_statement_sections_refs_and_period_lines(demo_url):
     wallet_rows = [r for r in rows if r["account"] == "pro:pro-ana:wallet"]
     card_rows = [r for r in rows if r["account"] == "pro:pro-ana:card"]
     assert rows == wallet_rows + card_rows  # sections, never one mixed running balance
-    assert wallet_rows[0] == {**wallet_rows[0], "line": "opening", "balance": 8500,
+    assert wallet_rows[0] == {**wallet_rows[0], "line": "opening", "running_balance": 8500,
                               "occurred_at": "2026-01-07T00:00:00Z"}
-    assert wallet_rows[-1]["line"] == "closing" and wallet_rows[-1]["balance"] == 7300
+    assert wallet_rows[-1]["line"] == "closing" and wallet_rows[-1]["running_balance"] == 7300
+    # the fields a statement row always had come first, in their order
+    assert list(wallet_rows[1])[:9] == ["occurred_at", "event_type", "event_id", "contact_id", "account", "unit",
+                                        "debit", "credit", "running_balance"]
     assert wallet_rows[-1]["debit"] == sum(r["debit"] for r in wallet_rows[1:-1])
     assert card_rows[1]["card_ref"] == "card_visa_4242" and card_rows[1]["contact_id"] == "ct-1003"
     everything = rows_of(run(demo_url, "statement", "pro-ana", "-f", "json"))
@@ -231,7 +237,8 @@ def test_statement_sections_refs_and_period_lines(demo_url):
     refund = next(r for r in everything if r["event_type"] == "QuoteFeeRefunded")
     assert (refund["reason"], refund["contact_id"]) == ("suspected_recruitment", "ct-1004")
     csv_text = run(demo_url, "statement", "pro-ana", "-f", "csv").stdout
-    assert "stripe_ch_001" in csv_text and csv_text.splitlines()[0].startswith("line,account,unit,")
+    assert "stripe_ch_001" in csv_text
+    assert csv_text.splitlines()[0].startswith("occurred_at,event_type,event_id,contact_id,account,unit,debit,credit,running_balance,line,")
     only_card = rows_of(run(demo_url, "statement", "pro-ana", "--account", "card", "-f", "json"))
     assert {r["account"] for r in only_card} == {"pro:pro-ana:card"}
 
