@@ -1,0 +1,292 @@
+"""Write-path benchmark: leadledger beside the raw database floor, same run.
+
+    python benchmarks/ingest.py                          # both stores, 2000 pros x 15 rounds (~55k submissions)
+    python benchmarks/ingest.py --store postgres --rounds 80   # ~300k submissions
+    python benchmarks/ingest.py --repeat 3               # medians of 3
+
+For each store it measures, then prints one table (leadledger, raw floor, ratio):
+
+- append: the workload (benchmarks/workload.py) through ``Ledger.append_iter``,
+  every rule enforced, durable commits. Floor: the rows leadledger stored for it
+  (events and receipts, byte for byte) written again into empty copies of the
+  same tables with the same indexes, by the fastest bulk path the database has
+  (PostgreSQL ``COPY``; SQLite one ``executemany`` per table), one transaction,
+  durable. Both are given in submissions/s.
+- single: one submission per ``Ledger.append([one])`` on a reused Ledger (the
+  service's path) against one INSERT + COMMIT of an event row of the same size on
+  an open connection.
+- rebuild: ``Ledger.rebuild`` against reading every stored event row.
+
+The machine is shared: read the ratios, not one absolute figure. Prints figures,
+asserts nothing (speed lives here, not in timed tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from workload import submissions  # noqa: E402
+
+from leadledger import Ledger  # noqa: E402
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+SINGLES = 300  # single-submission appends timed per repeat
+
+
+# --- stores ----------------------------------------------------------------
+
+
+class Store:
+    """A fresh store for leadledger and raw access to the same database."""
+
+    kind: str
+    url: str
+
+    def fresh(self) -> None: ...
+    def stored_rows(self) -> dict[str, list[tuple[Any, ...]]]: ...
+    def bulk_write(self, rows: dict[str, list[tuple[Any, ...]]]) -> float: ...
+    def single_inserts(self, row: tuple[Any, ...], count: int) -> float: ...
+    def read_events(self) -> tuple[int, float]: ...
+
+
+class SQLiteStore(Store):
+    kind = "sqlite"
+
+    def __init__(self) -> None:
+        self.dir = tempfile.mkdtemp(prefix="leadledger-ingest-")
+        self.path = os.path.join(self.dir, "bench.db")
+        self.url = f"sqlite:///{self.path}"
+
+    def _connect(self, path: str) -> sqlite3.Connection:
+        # As eventsourcing opens it: WAL, synchronous FULL (the default), so a
+        # commit is durable on both sides.
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        return conn
+
+    def fresh(self) -> None:
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(self.path + suffix):
+                os.remove(self.path + suffix)
+
+    def stored_rows(self) -> dict[str, list[tuple[Any, ...]]]:
+        with self._connect(self.path) as conn:
+            return {
+                "stored_events": conn.execute("SELECT * FROM stored_events").fetchall(),
+                "leadledger_receipts": conn.execute("SELECT * FROM leadledger_receipts").fetchall(),
+            }
+
+    def _schema(self) -> list[str]:
+        with self._connect(self.path) as conn:
+            return [sql for (sql,) in conn.execute(
+                "SELECT sql FROM sqlite_master WHERE tbl_name IN ('stored_events', 'leadledger_receipts')"
+                " AND sql IS NOT NULL")]
+
+    def bulk_write(self, rows: dict[str, list[tuple[Any, ...]]]) -> float:
+        path = os.path.join(self.dir, "floor.db")
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                os.remove(path + suffix)
+        schema = self._schema()
+        conn = self._connect(path)
+        for sql in schema:
+            conn.execute(sql)
+        start = time.perf_counter()
+        conn.execute("BEGIN")
+        for table, table_rows in rows.items():
+            marks = ",".join("?" * len(table_rows[0]))
+            conn.executemany(f"INSERT INTO {table} VALUES ({marks})", table_rows)
+        conn.execute("COMMIT")
+        elapsed = time.perf_counter() - start
+        conn.close()
+        return elapsed
+
+    def single_inserts(self, row: tuple[Any, ...], count: int) -> float:
+        path = os.path.join(self.dir, "single.db")
+        conn = self._connect(path)
+        conn.execute("CREATE TABLE IF NOT EXISTS t (originator_id TEXT, originator_version INTEGER,"
+                     " topic TEXT, state BLOB, PRIMARY KEY (originator_id, originator_version))")
+        start = time.perf_counter()
+        for i in range(count):
+            conn.execute("BEGIN")
+            conn.execute("INSERT INTO t VALUES (?, ?, ?, ?)", (row[0], time.time_ns() + i, row[2], row[3]))
+            conn.execute("COMMIT")
+        elapsed = time.perf_counter() - start
+        conn.close()
+        return elapsed
+
+    def read_events(self) -> tuple[int, float]:
+        conn = self._connect(self.path)
+        start = time.perf_counter()
+        count = 0
+        for _ in conn.execute("SELECT rowid, * FROM stored_events ORDER BY rowid"):
+            count += 1
+        elapsed = time.perf_counter() - start
+        conn.close()
+        return count, elapsed
+
+
+class PostgresStore(Store):
+    kind = "postgres"
+
+    def __init__(self, dbname: str = "leadledger_ingest_bench") -> None:
+        self.dbname = dbname
+        self.url = f"postgresql://postgres@127.0.0.1:5432/{dbname}"
+
+    def _connect(self, dbname: str | None = None, autocommit: bool = False) -> Any:
+        import psycopg
+
+        return psycopg.connect(host="127.0.0.1", port=5432, user="postgres",
+                               dbname=dbname or self.dbname, autocommit=autocommit)
+
+    def fresh(self) -> None:
+        with self._connect("postgres", autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {self.dbname} WITH (FORCE)")
+            conn.execute(f"CREATE DATABASE {self.dbname}")
+        with Ledger.from_url(self.url) as ledger:
+            ledger.init()
+
+    def stored_rows(self) -> dict[str, list[tuple[Any, ...]]]:
+        with self._connect() as conn:
+            return {
+                "leadledger_events": conn.execute(
+                    "SELECT originator_id, originator_version, topic, state FROM leadledger_events"
+                    " ORDER BY notification_id").fetchall(),
+                "leadledger_receipts": conn.execute("SELECT * FROM leadledger_receipts").fetchall(),
+            }
+
+    def bulk_write(self, rows: dict[str, list[tuple[Any, ...]]]) -> float:
+        columns = {"leadledger_events": "(originator_id, originator_version, topic, state)",
+                   "leadledger_receipts": ""}
+        with self._connect(autocommit=True) as conn:
+            for table in rows:
+                conn.execute(f"DROP TABLE IF EXISTS floor_{table}")
+                conn.execute(f"CREATE TABLE floor_{table} (LIKE {table} INCLUDING ALL)")
+            if "leadledger_events" in rows:  # bigserial: its own sequence, as the real one
+                conn.execute("ALTER TABLE floor_leadledger_events ALTER notification_id DROP DEFAULT")
+                conn.execute("CREATE SEQUENCE IF NOT EXISTS floor_seq")
+                conn.execute("ALTER TABLE floor_leadledger_events"
+                             " ALTER notification_id SET DEFAULT nextval('floor_seq')")
+        with self._connect() as conn:
+            start = time.perf_counter()
+            with conn.transaction(), conn.cursor() as cur:
+                for table, table_rows in rows.items():
+                    with cur.copy(f"COPY floor_{table} {columns[table]} FROM STDIN") as copy:
+                        for row in table_rows:
+                            copy.write_row(row)
+            elapsed = time.perf_counter() - start
+        with self._connect(autocommit=True) as conn:
+            for table in rows:
+                conn.execute(f"DROP TABLE floor_{table}")
+        return elapsed
+
+    def single_inserts(self, row: tuple[Any, ...], count: int) -> float:
+        import uuid
+
+        with self._connect(autocommit=True) as conn:
+            conn.execute("DROP TABLE IF EXISTS floor_single")
+            conn.execute("CREATE TABLE floor_single (LIKE leadledger_events INCLUDING ALL)")
+        with self._connect() as conn:
+            start = time.perf_counter()
+            for _ in range(count):
+                with conn.transaction():
+                    conn.execute("INSERT INTO floor_single (originator_id, originator_version, topic, state)"
+                                 " VALUES (%s, %s, %s, %s)", (uuid.uuid4(), 1, row[2], row[3]))
+            elapsed = time.perf_counter() - start
+        with self._connect(autocommit=True) as conn:
+            conn.execute("DROP TABLE floor_single")
+        return elapsed
+
+    def read_events(self) -> tuple[int, float]:
+        with self._connect() as conn:
+            start = time.perf_counter()
+            count = 0
+            with conn.cursor(name="read_all") as cur:
+                cur.itersize = 10_000
+                cur.execute("SELECT notification_id, originator_id, originator_version, topic, state"
+                            " FROM leadledger_events ORDER BY notification_id")
+                for _ in cur:
+                    count += 1
+            return count, time.perf_counter() - start
+
+
+# --- measurements ----------------------------------------------------------
+
+
+def measure(store: Store, lines: list[str], singles: list[str]) -> dict[str, tuple[float, float, str]]:
+    """name -> (leadledger figure, floor figure, unit); higher is better."""
+    store.fresh()
+    with Ledger.from_url(store.url) as ledger:
+        start = time.perf_counter()
+        count = 0
+        for _ in ledger.append_iter(lines):
+            count += 1
+        append_s = time.perf_counter() - start
+        assert count == len(lines)
+        # One submission per call on the same Ledger: what a service does.
+        start = time.perf_counter()
+        for line in singles:
+            ledger.append([line])
+        single_s = time.perf_counter() - start
+        events = ledger.log_size()
+        start = time.perf_counter()
+        ledger.rebuild()
+        rebuild_s = time.perf_counter() - start
+    rows = store.stored_rows()
+    floor_s = store.bulk_write(rows)
+    event_table = next(iter(rows)) if store.kind == "postgres" else "stored_events"
+    sample = rows[event_table][len(rows[event_table]) // 2]
+    single_floor_s = store.single_inserts(sample, len(singles))
+    read_count, read_s = store.read_events()
+    return {
+        "append (submissions/s)": (count / append_s, count / floor_s, "bulk write of the same rows"),
+        "single append (calls/s)": (len(singles) / single_s, len(singles) / single_floor_s,
+                                    "INSERT+COMMIT of one row"),
+        "rebuild (events/s)": (events / rebuild_s, read_count / read_s, "read every event row"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--store", choices=["sqlite", "postgres", "both"], default="both")
+    parser.add_argument("--pros", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--repeat", type=int, default=1, help="runs per store; medians are printed")
+    args = parser.parse_args()
+
+    # Submissions past the workload's end, for the single appends: fresh contacts.
+    all_lines = list(submissions(args.pros, args.rounds + 1))
+    workload = list(submissions(args.pros, args.rounds))
+    singles = [line for line in all_lines[len(workload):] if '"QuoteSent"' in line][:SINGLES]
+    stores: list[Callable[[], Store]] = []
+    if args.store in ("sqlite", "both"):
+        stores.append(SQLiteStore)
+    if args.store in ("postgres", "both"):
+        stores.append(PostgresStore)
+    print(f"workload: {len(workload):,} submissions ({args.pros} pros x {args.rounds} rounds); "
+          f"{len(singles)} single appends; {args.repeat} run(s) per store, medians", flush=True)
+    print(f"\n| store | what | leadledger | raw floor, same run | ratio |")
+    print("| --- | --- | ---: | ---: | ---: |")
+    for make in stores:
+        store = make()
+        runs = [measure(store, workload, singles) for _ in range(args.repeat)]
+        for name in runs[0]:
+            ours = statistics.median(run[name][0] for run in runs)
+            floor = statistics.median(run[name][1] for run in runs)
+            print(f"| {store.kind} | {name} | {ours:,.0f} | {floor:,.0f} ({runs[0][name][2]}) | "
+                  f"{ours / floor:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
