@@ -33,10 +33,16 @@ def fail(code: str, message: str, exit_code: int) -> None:
     sys.exit(exit_code)
 
 
-def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
-    """User and store errors become one line on stderr and an exit code, never a traceback."""
+def _persistence_error() -> type[BaseException]:
+    # Evaluated only when an exception reaches that clause: `--help` starts
+    # without importing eventsourcing.
     from eventsourcing.persistence import PersistenceError
 
+    return PersistenceError
+
+
+def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
+    """User and store errors become one line on stderr and an exit code, never a traceback."""
     from leadledger.cli.lines import NotNDJSON
     from leadledger.errors import LedgerError, Rejection
 
@@ -50,7 +56,7 @@ def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
             fail(exc.code, exc.message, EXIT_USAGE if exc.code in USAGE_CODES else EXIT_STORE)
         except NotNDJSON as exc:
             fail("usage", str(exc), EXIT_USAGE)
-        except (PersistenceError, sqlite3.Error) as exc:  # the store failed, not our code
+        except (_persistence_error(), sqlite3.Error) as exc:  # the store failed, not our code
             fail("store", " ".join(str(exc).split())[:300] or type(exc).__name__, EXIT_STORE)
         except (click.exceptions.Exit, click.ClickException, SystemExit, KeyboardInterrupt):
             raise

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import BinaryIO, Iterator
 
 from leadledger.errors import INVALID_SUBMISSION, Rejection
-from leadledger.submissions import MAX_LINE_BYTES
+from leadledger.limits import MAX_LINE_BYTES
 
 _SKIP_CHUNK = 1 << 16
 _UTF8_BOM = b"\xef\xbb\xbf"

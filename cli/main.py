@@ -23,7 +23,6 @@ from leadledger.cli.lines import read_lines
 from leadledger.cli.output import render, write_csv, write_json
 from leadledger.cli.params import Duration, Timestamp
 from leadledger.store import postgres_schema_sql
-from leadledger.timefmt import format_utc, parse_utc
 
 TIME = Timestamp(end=True)
 

@@ -12,7 +12,7 @@ import bisect
 import math
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from functools import singledispatchmethod
+from functools import lru_cache, singledispatchmethod
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -21,16 +21,20 @@ from eventsourcing.domain import Aggregate
 from leadledger import events as ev
 
 NAMESPACE = uuid5(NAMESPACE_URL, "https://leadledger.invalid/aggregates")
+ID_CACHE_SIZE = 1 << 16  # business key -> uuid5 per kind: a chunk asks for each id 3-4 times
 
 
+@lru_cache(maxsize=ID_CACHE_SIZE)
 def wallet_id(pro_id: str) -> UUID:
     return uuid5(NAMESPACE, f"wallet:{pro_id}")
 
 
+@lru_cache(maxsize=ID_CACHE_SIZE)
 def contact_id_to_uuid(contact_id: str) -> UUID:
     return uuid5(NAMESPACE, f"contact:{contact_id}")
 
 
+@lru_cache(maxsize=ID_CACHE_SIZE)
 def customer_id_to_uuid(customer_id: str) -> UUID:
     return uuid5(NAMESPACE, f"customer:{customer_id}")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 from uuid import UUID, uuid5
 
 from eventsourcing.application import AggregateNotFoundError, Repository
@@ -94,18 +94,25 @@ class UnitOfWork:
         self.events.extend(aggregate.collect_events())
 
 
+_KEY_FIELDS = (("pro_id", wallet_id), ("contact_id", contact_id_to_uuid),
+               ("customer_id", customer_id_to_uuid), ("fee_ref", contact_id_to_uuid))
+# Per submission type, the fields that name aggregates: hasattr on a pydantic
+# model raises and catches inside for every absent field (~1 us each).
+_KEYS_OF: dict[type, tuple[tuple[str, Callable[[str], UUID]], ...]] = {}
+
+
+def _keys_of(kind: type) -> tuple[tuple[str, Callable[[str], UUID]], ...]:
+    keys = _KEYS_OF.get(kind)
+    if keys is None:
+        fields = getattr(kind, "model_fields", None) or getattr(kind, "__dataclass_fields__", {})
+        keys = _KEYS_OF[kind] = tuple((name, to_id) for name, to_id in _KEY_FIELDS if name in fields)
+    return keys
+
+
 def ids_touched(submission: Any) -> list[UUID]:
     """Aggregates a submission will read, known without reading anything."""
-    ids = []
-    if hasattr(submission, "pro_id"):
-        ids.append(wallet_id(submission.pro_id))
-    if hasattr(submission, "contact_id"):
-        ids.append(contact_id_to_uuid(submission.contact_id))
-    if hasattr(submission, "customer_id"):
-        ids.append(customer_id_to_uuid(submission.customer_id))
-    if getattr(submission, "fee_ref", None):
-        ids.append(contact_id_to_uuid(submission.fee_ref))
-    return ids
+    return [to_id(value) for name, to_id in _keys_of(type(submission))
+            if (value := getattr(submission, name))]
 
 
 @dataclass(frozen=True)
@@ -116,6 +123,12 @@ class Outcome:
     recorded: tuple[str, ...] = ()
 
 
+def is_internal(submission: Any) -> bool:
+    """The ledger's own submissions (the sweep's). Asked of the class: a missing
+    attribute on a pydantic model costs an exception inside __getattr__."""
+    return getattr(type(submission), "internal", False)
+
+
 def decide(uow: UnitOfWork, submission: Any) -> Outcome:
     """Judge one submission against the facts in ``uow``; record it or reject it.
 
@@ -123,7 +136,7 @@ def decide(uow: UnitOfWork, submission: Any) -> Outcome:
     no clock check: the aggregates' state makes them idempotent, and no sender's
     event_id can stand in their way.
     """
-    internal = getattr(submission, "internal", False)
+    internal = is_internal(submission)
     if not internal:
         digest = _sha256(sub.canonical_content(submission))
         receipt = uow.receipt(submission.event_id)
@@ -158,9 +171,10 @@ def _policy_of(uow: UnitOfWork, submission: Any) -> MarketPolicy | None:
     if isinstance(submission, sub.WalletOpened):
         return current_policy(submission.market)
     wallet = None
-    if hasattr(submission, "pro_id"):
+    fields = {name for name, _ in _keys_of(type(submission))}
+    if "pro_id" in fields:
         wallet = uow.wallet(submission.pro_id)
-    elif hasattr(submission, "contact_id"):
+    elif "contact_id" in fields:
         contact = uow.contact(submission.contact_id)
         wallet = uow.wallet(contact.pro_id) if contact is not None else None
     return market_policy(wallet.market, wallet.policy_version) if wallet is not None else None

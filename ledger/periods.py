@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 
-from leadledger.submissions import EARLIEST, LATEST, within_range
+from leadledger.limits import EARLIEST, LATEST, within_range
 from leadledger.timefmt import format_utc, parse_utc
 
 

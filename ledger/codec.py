@@ -1,0 +1,78 @@
+"""The stored events' JSON, written and read by orjson instead of the json module.
+
+The bytes are eventsourcing's own format (``{"_type_": "datetime_iso", "_data_":
+...}`` for datetimes, dates and UUIDs; compact separators; UTF-8): a store
+written by either transcoder reads with the other, and eventsourcing's own
+readers keep working. orjson encodes UUIDs and datetimes natively, in a
+different shape, so those values are tagged first by one flat walk (event
+states are flat dicts, with the odd nested one).
+
+Measured on the ingest benchmark's events (py-spy, PostgreSQL): the json
+module's encoder with its ``default`` hook was ~10% of an append and its
+decoder with ``object_hook`` ~16% of a rebuild.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from eventsourcing.persistence import JSONTranscoder
+
+_PLAIN = frozenset({str, int, bool, type(None)})
+
+
+class FastJSONTranscoder(JSONTranscoder):
+    """eventsourcing's JSONTranscoder, byte for byte, at orjson's speed."""
+
+    def encode(self, obj: Any) -> bytes:
+        try:
+            if type(obj) is dict:  # an event's state: one flat pass, nested values recurse
+                tag, plain = self._tag, _PLAIN
+                return orjson.dumps({key: value if type(value) in plain else tag(value)
+                                     for key, value in obj.items()})
+            return orjson.dumps(self._tag(obj))
+        except (orjson.JSONEncodeError, TypeError):
+            # Integers past 64 bits, lone surrogates, unregistered types: the
+            # json module says what eventsourcing would have said.
+            return super().encode(obj)
+
+    def decode(self, data: bytes) -> Any:
+        try:
+            obj = orjson.loads(data)
+            return self._untag(obj)
+        except (orjson.JSONDecodeError, _NotExact):
+            return super().decode(data)
+
+    def _tag(self, value: Any) -> Any:
+        kind = type(value)
+        if kind in _PLAIN:
+            return value
+        transcoding = self.types.get(kind)
+        if transcoding is None:
+            if kind is float:  # orjson writes 1e16 where json writes 1e+16: json's bytes
+                raise TypeError("float")
+            if isinstance(value, dict):
+                return {key: self._tag(item) for key, item in value.items()}
+            if isinstance(value, (list, tuple)):
+                return [self._tag(item) for item in value]
+            return value  # orjson raises; encode() falls back to say why
+        return {"_type_": transcoding.name, "_data_": self._tag(transcoding.encode(value))}
+
+    def _untag(self, value: Any) -> Any:
+        kind = type(value)
+        if kind is dict:
+            if len(value) == 2 and "_type_" in value and "_data_" in value:
+                return self._decode_obj({"_type_": value["_type_"], "_data_": self._untag(value["_data_"])})
+            return {key: self._untag(item) for key, item in value.items()}
+        if kind is list:
+            return [self._untag(item) for item in value]
+        if kind is float:
+            # orjson reads an integer past 64 bits as a float: the json module
+            # reads every number exactly (the ledger stores no floats anyway).
+            raise _NotExact
+        return value
+
+
+class _NotExact(Exception):
+    pass
