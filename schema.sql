@@ -9,6 +9,8 @@ DO $$ BEGIN CREATE TYPE stored_event_uuid AS (originator_id uuid, originator_ver
 
 CREATE TABLE IF NOT EXISTS leadledger_receipts ( event_id uuid PRIMARY KEY, submission_type text NOT NULL, content_sha256 text NOT NULL, recorded text NOT NULL, occurred_at text NOT NULL);
 
+CREATE TABLE IF NOT EXISTS leadledger_snapshots ( originator_id uuid PRIMARY KEY, originator_version bigint NOT NULL, state bytea NOT NULL);
+
 CREATE TABLE IF NOT EXISTS leadledger_tracking ( application_name text, notification_id bigint, PRIMARY KEY (application_name));
 
 INSERT INTO leadledger_tracking VALUES ('__migration__', 1) ON CONFLICT DO NOTHING;

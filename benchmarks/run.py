@@ -38,7 +38,7 @@ def _high_water_kib(pid: int) -> int:
     return 0
 
 
-def run_command(url: str, *args: str) -> tuple[float, float]:
+def run_command(url: str, *args: str, ok_codes: tuple[int, ...] = (0,)) -> tuple[float, float]:
     """Wall seconds and peak RSS (MiB) of one `leadledger` process.
 
     The peak is the child's own high-water mark (VmHWM, sampled until it exits):
@@ -52,7 +52,7 @@ def run_command(url: str, *args: str) -> tuple[float, float]:
         peak_kib = max(peak_kib, _high_water_kib(proc.pid))
         time.sleep(0.02)
     elapsed = time.perf_counter() - start
-    if proc.returncode != 0:
+    if proc.returncode not in ok_codes:
         raise SystemExit(f"{args} failed: {proc.stderr.read().decode() if proc.stderr else ''}")
     return elapsed, peak_kib / 1024
 

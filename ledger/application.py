@@ -32,7 +32,7 @@ from eventsourcing.persistence import (
     Transcoding,
 )
 
-from leadledger import errors, eventlog
+from leadledger import errors, eventlog, snapshots
 from leadledger.codec import FastJSONTranscoder
 from leadledger.aggregates import Contact, Wallet, wallet_id
 from leadledger.loader import load_many
@@ -41,6 +41,7 @@ from leadledger.commands import Outcome, UnitOfWork, UnreadRefundDue, decide, id
 from leadledger.errors import LedgerError, Rejection
 from leadledger.store import (
     EVENTS_TABLE,
+    SNAPSHOTS_TABLE,
     TRACKING_TABLE,
     POSTGRES_EVENT_STORE_DDL,
     StoreConfig,
@@ -121,6 +122,7 @@ class Ledger:
         self._app: LedgerApp | None = None
         self._view: Any = None
         self._warm: dict[Any, Any] = {}
+        self._snapshot_versions: dict[Any, int] = {}  # wallet id -> version of its stored snapshot
         self._recorded_since_analyze = 0
         # progress(task, total) -> advance(n), advance(-1) closes: the CLI shows a
         # bar on a terminal. The API's default shows nothing.
@@ -174,12 +176,16 @@ class Ledger:
     @staticmethod
     def _check_initialised(view: Any) -> None:
         rows = view.query(f"SELECT to_regclass('{EVENTS_TABLE}') IS NOT NULL AS ok,"
-                          f" to_regclass('{RECEIPTS_TABLE}') IS NOT NULL AS receipts")
+                          f" to_regclass('{RECEIPTS_TABLE}') IS NOT NULL AS receipts,"
+                          f" to_regclass('{SNAPSHOTS_TABLE}') IS NOT NULL AS snapshots")
         if not rows[0]["ok"]:
             raise LedgerError("store_not_initialised", "run `leadledger init` on this database first")
         if not rows[0]["receipts"]:
             raise LedgerError("store_not_initialised", "this database predates leadledger 0.2: "
                               "run `leadledger init` on it (it migrates the receipts)")
+        if not rows[0]["snapshots"]:
+            raise LedgerError("store_not_initialised", "this database predates leadledger 0.4: "
+                              "run `leadledger init` on it (it adds the wallet snapshots table)")
 
     def init(self) -> None:
         """Create the schema (idempotent). On PostgreSQL this applies schema.sql."""
@@ -223,6 +229,7 @@ class Ledger:
         """Like ``append``, yielding each chunk's results once the chunk is committed."""
         items = _parsed(submissions)
         self._warm = {}  # staleness is bounded by one call: start from the store
+        self._snapshot_versions = {}
         if atomic:
             # Counted while reading: an oversized batch is refused before it is held.
             batch = list(itertools.islice(items, MAX_ATOMIC_BATCH + 1))
@@ -234,6 +241,7 @@ class Ledger:
             yield from self._commit(batch, atomic=True)
         else:
             yield from self._commit_chunks(items)
+        self._write_snapshots()
         if self._recorded_since_analyze >= ANALYZE_AFTER_EVENTS:
             self.analyze()
 
@@ -249,11 +257,36 @@ class Ledger:
         uow.receipts.update(load_receipts(app.recorder, list(
             {item.event_id for item in items if not is_internal(item)})))
         ids = uow.missing({i for item in items for i in ids_touched(item)})
-        uow.preload(load_many(app, ids))
+        versions = self._snapshot_versions
+        uow.preload(load_many(app, ids, snapshot_versions=versions))
         # Contacts name their pro: load those wallets too.
         pro_ids = {a.pro_id for a in uow.loaded().values() if isinstance(a, Contact)}
-        uow.preload(load_many(app, uow.missing({wallet_id(p) for p in pro_ids})))
+        uow.preload(load_many(app, uow.missing({wallet_id(p) for p in pro_ids}), snapshot_versions=versions))
         return uow
+
+    def _write_snapshots(self) -> int:
+        """Snapshot the committed wallets that grew by SNAPSHOT_EVERY events since
+        their last snapshot. A cache: a failure here costs a later replay, never
+        an acknowledged submission (those are committed already)."""
+        due = snapshots.due(self._warm.values(), self._snapshot_versions)
+        if not due:
+            return 0
+        app, _ = self._open()
+        sqlite = self.config.kind == "sqlite"
+        mark = "?" if sqlite else "%s"
+        upsert = (f"INSERT INTO {SNAPSHOTS_TABLE} VALUES ({mark}, {mark}, {mark})"
+                  # The latest writer wins: any snapshot whose last event is in the log
+                  # is a valid one (the loader checks that), a stale one is replaced.
+                  " ON CONFLICT (originator_id) DO UPDATE SET originator_version = excluded.originator_version,"
+                  " state = excluded.state")
+        try:
+            with app.factory.datastore.transaction(commit=True) as curs:  # type: ignore[attr-defined]
+                curs.executemany(upsert, snapshots.rows(due, as_text=sqlite))
+        except (PersistenceError, sqlite3.Error):
+            return 0
+        for wallet in due:
+            self._snapshot_versions[wallet.id] = wallet.version
+        return len(due)
 
     def _keep_warm(self, uow: UnitOfWork | None) -> None:
         """After a commit the unit of work's wallets and contacts are the stored state:

@@ -29,7 +29,7 @@ from eventsourcing.persistence import StoredEvent
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 
 from leadledger.loader import select_by_ids
-from leadledger.store import RECEIPTS_TABLE, SQLITE_RECEIPTS_DDL
+from leadledger.store import RECEIPTS_TABLE, SQLITE_RECEIPTS_DDL, SQLITE_SNAPSHOTS_DDL
 
 
 
@@ -57,7 +57,7 @@ class Receipt:
 
 class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
     def construct_create_table_statements(self) -> list[str]:
-        return [*super().construct_create_table_statements(), SQLITE_RECEIPTS_DDL]
+        return [*super().construct_create_table_statements(), SQLITE_RECEIPTS_DDL, SQLITE_SNAPSHOTS_DDL]
 
     def _insert_events(self, c: SQLiteCursor, stored_events: Sequence[StoredEvent],
                        **kwargs: Any) -> Sequence[int] | None:

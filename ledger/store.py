@@ -26,6 +26,17 @@ SQLITE_RECEIPTS_DDL = (
     " event_id TEXT PRIMARY KEY, submission_type TEXT NOT NULL,"
     " content_sha256 TEXT NOT NULL, recorded TEXT NOT NULL, occurred_at TEXT NOT NULL)"
 )
+SNAPSHOTS_TABLE = "leadledger_snapshots"
+# One row per wallet, its latest snapshot (ledger/snapshots.py): a cache of the
+# log, never a source of truth.
+SQLITE_SNAPSHOTS_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {SNAPSHOTS_TABLE} ("
+    " originator_id TEXT PRIMARY KEY, originator_version INTEGER NOT NULL, state BLOB NOT NULL)"
+)
+POSTGRES_SNAPSHOTS_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {SNAPSHOTS_TABLE} ("
+    " originator_id uuid PRIMARY KEY, originator_version bigint NOT NULL, state bytea NOT NULL)"
+)
 POSTGRES_RECEIPTS_DDL = (
     f"CREATE TABLE IF NOT EXISTS {RECEIPTS_TABLE} ("
     " event_id uuid PRIMARY KEY, submission_type text NOT NULL,"
@@ -103,6 +114,7 @@ POSTGRES_EVENT_STORE_DDL = (
     " EXCEPTION WHEN duplicate_object THEN NULL; END $$",
     # Idempotency receipts, keyed by the sender's event_id (ledger/recorders.py).
     POSTGRES_RECEIPTS_DDL,
+    POSTGRES_SNAPSHOTS_DDL,
     f"CREATE TABLE IF NOT EXISTS {TRACKING_TABLE} ("
     " application_name text, notification_id bigint, PRIMARY KEY (application_name))",
     # Marks the tracking table as single-row (eventsourcing's migration record).

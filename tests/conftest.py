@@ -15,7 +15,7 @@ import pytest
 
 from leadledger import Ledger
 from leadledger.recorders import RECEIPTS_TABLE
-from leadledger.store import EVENTS_TABLE, TRACKING_TABLE
+from leadledger.store import EVENTS_TABLE, SNAPSHOTS_TABLE, TRACKING_TABLE
 from leadledger.projections.tables import READ_MODEL_TABLES
 
 PG_URL = os.environ.get(
@@ -52,7 +52,7 @@ def postgres_ready() -> str | None:
             if not exists:
                 conn.execute(f'CREATE DATABASE "{dbname}"')
         with _connect(dbname) as conn:  # the schema of this code, not of an older run
-            for table in (EVENTS_TABLE, TRACKING_TABLE, RECEIPTS_TABLE, *READ_MODEL_TABLES):
+            for table in (EVENTS_TABLE, TRACKING_TABLE, RECEIPTS_TABLE, SNAPSHOTS_TABLE, *READ_MODEL_TABLES):
                 conn.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
             conn.execute("DROP TYPE IF EXISTS stored_event_uuid CASCADE")
         with Ledger.from_url(PG_URL) as ledger:
@@ -65,7 +65,7 @@ def postgres_ready() -> str | None:
 
 def reset_postgres() -> None:
     with _connect(urlparse(PG_URL).path.lstrip("/")) as conn:
-        tables = ", ".join((EVENTS_TABLE, RECEIPTS_TABLE, *READ_MODEL_TABLES))
+        tables = ", ".join((EVENTS_TABLE, RECEIPTS_TABLE, SNAPSHOTS_TABLE, *READ_MODEL_TABLES))
         conn.execute(f"TRUNCATE {tables} RESTART IDENTITY")
         conn.execute(f"DELETE FROM {TRACKING_TABLE} WHERE application_name <> '__migration__'")
 
