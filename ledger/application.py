@@ -258,9 +258,11 @@ class Ledger:
             {item.event_id for item in items if not is_internal(item)})))
         ids = uow.missing({i for item in items for i in ids_touched(item)})
         versions = self._snapshot_versions
-        uow.preload(load_many(app, ids, snapshot_versions=versions))
-        # Contacts name their pro: load those wallets too.
-        pro_ids = {a.pro_id for a in uow.loaded().values() if isinstance(a, Contact)}
+        loaded = load_many(app, ids, snapshot_versions=versions)
+        uow.preload(loaded)
+        # Contacts name their pro: load those wallets too (a warm contact's wallet
+        # is warm: wallets are the last thing the cache lets go of).
+        pro_ids = {a.pro_id for a in loaded.values() if isinstance(a, Contact)}
         uow.preload(load_many(app, uow.missing({wallet_id(p) for p in pro_ids}), snapshot_versions=versions))
         return uow
 
@@ -294,8 +296,14 @@ class Ledger:
         if uow is None:
             self._warm = {}
             return
-        keep = (Wallet, Contact) if len(uow.loaded()) < MAX_WARM_AGGREGATES else (Wallet,)
-        self._warm = {i: a for i, a in uow.loaded().items() if isinstance(a, keep)}
+        self._warm = uow.loaded()
+        # Only wallets and contacts stay warm: a customer (or an id found absent) is
+        # read again by the next chunk, so a concurrent termination is seen there.
+        for aggregate_id in uow.fetched:
+            if not isinstance(self._warm.get(aggregate_id), (Wallet, Contact)):
+                self._warm.pop(aggregate_id, None)
+        if len(self._warm) >= MAX_WARM_AGGREGATES:  # bounded memory: wallets stay
+            self._warm = {i: a for i, a in self._warm.items() if isinstance(a, Wallet)}
 
     def _commit(self, batch: list[tuple[str | None, Any]], *, atomic: bool) -> list[AppendResult]:
         conflicts = lost = 0

@@ -62,7 +62,21 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
     def _insert_events(self, c: SQLiteCursor, stored_events: Sequence[StoredEvent],
                        **kwargs: Any) -> Sequence[int] | None:
         receipts: Sequence[Receipt] = kwargs.pop("receipts", ())
-        ids = super()._insert_events(c, stored_events, **kwargs)
+        # One executemany (sqlite3's C loop) instead of eventsourcing's execute per
+        # row for its lastrowid (~13% of an append). The write transaction holds
+        # SQLite's one writer lock from the first row on, and rowids are max+1:
+        # the new positions are the last len(stored_events) ones.
+        c.executemany(self.insert_events_statement, [
+            (s.originator_id.hex if isinstance(s.originator_id, UUID) else s.originator_id,
+             s.originator_version, s.topic, s.state) for s in stored_events])
+        ids: list[int] = []
+        if stored_events:
+            c.execute(f"SELECT max(rowid) FROM {self.events_table_name}")
+            last = c.fetchone()[0]
+            ids = list(range(last - len(stored_events) + 1, last + 1))
+        tracking = kwargs.get("tracking")
+        if tracking is not None:
+            self._insert_tracking(c, tracking)
         if receipts:
             c.executemany(f"INSERT INTO {RECEIPTS_TABLE} VALUES (?, ?, ?, ?, ?)",
                           [r.row(as_text=True) for r in receipts])
