@@ -40,6 +40,19 @@ class FastJSONTranscoder(JSONTranscoder):
     def decode(self, data: bytes) -> Any:
         try:
             obj = orjson.loads(data)
+            if type(obj) is dict:  # an event's state: only nested values need a look
+                untag, names = self._untag, self.names
+                for key, value in obj.items():
+                    kind = type(value)
+                    if kind is dict:
+                        # The common tagged scalar (a datetime, a UUID, a date), inline.
+                        inner = value.get("_data_")
+                        transcoding = names.get(value.get("_type_")) if type(inner) is str else None
+                        obj[key] = (transcoding.decode(inner) if transcoding is not None and len(value) == 2
+                                    else untag(value))
+                    elif kind is list or kind is float:
+                        obj[key] = untag(value)
+                return obj
             return self._untag(obj)
         except (orjson.JSONDecodeError, _NotExact):
             return super().decode(data)

@@ -8,6 +8,7 @@ work asserts it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -114,6 +115,11 @@ def _keys_of(kind: type) -> tuple[tuple[str, Callable[[str], UUID]], ...]:
     return keys
 
 
+@functools.lru_cache(maxsize=None)  # one entry per submission type
+def _key_names(kind: type) -> frozenset[str]:
+    return frozenset(name for name, _ in _keys_of(kind))
+
+
 def ids_touched(submission: Any) -> list[UUID]:
     """Aggregates a submission will read, known without reading anything."""
     return [to_id(value) for name, to_id in _keys_of(type(submission))
@@ -163,7 +169,7 @@ def decide(uow: UnitOfWork, submission: Any) -> Outcome:
     except Rejection as rejection:
         assert len(uow.events) == mark, "a rule rejected after recording"
         return Outcome("rejected", rejection.code, rejection.message)
-    recorded = tuple(type(event).__name__ for event in uow.events[mark:])
+    recorded = tuple([type(event).__name__ for event in uow.events[mark:]])
     assert recorded, "an accepted submission records at least one event"
     if not internal:
         uow.accepted(Receipt(submission.event_id, submission.type, digest, recorded,
@@ -176,7 +182,7 @@ def _policy_of(uow: UnitOfWork, submission: Any) -> MarketPolicy | None:
     if isinstance(submission, sub.WalletOpened):
         return current_policy(submission.market)
     wallet = None
-    fields = {name for name, _ in _keys_of(type(submission))}
+    fields = _key_names(type(submission))
     if "pro_id" in fields:
         wallet = uow.wallet(submission.pro_id)
     elif "contact_id" in fields:

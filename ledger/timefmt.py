@@ -23,7 +23,9 @@ def format_utc(moment: datetime) -> str:
 
 def sortable_utc(moment: datetime) -> str:
     """Fixed-width UTC text: lexical order is time order (read-model columns)."""
-    return to_utc(moment).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if moment.tzinfo is not timezone.utc:
+        moment = to_utc(moment)
+    return moment.isoformat(timespec="microseconds")[:-6] + "Z"  # strftime's text, faster
 
 
 def parse_utc(text: str) -> datetime:

@@ -21,7 +21,7 @@ from eventsourcing.utils import get_topic
 from leadledger.events import DOMAIN_EVENT_CLASSES, LEGACY_TOPICS
 from leadledger.timefmt import sortable_utc
 from leadledger.projections.journal import Rows, WalletFacts, check_balanced, rows_for
-from leadledger.projections.tables import READ_MODEL_DDL, READ_MODEL_TABLES
+from leadledger.projections.tables import READ_MODEL_DDL, READ_MODEL_TABLES, SECONDARY_INDEXES
 
 APPLICATION_NAME = "LeadLedger"
 # Receipts (SubmissionAccepted) feed no read model: the catch-up skips them in SQL.
@@ -135,6 +135,8 @@ class LedgerViewMixin:
         with self.datastore.transaction(commit=True) as curs:
             self.lock_projection(curs)
             self.clear_tables(curs)
+            for name, _ in SECONDARY_INDEXES:
+                curs.execute(f"DROP INDEX IF EXISTS {name}")
             curs.execute(self.sql(f"DELETE FROM {self.tracking_table} WHERE application_name = ?"),
                          (APPLICATION_NAME,))
             while True:
@@ -147,6 +149,8 @@ class LedgerViewMixin:
                 position = notifications[-1].id
                 done += len(notifications)
                 advance(len(notifications))
+            for _, create in SECONDARY_INDEXES:
+                curs.execute(create)
             if position is not None:
                 self._insert_tracking(curs, Tracking(APPLICATION_NAME, position))  # type: ignore[attr-defined]
         return done

@@ -119,6 +119,14 @@ def test_format_utc_is_the_strftime_text(moment):
     assert format_utc(moment) == utc.strftime(pattern)
 
 
+@settings(max_examples=300, deadline=None)
+@given(AWARE)
+def test_sortable_utc_is_the_strftime_text(moment):
+    from leadledger.timefmt import sortable_utc
+
+    assert sortable_utc(moment) == moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def test_help_starts_without_the_store_or_the_models():
     code = ("import sys\nfrom leadledger.cli.main import cli\n"
             "heavy = [m for m in ('psycopg', 'eventsourcing', 'pydantic', 'holidays', 'leadledger.application')"
