@@ -254,16 +254,21 @@ class Ledger:
         uow = UnitOfWork(app.repository, self._warm, now=self.clock(),
                          max_future_skew=self.max_future_skew)
         items = [item for _, item in batch if not isinstance(item, Rejection)]
-        uow.receipts.update(load_receipts(app.recorder, list(
-            {item.event_id for item in items if not is_internal(item)})))
+        event_ids = list({item.event_id for item in items if not is_internal(item)})
         ids = uow.missing({i for item in items for i in ids_touched(item)})
+        if not event_ids and not ids:
+            return uow  # all warm: nothing to read
         versions = self._snapshot_versions
-        loaded = load_many(app, ids, snapshot_versions=versions)
-        uow.preload(loaded)
-        # Contacts name their pro: load those wallets too (a warm contact's wallet
-        # is warm: wallets are the last thing the cache lets go of).
-        pro_ids = {a.pro_id for a in loaded.values() if isinstance(a, Contact)}
-        uow.preload(load_many(app, uow.missing({wallet_id(p) for p in pro_ids}), snapshot_versions=versions))
+        with app.factory.datastore.transaction(commit=False) as curs:  # type: ignore[attr-defined]
+            uow.receipts.update(load_receipts(app.recorder, event_ids, curs))
+            loaded = load_many(app, ids, snapshot_versions=versions, curs=curs)
+            uow.preload(loaded)
+            # Contacts name their pro: load those wallets too (a warm contact's wallet
+            # is warm: wallets are the last thing the cache lets go of).
+            pro_ids = {a.pro_id for a in loaded.values() if isinstance(a, Contact)}
+            missing = uow.missing({wallet_id(p) for p in pro_ids})
+            if missing:
+                uow.preload(load_many(app, missing, snapshot_versions=versions, curs=curs))
         return uow
 
     def _write_snapshots(self) -> int:

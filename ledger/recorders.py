@@ -83,8 +83,8 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
         return ids
 
 
-def load_receipts(recorder: Any, event_ids: Sequence[UUID]) -> dict[UUID, Receipt]:
+def load_receipts(recorder: Any, event_ids: Sequence[UUID], curs: Any = None) -> dict[UUID, Receipt]:
     """The receipts of those event ids that have one, a page of ids per query."""
     receipts = (Receipt.from_row(row) for row in
-                select_by_ids(recorder, f"SELECT * FROM {RECEIPTS_TABLE}", "event_id", event_ids))
+                select_by_ids(recorder, f"SELECT * FROM {RECEIPTS_TABLE}", "event_id", event_ids, curs=curs))
     return {receipt.event_id: receipt for receipt in receipts}

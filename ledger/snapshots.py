@@ -27,7 +27,6 @@ from uuid import UUID
 import orjson
 
 from leadledger.aggregates import ContactMoney, Wallet
-from leadledger.store import SNAPSHOTS_TABLE
 
 LAYOUT = 1  # bump when Wallet's state changes shape: older snapshots are ignored
 SNAPSHOT_EVERY = 32  # events a wallet gains before it is snapshotted again
