@@ -43,6 +43,14 @@ _FIRST_SEEN = (
 )
 _INSERT_FACT = "INSERT INTO ll_contact_facts VALUES (?, ?, ?, ?, ?, ?, ?)"
 _INSERT_POSTING = "INSERT INTO ll_postings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+# The same inserts as COPY targets (PostgreSQL's bulk path, see postgres_view.py).
+COPY_TARGETS = {
+    _INSERT_WALLET: "ll_wallets (pro_id, market, unit, card_currency, region, policy_version, opened_at, position)",
+    _INSERT_CONTACT: "ll_contacts (contact_id, pro_id, market, pricing, management_fee, sent_at,"
+                     " refund_deadline, unread_refund_due, position)",
+    _INSERT_FACT: "ll_contact_facts",
+    _INSERT_POSTING: "ll_postings",
+}
 
 
 class LedgerViewMixin:
@@ -92,7 +100,10 @@ class LedgerViewMixin:
             (_INSERT_POSTING, postings),
         ):
             if params:
-                curs.executemany(self.sql(statement), params)
+                self.write_statement(curs, statement, params)
+
+    def write_statement(self, curs: Any, statement: str, params: list[tuple[Any, ...]]) -> None:
+        curs.executemany(self.sql(statement), params)
 
     def query(self, statement: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         with self.datastore.transaction(commit=False) as curs:
