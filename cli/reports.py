@@ -52,6 +52,15 @@ def market_option(what: str) -> Callable[..., Any]:
     return click.option("--market", type=market_choice(), help=f"Only {what} of this market.")
 
 
+def period_report(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--from, --to, --period, --market and --format, as income and reconcile take them."""
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed((FROM, TO, PERIOD, market_option(what), FORMAT)):
+            command = option(command)
+        return command
+    return decorate
+
+
 def emit(rows: Iterable[dict[str, Any]], columns: Sequence[str], fmt: str, *, title: str, as_of: str,
          given: bool, footer: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
          table_columns: Sequence[str] | None = None) -> None:
@@ -236,11 +245,7 @@ def statement(ctx: click.Context, pro_id: str, start: datetime | None, end: date
 
 
 @cli.command()
-@FROM
-@TO
-@PERIOD
-@market_option("revenue")
-@FORMAT
+@period_report("revenue")
 @click.pass_context
 @guarded
 def income(ctx: click.Context, start: datetime | None, end: datetime | None, period: Period | None,
@@ -263,11 +268,7 @@ def income(ctx: click.Context, start: datetime | None, end: datetime | None, per
 
 
 @cli.command()
-@FROM
-@TO
-@PERIOD
-@market_option("movements")
-@FORMAT
+@period_report("movements")
 @click.pass_context
 @guarded
 def reconcile(ctx: click.Context, start: datetime | None, end: datetime | None, period: Period | None,

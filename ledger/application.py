@@ -37,7 +37,15 @@ from leadledger.codec import FastJSONTranscoder
 from leadledger.aggregates import Contact, Wallet, wallet_id
 from leadledger.loader import load_many
 from leadledger.recorders import RECEIPTS_TABLE, LedgerSQLiteRecorder, Receipt, load_receipts
-from leadledger.commands import Outcome, UnitOfWork, UnreadRefundDue, decide, ids_touched, is_internal
+from leadledger.commands import (
+    Outcome,
+    UnitOfWork,
+    UnreadRefundDue,
+    decide,
+    ids_touched,
+    is_internal,
+    wallet_touched,
+)
 from leadledger.errors import LedgerError, Rejection
 from leadledger.store import (
     EVENTS_TABLE,
@@ -261,7 +269,9 @@ class Ledger:
         versions = self._snapshot_versions
         with app.factory.datastore.transaction(commit=False) as curs:  # type: ignore[attr-defined]
             uow.receipts.update(load_receipts(app.recorder, event_ids, curs))
-            loaded = load_many(app, ids, snapshot_versions=versions, curs=curs)
+            # Only wallets have snapshots: the table is not asked about contacts.
+            wallets = {wallet_touched(item) for item in items} - {None}
+            loaded = load_many(app, ids, snapshot_versions=versions, curs=curs, wallet_ids=wallets)
             uow.preload(loaded)
             # Contacts name their pro: load those wallets too (a warm contact's wallet
             # is warm: wallets are the last thing the cache lets go of).
@@ -278,14 +288,13 @@ class Ledger:
         due = snapshots.due(self._warm.values(), self._snapshot_versions)
         if not due:
             return 0
-        app, _ = self._open()
-        sqlite = self.config.kind == "sqlite"
-        mark = "?" if sqlite else "%s"
-        upsert = (f"INSERT INTO {SNAPSHOTS_TABLE} VALUES ({mark}, {mark}, {mark})"
+        app, view = self._open()
+        upsert = view.sql(f"INSERT INTO {SNAPSHOTS_TABLE} VALUES (?, ?, ?)"
                   # The latest writer wins: any snapshot whose last event is in the log
                   # is a valid one (the loader checks that), a stale one is replaced.
                   " ON CONFLICT (originator_id) DO UPDATE SET originator_version = excluded.originator_version,"
                   " state = excluded.state")
+        sqlite = self.config.kind == "sqlite"
         try:
             with app.factory.datastore.transaction(commit=True) as curs:  # type: ignore[attr-defined]
                 curs.executemany(upsert, snapshots.rows(due, as_text=sqlite))

@@ -102,22 +102,23 @@ class UnitOfWork:
 
 _KEY_FIELDS = (("pro_id", wallet_id), ("contact_id", contact_id_to_uuid),
                ("customer_id", customer_id_to_uuid), ("fee_ref", contact_id_to_uuid))
-# Per submission type, the fields that name aggregates: hasattr on a pydantic
-# model raises and catches inside for every absent field (~1 us each).
-_KEYS_OF: dict[type, tuple[tuple[str, Callable[[str], UUID]], ...]] = {}
 
-
+# Per submission type (one cache entry each), the fields that name aggregates:
+# hasattr on a pydantic model raises and catches inside for every absent field.
+@functools.cache
 def _keys_of(kind: type) -> tuple[tuple[str, Callable[[str], UUID]], ...]:
-    keys = _KEYS_OF.get(kind)
-    if keys is None:
-        fields = getattr(kind, "model_fields", None) or getattr(kind, "__dataclass_fields__", {})
-        keys = _KEYS_OF[kind] = tuple((name, to_id) for name, to_id in _KEY_FIELDS if name in fields)
-    return keys
+    fields = getattr(kind, "model_fields", None) or getattr(kind, "__dataclass_fields__", {})
+    return tuple((name, to_id) for name, to_id in _KEY_FIELDS if name in fields)
 
 
-@functools.lru_cache(maxsize=None)  # one entry per submission type
+@functools.cache
 def _key_names(kind: type) -> frozenset[str]:
     return frozenset(name for name, _ in _keys_of(kind))
+
+
+def wallet_touched(submission: Any) -> UUID | None:
+    """The wallet a submission names by its pro_id, if it names one."""
+    return wallet_id(submission.pro_id) if "pro_id" in _key_names(type(submission)) else None
 
 
 def ids_touched(submission: Any) -> list[UUID]:
@@ -143,7 +144,7 @@ def is_internal(submission: Any) -> bool:
 def decide(uow: UnitOfWork, submission: Any) -> Outcome:
     """Judge one submission against the facts in ``uow``; record it or reject it.
 
-    The ledger's own submissions (the sweep's, ``internal``) have no receipt and
+    The ledger's own submissions (the sweep's, see ``is_internal``) have no receipt and
     no clock check: the aggregates' state makes them idempotent, and no sender's
     event_id can stand in their way.
     """
@@ -534,7 +535,6 @@ class UnreadRefundDue:
     contact_id: str
     occurred_at: datetime
     type: str = "UnreadRefundDue"
-    internal: bool = True
 
     @property
     def event_id(self) -> UUID:

@@ -53,21 +53,24 @@ def select_by_ids(recorder: Any, select: str, column: str, ids: Sequence[UUID],
 
 def load_many(app: Any, ids: Iterable[UUID], max_position: int | None = None, *,
               snapshot_versions: dict[UUID, int] | None = None,
-              stats: dict[str, int] | None = None, curs: Any = None) -> dict[UUID, Any]:
+              stats: dict[str, int] | None = None, curs: Any = None,
+              wallet_ids: set[UUID] | None = None) -> dict[UUID, Any]:
     """Aggregate (or None when it has no events) for each id; with ``max_position``,
     as the log up to that position made it.
 
     Without ``max_position``, a wallet with a snapshot is its snapshot plus the
     events after it (ledger/snapshots.py); ``snapshot_versions`` receives the
     version each loaded aggregate's snapshot holds (0: none), ``stats`` the
-    counts of snapshots used and events read.
+    counts of snapshots used and events read. ``wallet_ids``: which of ``ids``
+    can have a snapshot (only wallets do), when the caller knows; else all are asked.
     """
     wanted = list(dict.fromkeys(ids))
     recorder = app.recorder
     is_sqlite = isinstance(recorder.datastore, SQLiteDatastore)
     snapshots: dict[UUID, Any] = {}
     if max_position is None:
-        snapshots = _load_snapshots(recorder, wanted, curs)
+        candidates = wanted if wallet_ids is None else [i for i in wanted if i in wallet_ids]
+        snapshots = _load_snapshots(recorder, candidates, curs)
     columns = "originator_id, originator_version, topic, state"
     bound = ""
     if max_position is not None:

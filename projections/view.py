@@ -28,26 +28,28 @@ APPLICATION_NAME = "LeadLedger"
 DOMAIN_TOPICS = tuple(get_topic(cls) for cls in DOMAIN_EVENT_CLASSES.values()) + LEGACY_TOPICS
 CATCH_UP_BATCH = 2000  # events per view transaction
 
-_INSERT_WALLET = (
-    "INSERT INTO ll_wallets (pro_id, market, unit, card_currency, region, policy_version, opened_at,"
-    " position) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-)
+
+def _insert(target: str, columns: int) -> str:
+    return f"INSERT INTO {target} VALUES ({', '.join('?' * columns)})"
+
+
+# Each insert's target once: the statement (executemany) and PostgreSQL's COPY
+# (postgres_view.py) are both made from it.
+_WALLET_TARGET = "ll_wallets (pro_id, market, unit, card_currency, region, policy_version, opened_at, position)"
+_CONTACT_TARGET = ("ll_contacts (contact_id, pro_id, market, pricing, management_fee, sent_at,"
+                   " refund_deadline, unread_refund_due, position)")
+_INSERT_WALLET = _insert(_WALLET_TARGET, 8)
 _CARD_REF = "UPDATE ll_wallets SET card_ref = ? WHERE pro_id = ?"
-_INSERT_CONTACT = (
-    "INSERT INTO ll_contacts (contact_id, pro_id, market, pricing, management_fee, sent_at,"
-    " refund_deadline, unread_refund_due, position) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
+_INSERT_CONTACT = _insert(_CONTACT_TARGET, 9)
 _FIRST_SEEN = (
     "UPDATE ll_contacts SET first_seen_at = ? WHERE contact_id = ?"
     " AND (first_seen_at IS NULL OR first_seen_at > ?)"
 )
-_INSERT_FACT = "INSERT INTO ll_contact_facts VALUES (?, ?, ?, ?, ?, ?, ?)"
-_INSERT_POSTING = "INSERT INTO ll_postings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-# The same inserts as COPY targets (PostgreSQL's bulk path, see postgres_view.py).
+_INSERT_FACT = _insert("ll_contact_facts", 7)
+_INSERT_POSTING = _insert("ll_postings", 15)
 COPY_TARGETS = {
-    _INSERT_WALLET: "ll_wallets (pro_id, market, unit, card_currency, region, policy_version, opened_at, position)",
-    _INSERT_CONTACT: "ll_contacts (contact_id, pro_id, market, pricing, management_fee, sent_at,"
-                     " refund_deadline, unread_refund_due, position)",
+    _INSERT_WALLET: _WALLET_TARGET,
+    _INSERT_CONTACT: _CONTACT_TARGET,
     _INSERT_FACT: "ll_contact_facts",
     _INSERT_POSTING: "ll_postings",
 }

@@ -38,6 +38,8 @@ def test_a_snapshot_is_written_then_used_and_equals_a_full_replay(store_url):
         assert rows.get(wallet_id("p1").hex) == SNAPSHOT_EVERY + 7  # opened, bought, the charges
     with Ledger.from_url(store_url) as ledger:  # a cold process
         ok(ledger.append([quote("p1-late", "p1", at(2), commission=5)]))
+        # The append itself loaded p1 from its snapshot (as of that version)
+        assert ledger._snapshot_versions[wallet_id("p1")] == SNAPSHOT_EVERY + 7
         app, _ = ledger._open()
         stats: dict[str, int] = {}
         loaded = load_many(app, [wallet_id("p1")], stats=stats)[wallet_id("p1")]
