@@ -35,3 +35,7 @@ CREATE INDEX IF NOT EXISTS ll_postings_pro ON ll_postings (pro_id, occurred_at);
 CREATE INDEX IF NOT EXISTS ll_postings_account ON ll_postings (account, unit, occurred_at);
 
 CREATE INDEX IF NOT EXISTS ll_postings_time ON ll_postings (occurred_at);
+
+CREATE TABLE IF NOT EXISTS ll_checkpoint_marks ( checkpoint_at TEXT PRIMARY KEY, pending BIGINT NOT NULL);
+
+CREATE TABLE IF NOT EXISTS ll_checkpoints ( checkpoint_at TEXT NOT NULL, account TEXT NOT NULL, unit TEXT NOT NULL, market TEXT NOT NULL, kind TEXT NOT NULL, pro_id TEXT, debit BIGINT NOT NULL, credit BIGINT NOT NULL, PRIMARY KEY (checkpoint_at, account, unit, market));

@@ -60,6 +60,7 @@ from leadledger.submissions import event_id_of, parse_submission
 from leadledger.timefmt import format_utc, parse_utc
 from leadledger.periods import Period, as_instant
 from leadledger.projections import beancount, explain, queries, verify
+from leadledger.projections import checkpoints
 from leadledger.projections.tables import LAYOUT_MARKER, READ_MODEL_DDL, READ_MODEL_TABLES
 from leadledger.projections.view import APPLICATION_NAME, LedgerProjection, SQLiteLedgerView, catch_up
 
@@ -626,6 +627,8 @@ class Ledger:
                                                  sqlite=self.config.kind == "sqlite")
         check = verify.Check(1, "trial balance is zero per unit, and per event")
         check.problems = verify.trial_balance_zero(view, top)
+        # the as-of reports read checkpointed totals: each must be its postings' sum
+        check.problems += checkpoints.problems(view)
         checks.append(check)
 
         check = verify.Check(2, "balances: read model = log fold = aggregates")
@@ -681,23 +684,36 @@ class Ledger:
 
 
 def _ensure_read_model_layout(view: Any, kind: str) -> None:
-    """Read models of an older layout are dropped and projected again on first use."""
-    table, column = LAYOUT_MARKER
-    if kind == "sqlite":
-        columns = {r["name"] for r in view.query(f"PRAGMA table_info({table})")}
-    else:
-        columns = {r["column_name"] for r in view.query(
+    """Read models of an older layout are dropped and projected again on first
+    use; read models from before checkpoints (0.4) get their checkpoints laid."""
+    def columns(table: str) -> set[str]:
+        if kind == "sqlite":
+            return {r["name"] for r in view.query(f"PRAGMA table_info({table})")}
+        return {r["column_name"] for r in view.query(
             "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table])}
-    if not columns or column in columns:
+
+    if not columns("ll_postings"):
+        return
+    table, column = LAYOUT_MARKER
+    reset = column not in columns(table)
+    if not reset and columns("ll_checkpoint_marks") and (
+            view.query("SELECT 1 AS one FROM ll_checkpoint_marks LIMIT 1")
+            or not view.query("SELECT 1 AS one FROM ll_postings LIMIT 1")):
         return
     try:
         with view.datastore.transaction(commit=True) as curs:
-            for name in READ_MODEL_TABLES:
-                curs.execute(f"DROP TABLE IF EXISTS {name}")
+            view.lock_projection(curs)
+            if reset:
+                for name in READ_MODEL_TABLES:
+                    curs.execute(f"DROP TABLE IF EXISTS {name}")
+                curs.execute(view.sql(f"DELETE FROM {view.tracking_table} WHERE application_name = ?"),
+                             (APPLICATION_NAME,))
             for statement in READ_MODEL_DDL:
                 curs.execute(statement)
-            curs.execute(view.sql(f"DELETE FROM {view.tracking_table} WHERE application_name = ?"),
-                         (APPLICATION_NAME,))
+            if not reset:
+                curs.execute("SELECT 1 AS one FROM ll_checkpoint_marks LIMIT 1")
+                if not curs.fetchall():  # another process may have laid them while we waited
+                    checkpoints.lay_due(curs, view.sql)
     except PersistenceError as exc:
         raise LedgerError("store_not_initialised", "the read models predate this version and this "
                           f"role cannot replace them: run `leadledger init` as the owner ({_one_line(exc)})") from None

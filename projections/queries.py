@@ -10,6 +10,8 @@ from datetime import datetime
 from typing import Any, Iterator
 
 from leadledger.timefmt import format_utc, parse_utc, sortable_to_rfc3339, sortable_utc
+from leadledger.projections import checkpoints
+from leadledger.projections.journal import pro_account
 from leadledger.projections.status import GERER, refund_status
 
 _FAR_FUTURE = "9999-12-31T23:59:59.999999Z"
@@ -22,26 +24,44 @@ def _bound(as_of: datetime | None) -> str:
 _NO_POSITION_BOUND = 2**62
 
 
+_BALANCE_COLUMNS = (
+    "SELECT w.pro_id, w.market, w.unit, w.card_currency,"
+    " CAST(COALESCE(SUM(CASE WHEN p.kind = 'wallet' THEN p.credit - p.debit END), 0) AS BIGINT) AS balance,"
+    " CAST(COALESCE(SUM(CASE WHEN p.kind = 'advance' THEN p.debit - p.credit END), 0) AS BIGINT)"
+    " AS advance_outstanding,"
+    " CAST(COALESCE(SUM(CASE WHEN p.kind = 'card' THEN p.debit - p.credit END), 0) AS BIGINT) AS card_charged"
+)
+_BALANCE_GROUPS = " GROUP BY w.pro_id, w.market, w.unit, w.card_currency ORDER BY w.pro_id"
+
+
 def balances(view: Any, pro_id: str | None = None, as_of: datetime | None = None,
              max_position: int | None = None, market: str | None = None) -> list[dict[str, Any]]:
-    """``max_position``: only what the log up to that position made (verify)."""
+    """``max_position``: only what the log up to that position made (verify);
+    that reads the postings themselves, anything else the checkpointed totals."""
     bound = _bound(as_of)
-    top = max_position if max_position is not None else _NO_POSITION_BOUND
-    params: list[Any] = [bound, top, bound, top]
     filters, more = posting_filters(pro_id=pro_id, market=market, alias="w.")
-    where = "w.opened_at <= ? AND w.position <= ?" + filters
-    params += more
-    rows = view.query(
-        "SELECT w.pro_id, w.market, w.unit, w.card_currency,"
-        " CAST(COALESCE(SUM(CASE WHEN p.kind = 'wallet' THEN p.credit - p.debit END), 0) AS BIGINT) AS balance,"
-        " CAST(COALESCE(SUM(CASE WHEN p.kind = 'advance' THEN p.debit - p.credit END), 0) AS BIGINT) AS advance_outstanding,"
-        " CAST(COALESCE(SUM(CASE WHEN p.kind = 'card' THEN p.debit - p.credit END), 0) AS BIGINT) AS card_charged"
-        " FROM ll_wallets w LEFT JOIN ll_postings p"
-        " ON p.pro_id = w.pro_id AND p.kind <> 'platform' AND p.occurred_at <= ? AND p.position <= ?"
-        f" WHERE {where}"
-        " GROUP BY w.pro_id, w.market, w.unit, w.card_currency ORDER BY w.pro_id",
-        params,  # join bound, then the WHERE bounds, in text order
-    )
+    if max_position is None:
+        in_market, market_params = posting_filters(market=market)
+        of_pro, pro_params = posting_filters(pro_id=pro_id)
+        # a pro's checkpoint rows by account name: the primary key finds them
+        named, names = ((" AND account IN (?, ?, ?)", [pro_account(pro_id, k) for k in ("wallet", "advance", "card")])
+                        if pro_id is not None else ("", []))
+        subquery, sub_params = checkpoints.totals(
+            checkpoints.base(view, bound), bound, inclusive=True,
+            where=" AND kind <> 'platform'" + in_market, params=market_params,
+            checkpoint_where=named, checkpoint_params=names, posting_where=of_pro, posting_params=pro_params)
+        rows = view.query(
+            f"{_BALANCE_COLUMNS} FROM ll_wallets w LEFT JOIN ({subquery}) p ON p.pro_id = w.pro_id"
+            f" WHERE w.opened_at <= ?{filters}{_BALANCE_GROUPS}",
+            [*sub_params, bound, *more],
+        )
+    else:
+        rows = view.query(
+            f"{_BALANCE_COLUMNS} FROM ll_wallets w LEFT JOIN ll_postings p"
+            " ON p.pro_id = w.pro_id AND p.kind <> 'platform' AND p.occurred_at <= ? AND p.position <= ?"
+            f" WHERE w.opened_at <= ? AND w.position <= ?{filters}{_BALANCE_GROUPS}",
+            [bound, max_position, bound, max_position, *more],  # join bounds, then the WHERE's, in text order
+        )
     return [
         {
             "pro_id": r["pro_id"],
@@ -149,6 +169,8 @@ def trial_balance(view: Any, as_of: datetime | None = None, max_position: int | 
     """One row per account and unit. Without ``start``: debit, credit and balance of
     everything up to ``as_of``. With ``start`` (a period): the opening balance
     before it, the period's debits and credits, and the closing balance."""
+    if max_position is None and pro_id is None and (start is None or as_of is None or start <= as_of):
+        return _checkpointed_trial_balance(view, as_of, start, market, account)
     where, params = posting_filters(pro_id=pro_id, market=market, account=account)
     top = max_position if max_position is not None else _NO_POSITION_BOUND
     if start is None:
@@ -178,6 +200,41 @@ def trial_balance(view: Any, as_of: datetime | None = None, max_position: int | 
          "balance": int(r["opening"]) + int(r["debit"]) - int(r["credit"]), "opening": int(r["opening"])}
         for r in rows
     ]
+
+
+def _checkpointed_trial_balance(view: Any, as_of: datetime | None, start: datetime | None,
+                                market: str | None, account: str | None) -> list[dict[str, Any]]:
+    """``trial_balance`` from the checkpointed totals: closing totals up to
+    ``as_of``, and with ``start`` the opening totals before it (the period's
+    debits and credits are the difference)."""
+    where, params = posting_filters(market=market, account=account)
+    until = _bound(as_of)
+    closing, closing_params = checkpoints.totals(checkpoints.base(view, until), until, inclusive=True,
+                                                 where=where, params=params)
+    parts = f"SELECT account, unit, debit AS cd, credit AS cc, 0 AS od, 0 AS oc FROM ({closing}) c"
+    if start is not None:
+        first = sortable_utc(start)
+        opening, opening_params = checkpoints.totals(checkpoints.base(view, first), first, inclusive=False,
+                                                     where=where, params=params)
+        parts += f" UNION ALL SELECT account, unit, 0, 0, debit, credit FROM ({opening}) o"
+        closing_params += opening_params
+    rows = view.query(
+        "SELECT account, unit, CAST(SUM(cd) AS BIGINT) AS closing_debit, CAST(SUM(cc) AS BIGINT) AS closing_credit,"
+        " CAST(SUM(od) AS BIGINT) AS opening_debit, CAST(SUM(oc) AS BIGINT) AS opening_credit"
+        f" FROM ({parts}) t GROUP BY account, unit ORDER BY account, unit",
+        closing_params,
+    )
+    out = []
+    for r in rows:
+        opening_balance = int(r["opening_debit"]) - int(r["opening_credit"])
+        debit = int(r["closing_debit"]) - int(r["opening_debit"])
+        credit = int(r["closing_credit"]) - int(r["opening_credit"])
+        row = {"account": r["account"], "unit": r["unit"], "debit": debit, "credit": credit,
+               "balance": opening_balance + debit - credit}
+        if start is not None:
+            row["opening"] = opening_balance
+        out.append(row)
+    return out
 
 
 def unread_refund_candidates(view: Any, now: datetime) -> list[tuple[str, str]]:

@@ -4,7 +4,11 @@ Times are fixed-width UTC text (``2026-01-02T03:04:05.000000Z``), so lexical
 order is time order on both stores and ``--as-of`` filters use the indexes.
 """
 
-READ_MODEL_TABLES = ("ll_wallets", "ll_contacts", "ll_contact_facts", "ll_postings")
+from leadledger.projections.checkpoints import CHECKPOINT_DDL, CHECKPOINT_TABLES
+
+# Tables whose every row carries the log position of the event that made it.
+POSITIONED_TABLES = ("ll_wallets", "ll_contacts", "ll_contact_facts", "ll_postings")
+READ_MODEL_TABLES = (*POSITIONED_TABLES, *CHECKPOINT_TABLES)
 # Every row carries the log position of the event that made it, so a report can
 # judge exactly the log prefix up to a position while appends go on (verify).
 # A store whose tables lack it predates this layout: its read models are
@@ -38,6 +42,7 @@ READ_MODEL_DDL = (
     "CREATE INDEX IF NOT EXISTS ll_postings_pro ON ll_postings (pro_id, occurred_at)",
     "CREATE INDEX IF NOT EXISTS ll_postings_account ON ll_postings (account, unit, occurred_at)",
     "CREATE INDEX IF NOT EXISTS ll_postings_time ON ll_postings (occurred_at)",
+    *CHECKPOINT_DDL,
 )
 
 # Secondary indexes: a rebuild drops them, fills the tables, and creates them

@@ -12,7 +12,7 @@ from typing import Any, Iterable
 
 from leadledger import events as ev
 from leadledger.markets import policy as market_policy
-from leadledger.projections.tables import READ_MODEL_TABLES
+from leadledger.projections.tables import POSITIONED_TABLES
 
 MAX_PROBLEMS = 20  # a report lists the first ones, not thousands
 REPLAY_CHECK = (6, "replaying the log into an empty store gives identical read models")  # --quick skips it
@@ -51,7 +51,7 @@ def rows_beyond_tracking(view: Any, tracking: Any) -> list[str]:
     tracking position commit together, so rows read before the position is read
     again can never legitimately be beyond it."""
     highest = {table: view.query(f"SELECT MAX(position) AS top FROM {table}")[0]["top"]
-               for table in READ_MODEL_TABLES}
+               for table in POSITIONED_TABLES}
     reached = tracking() or 0
     return [f"{table} holds rows from position {int(top)}, beyond the {reached} projected"
             for table, top in highest.items() if top is not None and int(top) > reached]
