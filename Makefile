@@ -11,11 +11,15 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
+# An editable install leaves the sources uncompiled, and with PYTHONDONTWRITEBYTECODE
+# set every run would compile them again (~45 ms of a one-line append): compile once.
 install: $(BIN)/python
 	$(BIN)/pip install -q -e .
+	$(BIN)/python -m compileall -q ledger projections cli > /dev/null
 
 install-test: $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/python -m compileall -q ledger projections cli > /dev/null
 
 demo: install
 	$(BIN)/leadledger --db sqlite:///leadledger.db demo
