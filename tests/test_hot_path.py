@@ -144,6 +144,22 @@ def test_a_sqlite_store_never_imports_psycopg(tmp_path):
     assert out.stdout.strip() == "False"
 
 
+def test_a_short_append_never_imports_the_progress_bar(tmp_path):
+    """tqdm costs ~20 ms to import and set up: only work lasting past the bar's
+    delay pays it (a pipe never does)."""
+    line = json.dumps({"type": "WalletOpened", "event_id": "6f0e7a1e-33b4-4b0e-9d7e-0a5e0b6b7c01",
+                       "occurred_at": "2026-01-01T00:00:00Z", "pro_id": "p1", "market": "pro360",
+                       "region": "US-CA"})
+    (tmp_path / "one.ndjson").write_text(line + "\n")
+    code = ("import sys\nfrom leadledger.cli import app\nfrom leadledger.cli.main import cli\n"
+            "sys.stderr.isatty = lambda: True\n"  # as on a terminal: the bar would be allowed
+            f"try:\n    cli.main(['--db', 'sqlite:///{tmp_path}/s.db', 'append', '{tmp_path}/one.ndjson'])\n"
+            "finally:\n    print('tqdm' in sys.modules, file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stderr.strip().splitlines()[-1] == "False", out.stderr
+    assert '"status": "recorded"' in out.stdout
+
+
 def test_a_created_aggregate_is_the_one_eventsourcing_would_build():
     from eventsourcing.domain import Aggregate
 
