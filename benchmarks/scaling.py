@@ -12,7 +12,8 @@ then, each in a cold ``leadledger`` process as a user runs it, measures:
   rounds): the flatness goal compares it with the same append onto a store
   holding only the wallets ("empty");
 - ``rebuild``, ``balances`` (all, one pro, as of a past instant), ``refunds``
-  (``explain``) of one contact, ``trial-balance --as-of``: wall seconds and peak RSS.
+  (``explain``) of one contact, ``trial-balance --as-of``: wall seconds and peak RSS;
+- the same reads inside the API (benchmarks/reads.py), in milliseconds.
 
 Prints a Markdown table and, with ``--write``, appends it to a results file with
 the machine and the date. Figures only; asserts nothing.
@@ -35,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from ingest import PostgresStore, SQLiteStore  # noqa: E402
+from reads import measure as measure_reads  # noqa: E402
 from run import run_command  # noqa: E402
 from workload import submissions  # noqa: E402
 
@@ -82,6 +84,11 @@ def measure(store, events: int, pros: int) -> dict[str, tuple[float, float]]:
         ("trial-balance --as-of (s)", ["trial-balance", "--as-of", mid, "-f", "json"]),
     ):
         out[label] = run_command(store.url, *args)
+    # The same reads inside the API (an open Ledger, as the service would call them):
+    # the read goals are in milliseconds there, not in a cold process.
+    for label, (ms, _) in measure_reads(store.url).items():
+        if label != "events in the store":
+            out[f"in the API, ms: {label}"] = (ms, 0.0)
     out["events in the store"] = (float(size), 0.0)
     return out
 
