@@ -59,8 +59,7 @@ from leadledger.store import (
 from leadledger.submissions import event_id_of, parse_submission
 from leadledger.timefmt import format_utc, parse_utc
 from leadledger.periods import Period, as_instant
-from leadledger.projections import beancount, explain, queries, verify
-from leadledger.projections import checkpoints
+from leadledger.projections import beancount, checkpoints, explain, queries, verify
 from leadledger.projections.tables import LAYOUT_MARKER, READ_MODEL_DDL, READ_MODEL_TABLES
 from leadledger.projections.view import APPLICATION_NAME, LedgerProjection, SQLiteLedgerView, catch_up
 

@@ -76,19 +76,22 @@ def _fetch(curs: Any, sql: Any, statement: str, params: Sequence[Any] = ()) -> l
 
 
 def _marks(curs: Any, sql: Any) -> list[tuple[str, int]]:
+    """(boundary, pending) in time order; the first call on empty views lays BEGINNING."""
     rows = _fetch(curs, sql, "SELECT checkpoint_at, pending FROM ll_checkpoint_marks ORDER BY checkpoint_at")
+    if not rows:
+        curs.execute(sql("INSERT INTO ll_checkpoint_marks VALUES (?, 0)"), (BEGINNING,))
+        return [(BEGINNING, 0)]
     return [(r["checkpoint_at"], int(r["pending"])) for r in rows]
 
 
 def record(curs: Any, sql: Any, postings: Sequence[tuple[Any, ...]]) -> None:
     """Keep the checkpoints level with a batch of postings just inserted (rows as
-    ``view.write_rows`` builds them). Runs in the view's write transaction."""
+    ``view.write_rows`` builds them: position, seq, occurred_at, event_type,
+    event_id, pro_id, contact_id, kind, account, unit, debit, credit, market,
+    ...). Runs in the view's write transaction."""
     if not postings:
         return
     marks = _marks(curs, sql)
-    if not marks:
-        marks = [(BEGINNING, 0)]
-        curs.execute(sql("INSERT INTO ll_checkpoint_marks VALUES (?, 0)"), (BEGINNING,))
     latest, pending = marks[-1]
     late: dict[tuple[str, str, str, str], list[Any]] = {}
     boundaries = [mark for mark, _ in marks[1:]]
@@ -116,9 +119,6 @@ def lay_due(curs: Any, sql: Any) -> int:
     them, each from the one before). Needs the postings' time index. Returns how
     many were laid."""
     marks = _marks(curs, sql)
-    if not marks:
-        marks = [(BEGINNING, 0)]
-        curs.execute(sql("INSERT INTO ll_checkpoint_marks VALUES (?, 0)"), (BEGINNING,))
     latest = marks[-1][0]
     laid = 0
     while True:
@@ -128,7 +128,7 @@ def lay_due(curs: Any, sql: Any) -> int:
             break
         boundary = hour_floor(nth[0]["occurred_at"])
         if boundary <= latest:  # thousands of postings within one hour: close that hour
-            boundary = next_hour(latest if latest else boundary)
+            boundary = next_hour(latest)
         curs.execute(sql(_LAY), (boundary, latest, latest, boundary))
         curs.execute(sql("INSERT INTO ll_checkpoint_marks VALUES (?, 0)"), (boundary,))
         latest = boundary

@@ -6,13 +6,13 @@ order is time order on both stores and ``--as-of`` filters use the indexes.
 
 from leadledger.projections.checkpoints import CHECKPOINT_DDL, CHECKPOINT_TABLES
 
-# Tables whose every row carries the log position of the event that made it.
+# Every row of these carries the log position of the event that made it, so a
+# report can judge exactly the log prefix up to a position while appends go on
+# (verify). A store whose tables lack it predates this layout: its read models
+# are dropped and projected again (they are derived data; the log is untouched).
+# Checkpoints sum many events, so they carry no position (see checkpoints.py).
 POSITIONED_TABLES = ("ll_wallets", "ll_contacts", "ll_contact_facts", "ll_postings")
 READ_MODEL_TABLES = (*POSITIONED_TABLES, *CHECKPOINT_TABLES)
-# Every row carries the log position of the event that made it, so a report can
-# judge exactly the log prefix up to a position while appends go on (verify).
-# A store whose tables lack it predates this layout: its read models are
-# dropped and projected again (they are derived data; the log is untouched).
 LAYOUT_MARKER = ("ll_postings", "ref")  # 0.3: market, reason, ref on postings
 
 READ_MODEL_DDL = (

@@ -20,7 +20,7 @@ from eventsourcing.utils import get_topic
 
 from leadledger.events import DOMAIN_EVENT_CLASSES, LEGACY_TOPICS
 from leadledger.timefmt import sortable_utc
-from leadledger.projections import checkpoints as checkpoints_
+from leadledger.projections import checkpoints
 from leadledger.projections.journal import Rows, WalletFacts, check_balanced, rows_for
 from leadledger.projections.tables import READ_MODEL_DDL, READ_MODEL_TABLES, SECONDARY_INDEXES
 
@@ -70,7 +70,7 @@ class LedgerViewMixin:
         """Write the rows of a batch of events and the tracking record atomically."""
         with self.datastore.transaction(commit=True) as curs:
             self.lock_projection(curs)
-            self.write_rows(curs, batch, checkpoints=True)
+            self.write_rows(curs, batch, keep_checkpoints=True)
             self._insert_tracking(curs, tracking)  # type: ignore[attr-defined]
 
     def lock_projection(self, curs: Any) -> None:
@@ -81,8 +81,8 @@ class LedgerViewMixin:
             curs.execute(f"DELETE FROM {table}")
 
     def write_rows(self, curs: Any, batch: Sequence[tuple[int, str, str, Rows]], *,
-                   checkpoints: bool) -> None:
-        """``checkpoints``: keep the checkpointed totals level too (a rebuild lays
+                   keep_checkpoints: bool) -> None:
+        """``keep_checkpoints``: keep the checkpointed totals level too (a rebuild lays
         them all once its postings are in and indexed)."""
         wallets, contacts, first_seen, facts, postings, cards = [], [], [], [], [], []
         for position, event_type, event_id, rows in batch:
@@ -107,8 +107,8 @@ class LedgerViewMixin:
         ):
             if params:
                 self.write_statement(curs, statement, params)
-        if checkpoints:
-            checkpoints_.record(curs, self.sql, postings)
+        if keep_checkpoints:
+            checkpoints.record(curs, self.sql, postings)
 
     def write_statement(self, curs: Any, statement: str, params: list[tuple[Any, ...]]) -> None:
         curs.executemany(self.sql(statement), params)
@@ -164,13 +164,13 @@ class LedgerViewMixin:
                 if not notifications:
                     break
                 self.write_rows(curs, projection.batch_rows(
-                    (app.mapper.to_domain_event(n), n.id) for n in notifications), checkpoints=False)
+                    (app.mapper.to_domain_event(n), n.id) for n in notifications), keep_checkpoints=False)
                 position = notifications[-1].id
                 done += len(notifications)
                 advance(len(notifications))
             for _, create in SECONDARY_INDEXES:
                 curs.execute(create)
-            checkpoints_.lay_due(curs, self.sql)
+            checkpoints.lay_due(curs, self.sql)
             if position is not None:
                 self._insert_tracking(curs, Tracking(APPLICATION_NAME, position))  # type: ignore[attr-defined]
         return done
