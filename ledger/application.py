@@ -35,7 +35,7 @@ from eventsourcing.persistence import (
 from leadledger import errors, eventlog, snapshots
 from leadledger.codec import FastJSONTranscoder
 from leadledger.aggregates import Contact, Wallet, wallet_id
-from leadledger.loader import load_many
+from leadledger.loader import load_many, refresh
 from leadledger.recorders import RECEIPTS_TABLE, LedgerSQLiteRecorder, Receipt, load_receipts
 from leadledger.commands import (
     Outcome,
@@ -131,6 +131,7 @@ class Ledger:
         self._view: Any = None
         self._warm: dict[Any, Any] = {}
         self._snapshot_versions: dict[Any, int] = {}  # wallet id -> version of its stored snapshot
+        self._changed: set[Any] = set()  # aggregates this call recorded events for (snapshot candidates)
         self._recorded_since_analyze = 0
         # progress(task, total) -> advance(n), advance(-1) closes: the CLI shows a
         # bar on a terminal. The API's default shows nothing.
@@ -236,8 +237,6 @@ class Ledger:
                     atomic: bool = False) -> Iterator[AppendResult]:
         """Like ``append``, yielding each chunk's results once the chunk is committed."""
         items = _parsed(submissions)
-        self._warm = {}  # staleness is bounded by one call: start from the store
-        self._snapshot_versions = {}
         if atomic:
             # Counted while reading: an oversized batch is refused before it is held.
             batch = list(itertools.islice(items, MAX_ATOMIC_BATCH + 1))
@@ -263,29 +262,41 @@ class Ledger:
                          max_future_skew=self.max_future_skew)
         items = [item for _, item in batch if not isinstance(item, Rejection)]
         event_ids = list({item.event_id for item in items if not is_internal(item)})
-        ids = uow.missing({i for item in items for i in ids_touched(item)})
-        if not event_ids and not ids:
-            return uow  # all warm: nothing to read
+        touched = {i for item in items for i in ids_touched(item)}
+        if not event_ids and not touched:
+            return uow
         versions = self._snapshot_versions
         with app.factory.datastore.transaction(commit=False) as curs:  # type: ignore[attr-defined]
             uow.receipts.update(load_receipts(app.recorder, event_ids, curs))
             # Only wallets have snapshots: the table is not asked about contacts.
             wallets = {wallet_touched(item) for item in items} - {None}
-            loaded = load_many(app, ids, snapshot_versions=versions, curs=curs, wallet_ids=wallets)
-            uow.preload(loaded)
-            # Contacts name their pro: load those wallets too (a warm contact's wallet
-            # is warm: wallets are the last thing the cache lets go of).
-            pro_ids = {a.pro_id for a in loaded.values() if isinstance(a, Contact)}
-            missing = uow.missing({wallet_id(p) for p in pro_ids})
-            if missing:
-                uow.preload(load_many(app, missing, snapshot_versions=versions, curs=curs))
+            self._level(app, uow, touched, curs, wallet_ids=wallets)
+            # Contacts name their pro: their wallets are read too.
+            pro_ids = {a.pro_id for a in (self._warm.get(i) for i in touched) if isinstance(a, Contact)}
+            self._level(app, uow, {wallet_id(p) for p in pro_ids} - uow.verified, curs)
         return uow
+
+    def _level(self, app: LedgerApp, uow: UnitOfWork, ids: set[Any], curs: Any, *,
+               wallet_ids: set[Any] | None = None) -> None:
+        """Make the aggregates of ``ids`` level with the store in the unit of work's
+        read transaction: the warm ones get the events recorded since (by another
+        writer too: a long-lived Ledger keeps them between calls), the others are
+        loaded (a wallet from its snapshot)."""
+        warm = {i: self._warm[i] for i in ids if self._warm.get(i) is not None}
+        untrusted = refresh(app, warm, curs)
+        uow.forget(untrusted)
+        uow.refreshed(warm.keys() - set(untrusted))
+        cold = uow.missing(ids)
+        if cold:
+            uow.preload(load_many(app, cold, snapshot_versions=self._snapshot_versions, curs=curs,
+                                  wallet_ids=wallet_ids))
 
     def _write_snapshots(self) -> int:
         """Snapshot the committed wallets that grew by SNAPSHOT_EVERY events since
         their last snapshot. A cache: a failure here costs a later replay, never
         an acknowledged submission (those are committed already)."""
-        due = snapshots.due(self._warm.values(), self._snapshot_versions)
+        changed, self._changed = self._changed, set()
+        due = snapshots.due((self._warm.get(i) for i in changed), self._snapshot_versions)
         if not due:
             return 0
         app, view = self._open()
@@ -306,7 +317,8 @@ class Ledger:
 
     def _keep_warm(self, uow: UnitOfWork | None) -> None:
         """After a commit the unit of work's wallets and contacts are the stored state:
-        keep them for the next chunk of the same call. Anything else drops them."""
+        keep them for the next chunk and the next call, which bring them level with
+        the store before judging (``_level``). A failed attempt drops them all."""
         if uow is None:
             self._warm = {}
             return
@@ -381,6 +393,7 @@ class Ledger:
             app.recorder.insert_events([mapper.to_stored_event(e) for e in uow.events],
                                        receipts=uow.new_receipts)
             self._recorded_since_analyze += len(uow.events)
+            self._changed.update(e.originator_id for e in uow.events)
         self._keep_warm(uow)
         return results
 

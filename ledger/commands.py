@@ -47,6 +47,10 @@ class UnitOfWork:
         self._cache: dict[UUID, Any] = warm if warm is not None else {}
         self.events: list[Any] = []
         self.fetched: list[UUID] = []  # ids this unit of work read from the store
+        # Ids known level with the store in this unit of work (loaded, refreshed or
+        # created here). A warm aggregate outside it (reached through another, as a
+        # contact's wallet) is read again before any rule sees it.
+        self.verified: set[UUID] = set()
         # Receipts live in their own table, keyed by the sender's event_id: an
         # id space of its own, so no event_id can name an aggregate.
         self.receipts: dict[UUID, Receipt] = {}
@@ -55,8 +59,19 @@ class UnitOfWork:
     def preload(self, aggregates: dict[UUID, Any]) -> None:
         """Aggregates (or None for absent ids) loaded in bulk by the application."""
         for aggregate_id, aggregate in aggregates.items():
-            self._cache.setdefault(aggregate_id, aggregate)
+            if aggregate_id not in self.verified:  # never over this unit of work's own changes
+                self._cache[aggregate_id] = aggregate
         self.fetched.extend(aggregates)
+        self.verified.update(aggregates)
+
+    def refreshed(self, ids: Any) -> None:
+        """Warm aggregates brought level with the store by the application."""
+        self.verified.update(ids)
+
+    def forget(self, ids: Any) -> None:
+        """Warm aggregates that cannot be trusted: the next read loads them."""
+        for aggregate_id in ids:
+            self._cache.pop(aggregate_id, None)
 
     def missing(self, ids: Any) -> list[UUID]:
         return [i for i in ids if i not in self._cache]
@@ -65,7 +80,9 @@ class UnitOfWork:
         return self._cache
 
     def _get(self, aggregate_id: UUID) -> Any:
-        if aggregate_id not in self._cache:
+        if aggregate_id not in self.verified:
+            self._cache.pop(aggregate_id, None)
+            self.verified.add(aggregate_id)
             try:
                 self._cache[aggregate_id] = self._repository.get(aggregate_id)
             except AggregateNotFoundError:
@@ -93,6 +110,7 @@ class UnitOfWork:
     def created(self, aggregate: Any) -> Any:
         assert self._cache.get(aggregate.id) is None, "created twice"
         self._cache[aggregate.id] = aggregate
+        self.verified.add(aggregate.id)
         self.collect(aggregate)
         return aggregate
 

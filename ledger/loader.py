@@ -109,6 +109,29 @@ def load_many(app: Any, ids: Iterable[UUID], max_position: int | None = None, *,
     return out
 
 
+def refresh(app: Any, aggregates: dict[UUID, Any], curs: Any = None) -> list[UUID]:
+    """Bring aggregates held in memory level with the store: apply the events
+    recorded after each one's version (another writer's, or a late event), in
+    place. Returns the ids that cannot be trusted and must be loaded afresh:
+    those whose own last event is no longer the stored one (a store reset by
+    hand, a restore), as for a snapshot."""
+    if not aggregates:
+        return []
+    to_domain_event = app.mapper.to_domain_event
+    found = _grouped(_events_after(app.recorder, {i: a.version for i, a in aggregates.items()},
+                                   "originator_id, originator_version, topic, state", curs))
+    untrusted = []
+    for aggregate_id, aggregate in aggregates.items():
+        events = found.get(aggregate_id, [])
+        if not (events and events[0].originator_version == aggregate.version
+                and to_domain_event(events[0]).timestamp == aggregate.modified_on):
+            untrusted.append(aggregate_id)
+            continue
+        for stored in events[1:]:
+            to_domain_event(stored).mutate(aggregate)
+    return untrusted
+
+
 def _version(stored: StoredEvent) -> int:
     return stored.originator_version
 
