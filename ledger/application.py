@@ -269,7 +269,6 @@ class Ledger:
         touched = {i for item in items for i in ids_touched(item)}
         if not event_ids and not touched:
             return uow
-        versions = self._snapshot_versions
         with app.factory.datastore.transaction(commit=False) as curs:  # type: ignore[attr-defined]
             uow.receipts.update(load_receipts(app.recorder, event_ids, curs))
             # Only wallets have snapshots: the table is not asked about contacts.
@@ -730,10 +729,8 @@ def _ensure_read_model_layout(view: Any, kind: str) -> None:
                              (APPLICATION_NAME,))
             for statement in READ_MODEL_DDL:
                 curs.execute(statement)
-            if not reset:
-                curs.execute("SELECT 1 AS one FROM ll_checkpoint_marks LIMIT 1")
-                if not curs.fetchall():  # another process may have laid them while we waited
-                    checkpoints.lay_due(curs, view.sql)
+            if not reset:  # idempotent: another process that laid them first leaves nothing due
+                checkpoints.lay_due(curs, view.sql)
     except PersistenceError as exc:
         raise LedgerError("store_not_initialised", "the read models predate this version and this "
                           f"role cannot replace them: run `leadledger init` as the owner ({_one_line(exc)})") from None

@@ -17,6 +17,7 @@ from eventsourcing.persistence import StoredEvent
 from eventsourcing.sqlite import SQLiteDatastore
 
 IDS_PER_QUERY = 500
+_COLUMNS = "originator_id, originator_version, topic, state"
 
 
 @contextmanager
@@ -71,28 +72,19 @@ def load_many(app: Any, ids: Iterable[UUID], max_position: int | None = None, *,
     if max_position is None:
         candidates = wanted if wallet_ids is None else [i for i in wanted if i in wallet_ids]
         snapshots = _load_snapshots(recorder, candidates, curs)
-    columns = "originator_id, originator_version, topic, state"
     bound = ""
     if max_position is not None:
         position = "rowid" if is_sqlite else "notification_id"
         bound = f" AND {position} <= {int(max_position)}"
     to_domain_event = app.mapper.to_domain_event
-    found: dict[UUID, list[StoredEvent]] = {}
+    found: dict[UUID, list[StoredEvent] | None] = {}
     if snapshots:
-        found = _grouped(_events_after(recorder, {i: s.version for i, s in snapshots.items()}, columns, curs))
-        for aggregate_id, snapshot in list(snapshots.items()):
-            # The snapshot's own last event must be the stored one (same version,
-            # same recording time): a snapshot outliving its log (a store reset
-            # by hand, a restore of the events alone) is ignored, not trusted.
-            events = found.get(aggregate_id, [])
-            if (events and events[0].originator_version == snapshot.version
-                    and to_domain_event(events[0]).timestamp == snapshot.modified_on):
-                del events[0]
-            else:
-                del snapshots[aggregate_id]
-                found.pop(aggregate_id, None)
+        found = _events_after(app, snapshots, curs)
+        for aggregate_id in [i for i, events in found.items() if events is None]:
+            del snapshots[aggregate_id]  # outlived its log: ignored, not trusted
+            del found[aggregate_id]
     fresh = [i for i in wanted if i not in snapshots]
-    rows = select_by_ids(recorder, f"SELECT {columns} FROM {recorder.events_table_name}", "originator_id",
+    rows = select_by_ids(recorder, f"SELECT {_COLUMNS} FROM {recorder.events_table_name}", "originator_id",
                          fresh, f"{bound} ORDER BY originator_id, originator_version", curs)
     found.update(_grouped(rows))
     out: dict[UUID, Any] = {}
@@ -100,12 +92,12 @@ def load_many(app: Any, ids: Iterable[UUID], max_position: int | None = None, *,
         aggregate = snapshots.get(aggregate_id)
         if snapshot_versions is not None:
             snapshot_versions[aggregate_id] = 0 if aggregate is None else aggregate.version
-        for stored in found.get(aggregate_id, ()):
+        for stored in found.get(aggregate_id) or ():
             aggregate = to_domain_event(stored).mutate(aggregate)
         out[aggregate_id] = aggregate
     if stats is not None:
         stats["snapshots"] = stats.get("snapshots", 0) + len(snapshots)
-        stats["events"] = stats.get("events", 0) + sum(len(events) for events in found.values())
+        stats["events"] = stats.get("events", 0) + sum(len(events or ()) for events in found.values())
     return out
 
 
@@ -118,17 +110,13 @@ def refresh(app: Any, aggregates: dict[UUID, Any], curs: Any = None) -> list[UUI
     if not aggregates:
         return []
     to_domain_event = app.mapper.to_domain_event
-    found = _grouped(_events_after(app.recorder, {i: a.version for i, a in aggregates.items()},
-                                   "originator_id, originator_version, topic, state", curs))
     untrusted = []
-    for aggregate_id, aggregate in aggregates.items():
-        events = found.get(aggregate_id, [])
-        if not (events and events[0].originator_version == aggregate.version
-                and to_domain_event(events[0]).timestamp == aggregate.modified_on):
+    for aggregate_id, events in _events_after(app, aggregates, curs).items():
+        if events is None:
             untrusted.append(aggregate_id)
             continue
-        for stored in events[1:]:
-            to_domain_event(stored).mutate(aggregate)
+        for stored in events:
+            to_domain_event(stored).mutate(aggregates[aggregate_id])
     return untrusted
 
 
@@ -164,9 +152,24 @@ def _load_snapshots(recorder: Any, ids: Sequence[UUID], curs: Any = None) -> dic
     return out
 
 
-def _events_after(recorder: Any, versions: dict[UUID, int], columns: str, curs: Any = None) -> Iterator[Any]:
-    """Each aggregate's events from the given version on (the snapshot's own last
-    event included, to check it), one query per IDS_PER_QUERY ids."""
+def _events_after(app: Any, held: dict[UUID, Any], curs: Any = None) -> dict[UUID, list[StoredEvent] | None]:
+    """For each aggregate held (a snapshot, or one kept in memory), the stored
+    events after its version; None when its own last event is no longer the
+    stored one (same version, same recording time): state outliving its log (a
+    store reset by hand, a partial restore) is reloaded, never trusted."""
+    found = _grouped(_select_from_versions(app.recorder, {i: a.version for i, a in held.items()}, curs))
+    out: dict[UUID, list[StoredEvent] | None] = {}
+    for aggregate_id, aggregate in held.items():
+        events = found.get(aggregate_id, [])
+        continues = (events and events[0].originator_version == aggregate.version
+                     and app.mapper.to_domain_event(events[0]).timestamp == aggregate.modified_on)
+        out[aggregate_id] = events[1:] if continues else None
+    return out
+
+
+def _select_from_versions(recorder: Any, versions: dict[UUID, int], curs: Any = None) -> Iterator[Any]:
+    """Each aggregate's events from the given version on (its own last event
+    included, to check it), one query per IDS_PER_QUERY ids."""
     table = recorder.events_table_name
     items = list(versions.items())
     is_sqlite = isinstance(recorder.datastore, SQLiteDatastore)
@@ -175,10 +178,10 @@ def _events_after(recorder: Any, versions: dict[UUID, int], columns: str, curs: 
         if is_sqlite:
             # OR of primary-key ranges: SQLite answers each term from the index.
             terms = " OR ".join(["(originator_id = ? AND originator_version >= ?)"] * len(part))
-            statement = f"SELECT {columns} FROM {table} WHERE {terms}"
+            statement = f"SELECT {_COLUMNS} FROM {table} WHERE {terms}"
             params: Any = [value for i, v in part for value in (i.hex, v)]
         else:
-            statement = (f"SELECT {', '.join('e.' + c for c in columns.split(', '))} FROM {table} e"
+            statement = (f"SELECT {', '.join('e.' + c for c in _COLUMNS.split(', '))} FROM {table} e"
                          " JOIN unnest(%s::uuid[], %s::bigint[]) AS s(id, v)"
                          " ON e.originator_id = s.id AND e.originator_version >= s.v")
             params = ([i for i, _ in part], [v for _, v in part])

@@ -54,7 +54,6 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                 self._notify_channel(curs)
         return notification_ids
 
-
     def _insert_in_one_trip(self, columns: tuple[list[Any], ...], receipt_pages: list[tuple[list[Any], ...]],
                             insert_events: str, insert_receipts: str) -> list[int]:
         """A batch of one page: BEGIN, LOCK, both INSERTs, NOTIFY and COMMIT sent as

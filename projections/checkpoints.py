@@ -51,8 +51,10 @@ _GROUPED = ("SELECT account, unit, market, kind, pro_id, CAST(SUM(debit) AS BIGI
             " CAST(SUM(credit) AS BIGINT) AS credit FROM ({}) t GROUP BY account, unit, market, kind, pro_id")
 _SINCE = (f"SELECT {_CHECKPOINT_COLUMNS} FROM ll_checkpoints WHERE checkpoint_at = ?"
           f" UNION ALL SELECT {_POSTING_COLUMNS} FROM ll_postings WHERE occurred_at >= ? AND occurred_at < ?")
+# A checkpoint as its predecessor and the postings between them make it.
+_EXPECTED = _GROUPED.format(_SINCE)
 _LAY = ("INSERT INTO ll_checkpoints (checkpoint_at, account, unit, market, kind, pro_id, debit, credit)"
-        " SELECT CAST(? AS TEXT), g.* FROM (" + _GROUPED.format(_SINCE) + ") g")
+        f" SELECT CAST(? AS TEXT), g.* FROM ({_EXPECTED}) g")
 _ADD_LATE = (
     "INSERT INTO ll_checkpoints (checkpoint_at, account, unit, market, kind, pro_id, debit, credit)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (checkpoint_at, account, unit, market) DO UPDATE"
@@ -149,12 +151,14 @@ def base(view: Any, instant: str) -> str:
     return rows[0]["b"] if rows and rows[0]["b"] is not None else BEGINNING
 
 
-def totals(boundary: str, until: str, *, inclusive: bool, where: str = "", params: Sequence[Any] = (),
+def totals(view: Any, until: str, *, inclusive: bool, where: str = "", params: Sequence[Any] = (),
            checkpoint_where: str = "", checkpoint_params: Sequence[Any] = (),
            posting_where: str = "", posting_params: Sequence[Any] = ()) -> tuple[str, list[Any]]:
     """A subquery of (account, unit, market, kind, pro_id, debit, credit) rows
     whose sums per account are the totals of every posting before ``until``
-    (``inclusive``: at or before). ``where`` filters both sides; the others one."""
+    (``inclusive``: at or before): the latest checkpoint at or before it, and the
+    postings since. ``where`` filters both sides; the others one."""
+    boundary = base(view, until)
     operator = "<=" if inclusive else "<"
     statement = (
         f"SELECT {_CHECKPOINT_COLUMNS} FROM ll_checkpoints WHERE checkpoint_at = ?{where}{checkpoint_where}"
@@ -162,6 +166,15 @@ def totals(boundary: str, until: str, *, inclusive: bool, where: str = "", param
         f" WHERE occurred_at >= ? AND occurred_at {operator} ?{where}{posting_where}"
     )
     return statement, [boundary, *params, *checkpoint_params, boundary, until, *params, *posting_params]
+
+
+# Rows of a checkpoint that its predecessor plus the postings between them does
+# not give, both ways: (expected EXCEPT actual) + (actual EXCEPT expected).
+_ACTUAL = f"SELECT {_CHECKPOINT_COLUMNS} FROM ll_checkpoints WHERE checkpoint_at = ?"
+_DIFFERENCES = (
+    f"SELECT (SELECT COUNT(*) FROM (SELECT * FROM ({_EXPECTED}) e EXCEPT SELECT * FROM ({_ACTUAL}) a) m)"
+    f" + (SELECT COUNT(*) FROM (SELECT * FROM ({_ACTUAL}) a EXCEPT SELECT * FROM ({_EXPECTED}) e) x) AS n"
+)
 
 
 def problems(view: Any, limit: int = 20) -> list[str]:
@@ -172,12 +185,7 @@ def problems(view: Any, limit: int = 20) -> list[str]:
         "SELECT checkpoint_at FROM ll_checkpoint_marks ORDER BY checkpoint_at")]
     found: list[str] = []
     for previous, boundary in zip(marks, marks[1:]):
-        expected = _GROUPED.format(_SINCE)
-        actual = f"SELECT {_CHECKPOINT_COLUMNS} FROM ll_checkpoints WHERE checkpoint_at = ?"
-        rows = view.query(
-            f"SELECT (SELECT COUNT(*) FROM (SELECT * FROM ({expected}) e EXCEPT SELECT * FROM ({actual}) a) m)"
-            f" + (SELECT COUNT(*) FROM (SELECT * FROM ({actual}) a EXCEPT SELECT * FROM ({expected}) e) x) AS n",
-            [previous, previous, boundary, boundary, boundary, previous, previous, boundary])
+        rows = view.query(_DIFFERENCES, [previous, previous, boundary, boundary, boundary, previous, previous, boundary])
         if int(rows[0]["n"]):
             found.append(f"checkpoint {boundary}: {int(rows[0]['n'])} account totals differ from the "
                          "checkpoint before it plus the postings between them")

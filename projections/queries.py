@@ -47,7 +47,7 @@ def balances(view: Any, pro_id: str | None = None, as_of: datetime | None = None
         named, names = ((" AND account IN (?, ?, ?)", [pro_account(pro_id, k) for k in ("wallet", "advance", "card")])
                         if pro_id is not None else ("", []))
         subquery, sub_params = checkpoints.totals(
-            checkpoints.base(view, bound), bound, inclusive=True,
+            view, bound, inclusive=True,
             where=" AND kind <> 'platform'" + in_market, params=market_params,
             checkpoint_where=named, checkpoint_params=names, posting_where=of_pro, posting_params=pro_params)
         rows = view.query(
@@ -209,12 +209,12 @@ def _checkpointed_trial_balance(view: Any, as_of: datetime | None, start: dateti
     debits and credits are the difference)."""
     where, params = posting_filters(market=market, account=account)
     until = _bound(as_of)
-    closing, closing_params = checkpoints.totals(checkpoints.base(view, until), until, inclusive=True,
+    closing, closing_params = checkpoints.totals(view, until, inclusive=True,
                                                  where=where, params=params)
     parts = f"SELECT account, unit, debit AS cd, credit AS cc, 0 AS od, 0 AS oc FROM ({closing}) c"
     if start is not None:
         first = sortable_utc(start)
-        opening, opening_params = checkpoints.totals(checkpoints.base(view, first), first, inclusive=False,
+        opening, opening_params = checkpoints.totals(view, first, inclusive=False,
                                                      where=where, params=params)
         parts += f" UNION ALL SELECT account, unit, 0, 0, debit, credit FROM ({opening}) o"
         closing_params += opening_params

@@ -41,6 +41,16 @@ def _history() -> list[list[dict]]:
     return calls
 
 
+def _record_history(ledger: Ledger, *, project_each_call: bool = True) -> None:
+    """Append the history; with ``project_each_call`` the view catches up after
+    each call (one view batch each: boundaries laid as the log grows), else once."""
+    for call in _history():
+        ok(ledger.append(call))
+        if project_each_call:
+            ledger.catch_up()
+    ledger.catch_up()
+
+
 def _marks(ledger: Ledger) -> list[str]:
     ledger.catch_up()
     return [r["checkpoint_at"] for r in ledger._view.query(
@@ -84,9 +94,7 @@ def _agree(ledger: Ledger) -> int:
 
 def test_checkpointed_reports_equal_the_postings_at_every_instant(store_url):
     with Ledger.from_url(store_url) as ledger:
-        for call in _history():
-            ok(ledger.append(call))
-            ledger.catch_up()  # one view batch per call: boundaries laid as the log grows
+        _record_history(ledger)
         marks = _marks(ledger)
         assert len(marks) >= 4, marks  # the beginning and at least three boundaries
         assert _agree(ledger) > 100
@@ -96,9 +104,7 @@ def test_checkpointed_reports_equal_the_postings_at_every_instant(store_url):
 
 def test_a_late_event_before_a_checkpoint_counts_in_it(store_url):
     with Ledger.from_url(store_url) as ledger:
-        for call in _history():
-            ok(ledger.append(call))
-            ledger.catch_up()
+        _record_history(ledger)
         first = _marks(ledger)[1]
         after = parse_utc(_marks(ledger)[-1]) + timedelta(hours=1)
         before = {r["pro_id"]: r["balance"] for r in ledger.balances(as_of=after)}
@@ -116,9 +122,7 @@ def test_a_late_event_before_a_checkpoint_counts_in_it(store_url):
 
 def test_rebuild_lays_checkpoints_that_give_the_same_reports(store_url):
     with Ledger.from_url(store_url) as ledger:
-        for call in _history():
-            ok(ledger.append(call))
-        ledger.catch_up()
+        _record_history(ledger, project_each_call=False)
         wanted = ledger.read_models(with_refunds=False)
         ledger.rebuild()
         assert len(_marks(ledger)) >= 4
@@ -129,9 +133,7 @@ def test_rebuild_lays_checkpoints_that_give_the_same_reports(store_url):
 
 def test_verify_names_a_checkpoint_that_disagrees_with_the_postings(store_url):
     with Ledger.from_url(store_url) as ledger:
-        for call in _history():
-            ok(ledger.append(call))
-            ledger.catch_up()
+        _record_history(ledger)
         boundary = _marks(ledger)[2]
         with ledger._view.datastore.transaction(commit=True) as curs:
             curs.execute(ledger._view.sql("UPDATE ll_checkpoints SET debit = debit + 1"
@@ -145,9 +147,7 @@ def test_verify_names_a_checkpoint_that_disagrees_with_the_postings(store_url):
 def test_a_store_without_checkpoints_gets_them_on_first_use(store_url):
     """A store whose read models predate checkpoints (0.4) gets them laid from its postings."""
     with Ledger.from_url(store_url) as ledger:
-        for call in _history():
-            ok(ledger.append(call))
-        ledger.catch_up()
+        _record_history(ledger, project_each_call=False)
         wanted = ledger.read_models(with_refunds=False)
         with ledger._view.datastore.transaction(commit=True) as curs:
             curs.execute("DROP TABLE ll_checkpoints")
