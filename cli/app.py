@@ -26,7 +26,9 @@ from leadledger.store import DEFAULT_URL, URL_ENV
 
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_STORE, EXIT_INTERNAL = 0, 1, 2, 3, 4
 # LedgerErrors caused by what the user gave, not by the store.
-USAGE_CODES = frozenset({"invalid_log", "store_not_empty", "not_supported"})
+USAGE_CODES = frozenset({"invalid_log", "store_not_empty", "not_supported", "bad_head"})
+# LedgerErrors that are findings about the books, exit 1 like a failed verify.
+FINDING_CODES = frozenset({"chain_broken"})
 
 
 def fail(code: str, message: str, exit_code: int) -> None:
@@ -54,7 +56,8 @@ def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
         except Rejection as exc:  # a named thing not found, a rule refused
             fail(exc.code, exc.message, EXIT_REJECTED)
         except LedgerError as exc:
-            fail(exc.code, exc.message, EXIT_USAGE if exc.code in USAGE_CODES else EXIT_STORE)
+            fail(exc.code, exc.message, EXIT_USAGE if exc.code in USAGE_CODES
+                 else EXIT_REJECTED if exc.code in FINDING_CODES else EXIT_STORE)
         except NotNDJSON as exc:
             fail("usage", str(exc), EXIT_USAGE)
         except (_persistence_error(), sqlite3.Error) as exc:  # the store failed, not our code

@@ -203,16 +203,25 @@ def late(ctx: click.Context, min_lag: timedelta, fmt: str) -> None:
 
 
 @cli.command()
+@click.option("--force", is_flag=True,
+              help="Rebuild even when the log's hash chain is broken (each break is printed as a WARNING).")
 @click.pass_context
 @guarded
-def rebuild(ctx: click.Context) -> None:
+def rebuild(ctx: click.Context, force: bool) -> None:
     """Drop the read models of the store and rebuild them from its log.
+
+    The log's hash chain is walked first: on a broken chain (an event edited,
+    deleted, inserted or moved) rebuild refuses, exit 1, error[chain_broken],
+    since read models rebuilt from an altered log would agree with it.
 
     \b
     Example:
       leadledger --db postgresql://postgres@127.0.0.1/leadledger rebuild
     """
-    count = open_ledger(ctx).rebuild()
+    def warn(message: str) -> None:
+        click.echo(f"leadledger: WARNING: {message}", err=True)
+
+    count = open_ledger(ctx).rebuild(force=force, warn=warn)
     click.echo(f"rebuilt the read models from {count:,} events", err=True)
 
 
@@ -241,21 +250,44 @@ def follow(ctx: click.Context, seconds: float | None) -> None:
 
 @cli.command("verify")
 @click.option("--quick", is_flag=True, help="Skip invariant 6 (a full replay into a scratch store).")
+@click.option("--head", "head_only", is_flag=True,
+              help="Only walk the hash chain and print its head (POSITION:SHA256), to publish.")
+@click.option("--expect-head", metavar="POSITION:SHA256",
+              help="A head published earlier: fail unless the log up to it is unchanged.")
 @FORMAT
 @click.pass_context
 @guarded
-def verify_command(ctx: click.Context, quick: bool, fmt: str) -> None:
+def verify_command(ctx: click.Context, quick: bool, head_only: bool, expect_head: str | None, fmt: str) -> None:
     """Check the invariants of SPEC section 7 on the store; exit 1 if one fails.
 
-    Invariant 5 (appending the same submissions again changes nothing) needs the
-    submissions themselves: the test suite checks it.
+    Check 0 walks the log's hash chain and names the first position edited,
+    deleted, inserted or reordered. Invariant 5 (appending the same submissions
+    again changes nothing) needs the submissions themselves: the test suite
+    checks it.
 
     \b
-    Example:
+    Examples:
       leadledger verify && echo books are sound
+      leadledger verify --head                 # 1842:9f86d081...  publish it
+      leadledger verify --expect-head 1842:9f86d081...
     """
     ledger = open_ledger(ctx)
-    checks = ledger.verify(replay=not quick)
+    if head_only:
+        problems, head = ledger.chain_problems(expect_head)
+        row = {"position": head.position, "sha256": head.sha256.hex(), "head": head.text(),
+               "ok": not problems, "problems": problems}
+        if fmt == "json":
+            click.echo(json.dumps(row, indent=2))
+        elif fmt == "csv":
+            write_csv([{**row, "ok": str(not problems).lower(), "problems": "; ".join(problems)}],
+                      ("position", "sha256", "head", "ok", "problems"), sys.stdout)
+        else:
+            click.echo(head.text())
+            for problem in problems:
+                click.echo(f"leadledger: chain broken: {problem} (the head above is the last "
+                           "event that chains correctly)", err=True)
+        sys.exit(0 if not problems else EXIT_REJECTED)
+    checks = ledger.verify(replay=not quick, expect_head=expect_head)
     skipped = ledger.skipped_by_quick() if quick else []
     if fmt == "json":
         click.echo(json.dumps([c.to_json() for c in checks], ensure_ascii=False, indent=2))

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -32,7 +33,8 @@ from eventsourcing.persistence import (
     Transcoding,
 )
 
-from leadledger import errors, eventlog, snapshots
+from leadledger import chain_store, errors, eventlog, snapshots
+from leadledger.chain import Head
 from leadledger.codec import FastJSONTranscoder
 from leadledger.aggregates import Contact, Wallet, wallet_id
 from leadledger.loader import load_many, refresh
@@ -49,6 +51,7 @@ from leadledger.commands import (
 from leadledger.errors import LedgerError, Rejection
 from leadledger.store import (
     EVENTS_TABLE,
+    HEAD_TABLE,
     SNAPSHOTS_TABLE,
     TRACKING_TABLE,
     POSTGRES_EVENT_STORE_DDL,
@@ -174,6 +177,7 @@ class Ledger:
                 if self.config.kind == "sqlite":
                     view = SQLiteLedgerView(datastore)
                     view.create_table()
+                    chain_store.ensure_sqlite(datastore)
                 else:
                     from leadledger.projections.postgres_view import PostgresLedgerView
 
@@ -189,7 +193,8 @@ class Ledger:
     def _check_initialised(view: Any) -> None:
         rows = view.query(f"SELECT to_regclass('{EVENTS_TABLE}') IS NOT NULL AS ok,"
                           f" to_regclass('{RECEIPTS_TABLE}') IS NOT NULL AS receipts,"
-                          f" to_regclass('{SNAPSHOTS_TABLE}') IS NOT NULL AS snapshots")
+                          f" to_regclass('{SNAPSHOTS_TABLE}') IS NOT NULL AS snapshots,"
+                          f" to_regclass('{HEAD_TABLE}') IS NOT NULL AS chained")
         if not rows[0]["ok"]:
             raise LedgerError("store_not_initialised", "run `leadledger init` on this database first")
         if not rows[0]["receipts"]:
@@ -198,6 +203,9 @@ class Ledger:
         if not rows[0]["snapshots"]:
             raise LedgerError("store_not_initialised", "this database predates leadledger 0.4: "
                               "run `leadledger init` on it (it adds the wallet snapshots table)")
+        if not rows[0]["chained"]:
+            raise LedgerError("store_not_initialised", "this database predates leadledger 0.5: "
+                              "run `leadledger init` on it as the tables' owner (it chains the log)")
 
     def init(self) -> None:
         """Create the schema (idempotent). On PostgreSQL this applies schema.sql."""
@@ -214,6 +222,7 @@ class Ledger:
                 ) as conn:
                     for statement in (*POSTGRES_EVENT_STORE_DDL, *READ_MODEL_DDL):
                         conn.execute(statement)  # type: ignore[arg-type]
+                    chain_store.ensure_postgres(conn)
             except psycopg.Error as exc:
                 raise LedgerError("store_unavailable", _one_line(exc)) from None
         self.close()
@@ -270,7 +279,12 @@ class Ledger:
         if not event_ids and not touched:
             return uow
         with app.factory.datastore.transaction(commit=False) as curs:  # type: ignore[attr-defined]
-            uow.receipts.update(load_receipts(app.recorder, event_ids, curs))
+            receipts = load_receipts(app.recorder, event_ids, curs)
+            if receipts:  # a duplicate is answered from the log, not from its receipt alone
+                gone = chain_store.receipts_not_in_log(curs, self.config.kind == "sqlite", list(receipts.values()))
+                for event_id in gone:
+                    receipts[event_id] = dataclasses.replace(receipts[event_id], in_log=False)
+            uow.receipts.update(receipts)
             # Only wallets have snapshots: the table is not asked about contacts.
             wallets = {wallet_touched(item) for item in items} - {None}
             self._level(app, uow, touched, curs, wallet_ids=wallets)
@@ -576,10 +590,21 @@ class Ledger:
         self.catch_up()
         return beancount.export(self._view)
 
-    def rebuild(self) -> int:
+    def rebuild(self, *, force: bool = False, warn: Callable[[str], None] | None = None) -> int:
         """Project the whole log again into emptied read models, in one transaction
-        that excludes catch-ups (see LedgerViewMixin.rebuild); returns events projected."""
+        that excludes catch-ups (see LedgerViewMixin.rebuild); returns events projected.
+
+        Refuses (``chain_broken``) when the log's hash chain does not hold: read
+        models rebuilt from an altered log would agree with it, and ``verify``'s
+        comparisons with them. ``force=True`` rebuilds anyway, after ``warn``."""
         app, view = self._open()
+        problems, _ = self.chain_problems()
+        if problems and not force:
+            raise LedgerError("chain_broken", f"the log's hash chain is broken ({problems[0]}); read "
+                              "models rebuilt from it would agree with the altered log. Run `leadledger "
+                              "verify`, restore from a backup, or `rebuild --force` to rebuild anyway")
+        for problem in problems:
+            (warn or _no_warning)(f"rebuilding from a log whose hash chain is broken: {problem}")
         advance = self.progress("rebuild", self.log_size())
         try:
             done = view.rebuild(app, advance=advance)
@@ -587,6 +612,19 @@ class Ledger:
             advance(-1)
         self.analyze()
         return done
+
+    def chain_problems(self, expect: Head | str | None = None) -> tuple[list[str], Head]:
+        """Walk the log's hash chain (ledger/chain.py): the problems found (the first
+        position edited, deleted, inserted or reordered; a cut tail; a published head
+        ``expect`` that no longer matches) and the last head that chains correctly."""
+        app, _ = self._open()
+        if isinstance(expect, str):
+            try:
+                expect = Head.parse(expect)
+            except ValueError as exc:
+                raise LedgerError("bad_head", str(exc)) from None
+        return chain_store.check(app.factory.datastore, self.config.kind == "sqlite",  # type: ignore[attr-defined]
+                                 expect)
 
     def log_size(self) -> int:
         """The log's last position (events and legacy receipts: an upper bound on events)."""
@@ -630,20 +668,25 @@ class Ledger:
             raise LedgerError("invalid_log", f"an event's aggregate version repeats: {_one_line(exc)}") from None
         return len(page)
 
-    def verify(self, *, replay: bool = True) -> list[Any]:
+    def verify(self, *, replay: bool = True, expect_head: Head | str | None = None) -> list[Any]:
         """Check the invariants of SPEC section 7; returns one Check per invariant.
 
         Every check judges the same log prefix: the events up to the position the
         read models reached when verify began, so appends running meanwhile never
         make it report a false failure. ``replay=False`` (``--quick``) skips
-        invariant 6, a replay into a scratch store.
+        invariant 6, a replay into a scratch store. Check 0 walks the whole hash
+        chain (to the head it reads first), and ``expect_head`` (``POSITION:HASH``,
+        as published) must still be on it.
         """
         app, view = self._open()
+        chained, _ = self.chain_problems(expect_head)
         self.catch_up()
         top = view.max_tracking_id(APPLICATION_NAME) or 0
-        checks = [verify.Check(0, "the log is whole: every aggregate's versions run 1..n")]
-        checks[0].problems = verify.log_is_whole(view, app.recorder.events_table_name, top,
-                                                 sqlite=self.config.kind == "sqlite")
+        sqlite = self.config.kind == "sqlite"
+        checks = [verify.Check(0, verify.LOG_CHECK)]
+        checks[0].problems = chained + verify.log_is_whole(view, app.recorder.events_table_name, top,
+                                                           sqlite=sqlite)
+        checks[0].problems += chain_store.receipts_problems(app.factory.datastore, sqlite)  # type: ignore[attr-defined]
         check = verify.Check(1, "trial balance is zero per unit, and per event")
         check.problems = verify.trial_balance_zero(view, top)
         # the as-of reports read checkpointed totals: each must be its postings' sum
@@ -843,6 +886,10 @@ def _counted(items: Iterable[Any], advance: Callable[[int], None]) -> Iterator[A
 
 
 def _no_advance(count: int) -> None:
+    pass
+
+
+def _no_warning(message: str) -> None:
     pass
 
 

@@ -171,6 +171,11 @@ def decide(uow: UnitOfWork, submission: Any) -> Outcome:
         digest = _sha256(sub.canonical_content(submission))
         receipt = uow.receipt(submission.event_id)
         if receipt is not None:
+            if not receipt.in_log:
+                return Outcome("rejected", errors.LOG_DAMAGED,
+                               f"event_id {submission.event_id} was recorded at position {receipt.position}, "
+                               "but the log no longer holds its events there: the log was altered; "
+                               "nothing recorded (run `leadledger verify`)")
             if receipt.content_sha256 == digest:
                 return Outcome("duplicate", recorded=tuple(receipt.recorded))
             return Outcome(
@@ -192,7 +197,7 @@ def decide(uow: UnitOfWork, submission: Any) -> Outcome:
     assert recorded, "an accepted submission records at least one event"
     if not internal:
         uow.accepted(Receipt(submission.event_id, submission.type, digest, recorded,
-                             format_utc(submission.occurred_at)))
+                             format_utc(submission.occurred_at), batch_index=mark))
     return Outcome("recorded", recorded=recorded)
 
 

@@ -51,5 +51,6 @@ NOT_REFUNDED = "not_refunded"
 ALREADY_RECTIFIED = "already_rectified"
 BATCH_REJECTED = "batch_rejected"
 COURTESY_OVER_CEILING = "courtesy_over_ceiling"  # over the pack's max_amount, whoever approves
+LOG_DAMAGED = "log_damaged"  # the submission's receipt points at events the log no longer holds
 OCCURRED_IN_FUTURE = "occurred_in_future"  # occurred_at beyond the clock + allowed skew
 TOO_LATE = "too_late"  # the market pack's max_lateness_days has passed  # --atomic: another submission of the batch failed

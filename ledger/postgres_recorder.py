@@ -6,14 +6,16 @@ start) never imports psycopg: ~0.2 s of a one-line append's start-up.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any, Sequence
 
 from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.utils import retry
 
+from leadledger import chain, chain_store
 from leadledger.recorders import Receipt
-from leadledger.store import RECEIPTS_TABLE
+from leadledger.store import CHAIN_COLUMN, RECEIPTS_TABLE
 
 INSERT_PAGE = 2000  # events per INSERT statement: bounded message size
 
@@ -23,62 +25,57 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
     def insert_events(self, stored_events: Sequence[StoredEvent],
                       **kwargs: Any) -> Sequence[int] | None:
         # A retry after a lost connection is safe: the transaction either
-        # committed (then the retry hits the primary key and the caller re-judges
-        # the batch, finding its own submissions as duplicates) or it did not.
+        # committed (then the retry finds the head moved past its positions, or
+        # hits the primary key, and the caller re-judges the batch, finding its own
+        # submissions as duplicates) or it did not.
         receipts: Sequence[Receipt] = kwargs.get("receipts", ())
-        pages = [_columns(stored_events[i:i + INSERT_PAGE])
-                 for i in range(0, len(stored_events), INSERT_PAGE)]
-        receipt_pages = [_receipt_columns(receipts[i:i + INSERT_PAGE])
-                         for i in range(0, len(receipts), INSERT_PAGE)]
         table = f"{self.datastore.schema}.{self.events_table_name}"
         insert_events = (
-            f"INSERT INTO {table} (originator_id, originator_version, topic, state)"
-            " SELECT * FROM unnest(%b::uuid[], %b::bigint[], %b::text[], %b::bytea[])"
-            " RETURNING notification_id"
+            f"INSERT INTO {table} (notification_id, originator_id, originator_version, topic, state,"
+            f" {CHAIN_COLUMN}) SELECT * FROM unnest(%b::bigint[], %b::uuid[], %b::bigint[], %b::text[],"
+            " %b::bytea[], %b::bytea[])"
         )
         insert_receipts = (
             f"INSERT INTO {RECEIPTS_TABLE} SELECT * FROM"
-            " unnest(%b::uuid[], %b::text[], %b::text[], %b::text[], %b::text[])"
+            " unnest(%b::uuid[], %b::text[], %b::text[], %b::text[], %b::text[], %b::bigint[])"
         )
-        notification_ids: list[int] = []
-        if len(pages) == 1 and len(receipt_pages) <= 1:
-            return self._insert_in_one_trip(pages[0], receipt_pages, insert_events, insert_receipts)
+        read_head, read_last = chain_store.head_statements(sqlite=False)
         with self.datastore.get_connection() as conn:
-            with conn.transaction(), conn.cursor() as curs:
-                self._lock_table(curs)
-                for columns in pages:
-                    curs.execute(insert_events, columns)
-                    notification_ids.extend(row["notification_id"] for row in curs.fetchall())
-                for columns in receipt_pages:
-                    curs.execute(insert_receipts, columns)
-                self._notify_channel(curs)
-        return notification_ids
-
-    def _insert_in_one_trip(self, columns: tuple[list[Any], ...], receipt_pages: list[tuple[list[Any], ...]],
-                            insert_events: str, insert_receipts: str) -> list[int]:
-        """A batch of one page: BEGIN, LOCK, both INSERTs, NOTIFY and COMMIT sent as
-        one pipeline, answered in one round trip (a single submission's commit was
-        six). Pages are bounded (INSERT_PAGE), so the messages stay small: the
-        pipeline deadlock of psycopg issue 685 needs one larger than the socket
-        buffers."""
-        with self.datastore.get_connection() as conn:
-            with conn.pipeline():
+            # Small batches (one page: a single submission, the service's path) send
+            # BEGIN and the head reads as one pipeline, then every write and the
+            # COMMIT as another: two round trips. Pages are bounded (INSERT_PAGE), so
+            # no message outgrows the socket buffers (the pipeline deadlock of
+            # psycopg issue 685); larger batches go page by page.
+            small = len(stored_events) <= INSERT_PAGE and len(receipts) <= INSERT_PAGE
+            with conn.pipeline() if small else nullcontext():
                 with conn.transaction():
                     control = conn.cursor()
-                    self._lock_table(control)
-                    inserted = conn.cursor()
-                    inserted.execute(insert_events, columns)
-                    for receipt_columns in receipt_pages:
-                        control.execute(insert_receipts, receipt_columns)
+                    head_cursor = conn.cursor()
+                    head_cursor.execute(read_head)
+                    control.execute(read_last)
+                    head = chain_store.checked_head(head_cursor.fetchone(), control.fetchone())
+                    # The links need the head, so they are computed while it is
+                    # held: ~1 us per event.
+                    first = head.position + 1
+                    links = chain.extend(head.sha256, stored_events)
+                    for start in range(0, len(stored_events), INSERT_PAGE):
+                        page = stored_events[start:start + INSERT_PAGE]
+                        control.execute(insert_events, _columns(page, first + start, links[start:start + INSERT_PAGE]))
+                    for start in range(0, len(receipts), INSERT_PAGE):
+                        control.execute(insert_receipts, _receipt_columns(receipts[start:start + INSERT_PAGE], first))
+                    if stored_events:
+                        control.execute(chain_store.head_update(sqlite=False),
+                                        (head.position + len(stored_events), links[-1]))
                     self._notify_channel(control)
-                return [row["notification_id"] for row in inserted.fetchall()]
+        return list(range(first, first + len(stored_events)))
 
 
-def _columns(events: Sequence[StoredEvent]) -> tuple[list[Any], ...]:
-    return ([e.originator_id for e in events], [e.originator_version for e in events],
-            [e.topic for e in events], [e.state for e in events])
+def _columns(events: Sequence[StoredEvent], first: int, links: Sequence[bytes]) -> tuple[list[Any], ...]:
+    return (list(range(first, first + len(events))), [e.originator_id for e in events],
+            [e.originator_version for e in events], [e.topic for e in events],
+            [e.state for e in events], list(links))
 
 
-def _receipt_columns(receipts: Sequence[Receipt]) -> tuple[list[Any], ...]:
-    rows = [r.row(as_text=False) for r in receipts]
+def _receipt_columns(receipts: Sequence[Receipt], first: int) -> tuple[list[Any], ...]:
+    rows = [r.row(as_text=False, first_position=first) for r in receipts]
     return tuple(list(column) for column in zip(*rows))

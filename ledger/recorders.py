@@ -14,8 +14,12 @@ Two things eventsourcing's stock recorders cannot do for us:
   taken, pages of ``INSERT_PAGE`` rows are sent as plain array parameters,
   outside pipeline mode, and the lock is held only while they are sent.
 
-The events table stays eventsourcing's own: its readers, mappers and
-notification log work unchanged.
+- The hash chain (ledger/chain.py): every batch is chained onto the head
+  while the writer holds it, and written with explicit positions (head + 1,
+  ...), so positions run without gaps on both stores.
+
+The events table stays eventsourcing's own (plus the ``chain_sha256`` column):
+its readers, mappers and notification log work unchanged.
 """
 
 from __future__ import annotations
@@ -26,11 +30,12 @@ from typing import Any, Sequence
 from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
-from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteTransaction
 
+from leadledger import chain, chain_store
 from leadledger.loader import select_by_ids
-from leadledger.store import RECEIPTS_TABLE, SQLITE_RECEIPTS_DDL, SQLITE_SNAPSHOTS_DDL
-
+from leadledger.store import (CHAIN_COLUMN, RECEIPTS_TABLE, SQLITE_EVENTS_TABLE, SQLITE_HEAD_DDL,
+                              SQLITE_RECEIPTS_DDL, SQLITE_SNAPSHOTS_DDL)
 
 
 @dataclass(frozen=True)
@@ -42,45 +47,79 @@ class Receipt:
     content_sha256: str
     recorded: tuple[str, ...]
     occurred_at: str  # RFC 3339 UTC
+    # Where the submission's first event lies in the log: written as an index into
+    # the batch's events (the writer adds the batch's first position), read back as
+    # a position. Duplicates are answered from the log there, not from the receipt.
+    batch_index: int = 0
+    position: int | None = None
+    in_log: bool = True  # False: the log no longer holds the events this receipt acknowledged
 
-    def row(self, *, as_text: bool) -> tuple[Any, ...]:
+    def row(self, *, as_text: bool, first_position: int) -> tuple[Any, ...]:
         return (self.event_id.hex if as_text else self.event_id, self.submission_type,
-                self.content_sha256, json.dumps(list(self.recorded)), self.occurred_at)
+                self.content_sha256, json.dumps(list(self.recorded)), self.occurred_at,
+                first_position + self.batch_index)
 
     @classmethod
     def from_row(cls, row: Any) -> "Receipt":
         event_id = row["event_id"]
+        position = row["position"]
         return cls(event_id if isinstance(event_id, UUID) else UUID(event_id),
                    row["submission_type"], row["content_sha256"],
-                   tuple(json.loads(row["recorded"])), row["occurred_at"])
+                   tuple(json.loads(row["recorded"])), row["occurred_at"],
+                   position=int(position) if position is not None else None)
+
+
+class _WriteTransaction(SQLiteTransaction):
+    """BEGIN IMMEDIATE: the write lock before the head is read, so the head this
+    writer chains onto is the last one committed."""
+
+    def __enter__(self) -> SQLiteCursor:
+        cursor = self.connection.cursor()
+        cursor.execute("BEGIN IMMEDIATE")
+        return cursor
 
 
 class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
     def construct_create_table_statements(self) -> list[str]:
-        return [*super().construct_create_table_statements(), SQLITE_RECEIPTS_DDL, SQLITE_SNAPSHOTS_DDL]
+        statements = [s for s in super().construct_create_table_statements()
+                      if f" {SQLITE_EVENTS_TABLE} (" not in s]
+        return [*statements,
+                f"CREATE TABLE IF NOT EXISTS {SQLITE_EVENTS_TABLE} (originator_id TEXT, originator_version INTEGER,"
+                f" topic TEXT, state BLOB, {CHAIN_COLUMN} BLOB, PRIMARY KEY (originator_id, originator_version))",
+                SQLITE_RECEIPTS_DDL, SQLITE_SNAPSHOTS_DDL, SQLITE_HEAD_DDL]
+
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        with self.datastore.get_connection(commit=True) as conn, \
+                _WriteTransaction(conn, commit=True) as curs, curs:
+            return self._insert_events(curs, stored_events, **kwargs)
 
     def _insert_events(self, c: SQLiteCursor, stored_events: Sequence[StoredEvent],
                        **kwargs: Any) -> Sequence[int] | None:
         receipts: Sequence[Receipt] = kwargs.pop("receipts", ())
+        read_head, read_last = chain_store.head_statements(sqlite=True)
+        c.execute(read_head)
+        head_row = c.fetchone()
+        c.execute(read_last)
+        head = chain_store.checked_head(head_row, c.fetchone())
+        first = head.position + 1
+        links = chain.extend(head.sha256, stored_events)
         # One executemany (sqlite3's C loop) instead of eventsourcing's execute per
-        # row for its lastrowid (~13% of an append). The write transaction holds
-        # SQLite's one writer lock from the first row on, and rowids are max+1:
-        # the new positions are the last len(stored_events) ones.
-        c.executemany(self.insert_events_statement, [
-            (s.originator_id.hex if isinstance(s.originator_id, UUID) else s.originator_id,
-             s.originator_version, s.topic, s.state) for s in stored_events])
-        ids: list[int] = []
-        if stored_events:
-            c.execute(f"SELECT max(rowid) FROM {self.events_table_name}")
-            last = c.fetchone()[0]
-            ids = list(range(last - len(stored_events) + 1, last + 1))
+        # row for its lastrowid (~13% of an append).
+        c.executemany(
+            f"INSERT INTO {SQLITE_EVENTS_TABLE} (rowid, originator_id, originator_version, topic, state,"
+            f" {CHAIN_COLUMN}) VALUES (?, ?, ?, ?, ?, ?)",
+            [(first + i, s.originator_id.hex if isinstance(s.originator_id, UUID) else s.originator_id,
+              s.originator_version, s.topic, s.state, sha)
+             for i, (s, sha) in enumerate(zip(stored_events, links))])
         tracking = kwargs.get("tracking")
         if tracking is not None:
             self._insert_tracking(c, tracking)
         if receipts:
-            c.executemany(f"INSERT INTO {RECEIPTS_TABLE} VALUES (?, ?, ?, ?, ?)",
-                          [r.row(as_text=True) for r in receipts])
-        return ids
+            c.executemany(f"INSERT INTO {RECEIPTS_TABLE} VALUES (?, ?, ?, ?, ?, ?)",
+                          [r.row(as_text=True, first_position=first) for r in receipts])
+        if stored_events:
+            c.execute(chain_store.head_update(sqlite=True), (head.position + len(stored_events), links[-1]))
+        return list(range(first, first + len(stored_events)))
 
 
 def load_receipts(recorder: Any, event_ids: Sequence[UUID], curs: Any = None) -> dict[UUID, Receipt]:

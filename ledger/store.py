@@ -17,14 +17,20 @@ from leadledger.projections.tables import READ_MODEL_DDL
 
 DEFAULT_URL = "sqlite:///leadledger.db"
 URL_ENV = "LEADLEDGER_DATABASE_URL"
-EVENTS_TABLE = "leadledger_events"  # eventsourcing names it after the application
+EVENTS_TABLE = "leadledger_events"  # eventsourcing names it after the application (PostgreSQL)
+SQLITE_EVENTS_TABLE = "stored_events"  # eventsourcing's name on SQLite
 TRACKING_TABLE = "leadledger_tracking"
 RECEIPTS_TABLE = "leadledger_receipts"
+HEAD_TABLE = "leadledger_chain_head"  # ledger/chain.py: the last position and its hash
+CHAIN_COLUMN = "chain_sha256"
+GENESIS_HEX = "00" * 32
+APPEND_ONLY_TABLES = (EVENTS_TABLE, RECEIPTS_TABLE)
 
 SQLITE_RECEIPTS_DDL = (
     f"CREATE TABLE IF NOT EXISTS {RECEIPTS_TABLE} ("
     " event_id TEXT PRIMARY KEY, submission_type TEXT NOT NULL,"
-    " content_sha256 TEXT NOT NULL, recorded TEXT NOT NULL, occurred_at TEXT NOT NULL)"
+    " content_sha256 TEXT NOT NULL, recorded TEXT NOT NULL, occurred_at TEXT NOT NULL,"
+    " position INTEGER)"
 )
 SNAPSHOTS_TABLE = "leadledger_snapshots"
 # One row per wallet, its latest snapshot (ledger/snapshots.py): a cache of the
@@ -40,8 +46,57 @@ POSTGRES_SNAPSHOTS_DDL = (
 POSTGRES_RECEIPTS_DDL = (
     f"CREATE TABLE IF NOT EXISTS {RECEIPTS_TABLE} ("
     " event_id uuid PRIMARY KEY, submission_type text NOT NULL,"
-    " content_sha256 text NOT NULL, recorded text NOT NULL, occurred_at text NOT NULL)"
+    " content_sha256 text NOT NULL, recorded text NOT NULL, occurred_at text NOT NULL,"
+    " position bigint)"
 )
+
+# --- the chain and the append-only guards (ledger/chain.py, ledger/chain_store.py) ---
+
+SQLITE_HEAD_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {HEAD_TABLE} (id INTEGER PRIMARY KEY CHECK (id = 1),"
+    " position INTEGER NOT NULL, sha256 BLOB NOT NULL)"
+)
+# A fresh store starts its chain here; a store with events gets its head from
+# the migration, which chains them first (see migrate).
+SQLITE_HEAD_START = (
+    f"INSERT OR IGNORE INTO {HEAD_TABLE} SELECT 1, 0, zeroblob(32)"
+    f" WHERE NOT EXISTS (SELECT 1 FROM {SQLITE_EVENTS_TABLE})"
+)
+
+
+# SQLite has no TRUNCATE: a DELETE without WHERE fires the DELETE trigger.
+_SQLITE_GUARDS = [(f"{table}_no_{op.lower()}", table, op)
+                  for table in (SQLITE_EVENTS_TABLE, RECEIPTS_TABLE) for op in ("UPDATE", "DELETE")]
+SQLITE_TRIGGER_NAMES = [name for name, _, _ in _SQLITE_GUARDS]
+
+
+def sqlite_trigger_ddl() -> list[str]:
+    return [f"CREATE TRIGGER IF NOT EXISTS {name} BEFORE {op} ON {table}"
+            f" BEGIN SELECT RAISE(ABORT, '{table} is append-only: {op} refused'); END"
+            for name, table, op in _SQLITE_GUARDS]
+
+
+def sqlite_drop_trigger_ddl() -> list[str]:
+    return [f"DROP TRIGGER IF EXISTS {name}" for name in SQLITE_TRIGGER_NAMES]
+
+
+POSTGRES_CHAIN_DDL = (
+    f"ALTER TABLE {EVENTS_TABLE} ADD COLUMN IF NOT EXISTS {CHAIN_COLUMN} bytea",
+    f"ALTER TABLE {RECEIPTS_TABLE} ADD COLUMN IF NOT EXISTS position bigint",
+    f"CREATE TABLE IF NOT EXISTS {HEAD_TABLE} ( id integer PRIMARY KEY CHECK (id = 1),"
+    " position bigint NOT NULL, sha256 bytea NOT NULL)",
+    f"INSERT INTO {HEAD_TABLE} SELECT 1, 0, '\\x{GENESIS_HEX}'::bytea"
+    f" WHERE NOT EXISTS (SELECT 1 FROM {EVENTS_TABLE}) ON CONFLICT DO NOTHING",
+    # One statement-level trigger per table: it fires even when no row matches,
+    # and TRUNCATE has no row-level triggers.
+    "CREATE OR REPLACE FUNCTION leadledger_append_only() RETURNS trigger LANGUAGE plpgsql AS $$"
+    " BEGIN RAISE EXCEPTION 'leadledger: % is append-only: % refused', TG_TABLE_NAME, TG_OP"
+    " USING ERRCODE = 'insufficient_privilege'; END $$",
+    *(f"CREATE OR REPLACE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE OR TRUNCATE"
+      f" ON {table} FOR EACH STATEMENT EXECUTE FUNCTION leadledger_append_only()"
+      for table in APPEND_ONLY_TABLES),
+)
+
 
 
 @dataclass(frozen=True)
@@ -49,6 +104,10 @@ class StoreConfig:
     url: str
     kind: str  # "sqlite" or "postgres"
     env: dict[str, str]
+
+
+def events_table(sqlite: bool) -> str:
+    return SQLITE_EVENTS_TABLE if sqlite else EVENTS_TABLE
 
 
 def resolve_url(url: str | None) -> str:
@@ -103,7 +162,7 @@ def config_for(url: str) -> StoreConfig:
 POSTGRES_EVENT_STORE_DDL = (
     f"CREATE TABLE IF NOT EXISTS {EVENTS_TABLE} ("
     " originator_id uuid NOT NULL, originator_version bigint NOT NULL, topic text,"
-    " state bytea, notification_id bigserial,"
+    " state bytea, notification_id bigserial, chain_sha256 bytea,"
     " PRIMARY KEY (originator_id, originator_version))",
     f"CREATE UNIQUE INDEX IF NOT EXISTS {EVENTS_TABLE}_notification_id_idx"
     f" ON {EVENTS_TABLE} (notification_id ASC)",
@@ -119,6 +178,7 @@ POSTGRES_EVENT_STORE_DDL = (
     " application_name text, notification_id bigint, PRIMARY KEY (application_name))",
     # Marks the tracking table as single-row (eventsourcing's migration record).
     f"INSERT INTO {TRACKING_TABLE} VALUES ('__migration__', 1) ON CONFLICT DO NOTHING",
+    *POSTGRES_CHAIN_DDL,
 )
 
 

@@ -15,6 +15,8 @@ from leadledger.markets import policy as market_policy
 from leadledger.projections.tables import POSITIONED_TABLES
 
 MAX_PROBLEMS = 20  # a report lists the first ones, not thousands
+LOG_CHECK = ("the log is whole and unaltered: every aggregate's versions run 1..n, the hash chain "
+             "holds, every acknowledged submission's events are in it")
 REPLAY_CHECK = (6, "replaying the log into an empty store gives identical read models")  # --quick skips it
 
 

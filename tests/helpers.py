@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Iterator
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=timezone.utc)  # a Monday
 
@@ -78,3 +79,35 @@ def refund_row(ledger: Any, contact: str, as_of: str) -> dict:
     rows = [r for r in ledger.refunds(as_of=when(as_of)) if r["contact_id"] == contact]
     assert len(rows) == 1, rows
     return rows[0]
+
+
+@contextmanager
+def guards_off(ledger: Any) -> Iterator[Any]:
+    """A raw write transaction on the store with the append-only triggers off, as
+    a superuser (or the owner of a SQLite file) could: for tampering on purpose."""
+    from leadledger.store import sqlite_drop_trigger_ddl, sqlite_trigger_ddl
+
+    app, _ = ledger._open()
+    sqlite = ledger.config.kind == "sqlite"
+    with app.factory.datastore.transaction(commit=True) as curs:
+        if sqlite:
+            for statement in sqlite_drop_trigger_ddl():
+                curs.execute(statement)
+        else:
+            curs.execute("SET LOCAL session_replication_role = replica")
+        yield curs
+        if sqlite:
+            for statement in sqlite_trigger_ddl():
+                curs.execute(statement)
+
+
+def empty_by_hand(curs: Any, ledger: Any) -> None:
+    """Everything a store holds, deleted under guards_off, its chain head back at the start."""
+    from leadledger.recorders import RECEIPTS_TABLE
+    from leadledger.store import GENESIS_HEX, HEAD_TABLE, SNAPSHOTS_TABLE
+
+    app, _ = ledger._open()
+    for table in (app.recorder.events_table_name, RECEIPTS_TABLE, SNAPSHOTS_TABLE):
+        curs.execute(f"DELETE FROM {table}")
+    curs.execute(f"UPDATE {HEAD_TABLE} SET position = 0, sha256 = "
+                 + ("zeroblob(32)" if ledger.config.kind == "sqlite" else f"'\\x{GENESIS_HEX}'::bytea"))

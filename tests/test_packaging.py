@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from leadledger import Ledger
+from leadledger.store import sqlite_drop_trigger_ddl
 from tests.helpers import buy, ok, quote, wallet
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,16 +80,22 @@ def test_a_store_written_under_the_old_import_name_still_reads(tmp_path):
         ledger.init()
         ok(ledger.append([wallet("p1"), buy("p1", 5000), quote("c1", "p1")]))
         expected = ledger.read_models()
-    with sqlite3.connect(tmp_path / "old.db") as conn:  # what a 0.2 store holds
+    with sqlite3.connect(tmp_path / "old.db") as conn:  # what a 0.2 store holds: no chain either
+        for statement in sqlite_drop_trigger_ddl():
+            conn.execute(statement)
+        conn.execute("ALTER TABLE stored_events DROP COLUMN chain_sha256")
+        conn.execute("ALTER TABLE leadledger_receipts DROP COLUMN position")
+        conn.execute("DROP TABLE leadledger_chain_head")
         conn.execute("UPDATE stored_events SET topic = replace(topic, 'leadledger.', 'ledger.')")
         conn.execute("UPDATE stored_events SET state = CAST(replace(CAST(state AS TEXT),"
                      " 'leadledger.aggregates', 'ledger.aggregates') AS BLOB)")
         assert conn.execute("SELECT count(*) FROM stored_events"
                             " WHERE CAST(state AS TEXT) LIKE '%\"ledger.aggregates:%'").fetchone()[0] == 2
         assert conn.execute("SELECT count(*) FROM stored_events WHERE topic LIKE 'ledger.%'").fetchone()[0] == 4
-    with Ledger.from_url(url) as ledger:
+    with Ledger.from_url(url) as ledger:  # opening it chains the log as it stands
         ledger.rebuild()
         assert json.dumps(ledger.read_models()) == json.dumps(expected)
+        assert ledger.chain_problems()[1].position == 4
         assert ledger.balances(pro_id="p1")[0]["balance"] == 4000
         ok(ledger.append([quote("c2", "p1")]))  # the aggregates load from the old topics
         assert ledger.balances(pro_id="p1")[0]["balance"] == 3000

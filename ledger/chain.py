@@ -1,0 +1,212 @@
+"""The hash chain over the recorded log: what makes an altered log show.
+
+Each stored event carries ``chain_sha256 = SHA-256(previous event's chain_sha256
+|| the event's canonical bytes)``; the first event chains from 32 zero bytes.
+The canonical bytes are the stored row itself (aggregate id, version, topic,
+state), length-prefixed so no two rows share them. Positions are not hashed:
+they are the order the chain is read in, and a row moved to another position
+breaks the links around it.
+
+The writer computes the links of a whole batch in memory while it holds the
+chain head (``leadledger_chain_head``, one row: the last position and its
+hash), which serialises writers: two cannot chain onto the same head, so the
+chain cannot fork. This module is pure: rows in, links and findings out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Sequence
+from uuid import UUID
+
+GENESIS = bytes(32)  # what the first event chains from
+
+
+def canonical(originator_id: UUID, originator_version: int, topic: str, state: bytes) -> bytes:
+    topic_bytes = topic.encode("utf-8")
+    return b"".join((
+        originator_id.bytes,
+        originator_version.to_bytes(8, "big", signed=True),
+        len(topic_bytes).to_bytes(4, "big"), topic_bytes,
+        len(state).to_bytes(8, "big"), state,
+    ))
+
+
+def link(previous: bytes, originator_id: UUID, originator_version: int, topic: str, state: bytes) -> bytes:
+    return hashlib.sha256(previous + canonical(originator_id, originator_version, topic, state)).digest()
+
+
+def extend(head_sha256: bytes, stored_events: Sequence[Any]) -> list[bytes]:
+    """The links of ``stored_events`` (eventsourcing StoredEvents) appended after the head."""
+    links, previous = [], head_sha256
+    for s in stored_events:
+        previous = link(previous, _uuid(s.originator_id), s.originator_version, s.topic, s.state)
+        links.append(previous)
+    return links
+
+
+def _bytes(value: Any) -> bytes:
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass")
+    if isinstance(value, (int, float)):
+        return str(value).encode()
+    return bytes(value) if value is not None else b""
+
+
+def _uuid(value: Any) -> UUID:
+    return value if isinstance(value, UUID) else UUID(value)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One stored event as the chain sees it."""
+
+    position: int
+    originator_id: UUID
+    originator_version: int
+    topic: str
+    state: bytes
+    chain_sha256: bytes | None
+
+    @classmethod
+    def of(cls, row: Any) -> "Row":
+        """From a stored row, whatever a hand edit left in it (SQLite keeps the
+        type of the value written: text where bytes were, a number for a topic)."""
+        sha = row["chain_sha256"]
+        return cls(int(row["position"]), _uuid(row["originator_id"]), int(row["originator_version"]),
+                   str(row["topic"]), _bytes(row["state"]), _bytes(sha) if sha is not None else None)
+
+    def follows(self, previous: bytes) -> bool:
+        return self.chain_sha256 == link(previous, self.originator_id, self.originator_version,
+                                         self.topic, self.state)
+
+
+@dataclass(frozen=True)
+class Head:
+    position: int
+    sha256: bytes
+
+    def text(self) -> str:
+        """``POSITION:HASH``, what finance publishes and ``verify --expect-head`` takes."""
+        return f"{self.position}:{self.sha256.hex()}"
+
+    @classmethod
+    def parse(cls, text: str) -> "Head":
+        position, sep, digest = text.strip().partition(":")
+        try:
+            if not sep or not position.isdigit() or len(digest) != 64:
+                raise ValueError
+            return cls(int(position), bytes.fromhex(digest))
+        except ValueError:
+            raise ValueError(f"{text!r} is not POSITION:SHA256 (a position, a colon and 64 hex "
+                             "digits, as `leadledger verify --head` prints it)") from None
+
+
+@dataclass
+class Scan:
+    """What walking the chain found: the last good link, and the first break."""
+
+    head: Head  # the last event that chains correctly (position 0 and GENESIS for none)
+    events: int = 0
+    problem: str | None = None
+    hashes_at: dict[int, bytes] | None = None  # stored hashes at the positions asked for
+
+
+def walk(rows: Iterable[Row], *, rescan: Callable[[int], Iterator[Row]],
+         watch: Iterable[int] = ()) -> Scan:
+    """Recompute the chain over ``rows`` (in position order) and name the first
+    position that does not follow. ``rescan(position)`` reads the rows from a
+    position again (only when a break needs explaining); ``watch`` lists positions
+    whose stored hash the caller wants back (a published head)."""
+    watched = set(watch)
+    scan = Scan(Head(0, GENESIS), hashes_at={})
+    previous_position, previous = 0, GENESIS
+    pending: Row | None = None
+    for row in rows:
+        if row.position in watched:
+            assert scan.hashes_at is not None
+            scan.hashes_at[row.position] = row.chain_sha256 or b""
+        if pending is not None:
+            scan.problem = _explain(pending, row, previous_position, previous, rescan)
+            return scan
+        if row.follows(previous):
+            previous_position, previous = row.position, row.chain_sha256  # type: ignore[assignment]
+            scan.head = Head(previous_position, previous)
+            scan.events += 1
+            continue
+        pending = row  # explained with the row after it
+    if pending is not None:
+        scan.problem = _explain(pending, None, previous_position, previous, rescan)
+    return scan
+
+
+def _explain(row: Row, following: Row | None, previous_position: int, previous: bytes,
+             rescan: Callable[[int], Iterator[Row]]) -> str:
+    """Why ``row`` does not follow ``previous``: the kinds of tampering leave
+    different traces in the links around it."""
+    where = f"position {row.position}"
+    gap = row.position > previous_position + 1
+    if row.chain_sha256 is None:
+        return f"{where}: an event without a chain hash (inserted outside leadledger)"
+    if following is not None:
+        if following.follows(previous) and row.follows(following.chain_sha256 or b""):
+            return f"{where}: reordered (the events at {row.position} and {following.position} were swapped)"
+        if following.follows(previous):
+            return f"{where}: inserted (the chain goes from {previous_position or 'its start'} " \
+                   f"straight to {following.position})"
+        if following.follows(row.chain_sha256):
+            if gap:
+                return _deleted(previous_position, row.position)
+            return f"{where}: edited (its content no longer gives its recorded hash)"
+    elif gap:
+        return _deleted(previous_position, row.position)
+    else:
+        return f"{where}: edited (its content no longer gives its recorded hash)"
+    for later in rescan(row.position + 1):
+        if later.follows(previous):
+            return (f"{where}: reordered (the event recorded after "
+                    f"{previous_position or 'the start'} now sits at position {later.position})")
+    if gap:
+        return _deleted(previous_position, row.position)
+    return f"{where}: edited, forged or moved (it does not follow position {previous_position})"
+
+
+def _deleted(previous_position: int, position: int) -> str:
+    missing = (f"position {previous_position + 1}" if position == previous_position + 2
+               else f"positions {previous_position + 1}..{position - 1}")
+    return f"position {position}: deleted ({missing} missing: the chain does not link across the gap)"
+
+
+def head_problems(recorded: Head | None, last_position: int, scan: Scan) -> list[str]:
+    """The head row against the log, both read in one snapshot (a writer moves the
+    head in the transaction that appends): a cut tail shows here, as does a row
+    added past the head by hand."""
+    if recorded is None:
+        return ["the chain head is missing: run `leadledger init` (as the owner)"]
+    if recorded.position > last_position:
+        return [f"the chain head is at position {recorded.position} but the log ends at "
+                f"{last_position}: events were deleted from its end"]
+    if recorded.position < last_position:
+        return [f"positions {recorded.position + 1}..{last_position} lie past the chain head: "
+                "inserted outside leadledger"]
+    at = (scan.hashes_at or {}).get(recorded.position, GENESIS if recorded.position == 0 else None)
+    if scan.problem is None and at != recorded.sha256:
+        return [f"position {recorded.position}: its hash differs from the chain head's: edited"]
+    return []
+
+
+def expected_problems(expected: Head, scan: Scan, last_position: int) -> list[str]:
+    """A published head against the log: nothing up to it may have changed."""
+    if expected.position == 0:
+        return [] if expected.sha256 == GENESIS else ["position 0 chains from 32 zero bytes only"]
+    if expected.position > last_position:
+        return [f"the published head is at position {expected.position} but the log ends at "
+                f"{last_position}: events up to it were deleted"]
+    if scan.problem is not None and scan.head.position < expected.position:
+        return [f"the chain breaks before the published head at {expected.position}: see above"]
+    at = (scan.hashes_at or {}).get(expected.position)
+    if at != expected.sha256:
+        return [f"position {expected.position}: hash {at.hex() if at else 'none'} where "
+                f"{expected.sha256.hex()} was published: the log up to it was changed"]
+    return []

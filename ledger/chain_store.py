@@ -1,0 +1,294 @@
+"""The chain in the store: DDL, append-only guards, the head, walking, migrating.
+
+Both stores keep the chain the same way (``ledger/chain.py`` for what it is):
+a ``chain_sha256`` column on eventsourcing's events table, the one-row head
+table, and triggers that refuse UPDATE, DELETE (and on PostgreSQL TRUNCATE) of
+events and receipts. Positions are given by the writer while it holds the head
+(the head's position + 1, ...), so they run without gaps on both stores.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Sequence
+from uuid import UUID
+
+import orjson
+
+from leadledger import chain
+from leadledger.chain import GENESIS, Head, Row
+from leadledger.errors import LOG_DAMAGED, LedgerError
+from leadledger.store import (APPEND_ONLY_TABLES, CHAIN_COLUMN, EVENTS_TABLE, HEAD_TABLE, RECEIPTS_TABLE,
+                              SQLITE_EVENTS_TABLE, events_table,
+                              SQLITE_HEAD_START, SQLITE_TRIGGER_NAMES, sqlite_drop_trigger_ddl, sqlite_trigger_ddl)
+
+PAGE = 5000  # rows per page while walking or migrating
+
+def _position(sqlite: bool) -> str:
+    return "rowid" if sqlite else "notification_id"
+
+
+# --- the writer's side -------------------------------------------------------------
+
+def head_statements(sqlite: bool) -> tuple[str, str]:
+    """Take the head (PostgreSQL: its row lock, which serialises writers; SQLite:
+    the caller's BEGIN IMMEDIATE already did) and read the log's last position,
+    in a statement of its own so it sees what the previous holder committed."""
+    lock = "" if sqlite else " FOR UPDATE"
+    return (f"SELECT position, sha256 FROM {HEAD_TABLE} WHERE id = 1{lock}",
+            f"SELECT max({_position(sqlite)}) AS last FROM {events_table(sqlite)}")
+
+
+def checked_head(head_row: Any, last_row: Any) -> Head:
+    """The head to chain onto, refusing a log whose end no longer matches it."""
+    if head_row is None:
+        raise LedgerError("store_not_initialised", "the log has no chain head: run `leadledger init` (as the owner)")
+    head = Head(int(head_row["position"]), bytes(head_row["sha256"]))
+    last = int(last_row["last"] or 0)
+    if last != head.position:
+        raise LedgerError(LOG_DAMAGED, f"the log ends at position {last} but its chain head is at "
+                          f"{head.position}: the log was altered; nothing recorded "
+                          "(run `leadledger verify`, restore from a backup)")
+    return head
+
+
+def head_update(sqlite: bool) -> str:
+    mark = "?" if sqlite else "%s"
+    return f"UPDATE {HEAD_TABLE} SET position = {mark}, sha256 = {mark} WHERE id = 1"
+
+
+# --- reading it back -----------------------------------------------------------------
+
+def _select_rows(sqlite: bool) -> str:
+    mark = "?" if sqlite else "%s"
+    position = _position(sqlite)
+    return (f"SELECT {position} AS position, originator_id, originator_version, topic, state,"
+            f" {CHAIN_COLUMN} AS chain_sha256 FROM {events_table(sqlite)}"
+            f" WHERE {position} >= {mark} AND {position} <= {mark} ORDER BY {position} LIMIT {PAGE}")
+
+
+def rows(datastore: Any, sqlite: bool, start: int = 1, stop: int | None = None) -> Iterator[Row]:
+    """The stored events from ``start`` to ``stop``, a page per read transaction."""
+    statement = _select_rows(sqlite)
+    stop = stop if stop is not None else 2 ** 62
+    while True:
+        with datastore.transaction(commit=False) as curs:
+            curs.execute(statement, (start, stop))
+            page = curs.fetchall()
+        if not page:
+            return
+        yield from (Row.of(r) for r in page)
+        start = int(page[-1]["position"]) + 1
+
+
+def recorded_head(datastore: Any, sqlite: bool) -> tuple[Head | None, int]:
+    """The head row and the log's last position, in one snapshot."""
+    position = _position(sqlite)
+    with datastore.transaction(commit=False) as curs:
+        curs.execute(f"SELECT h.position, h.sha256, (SELECT max({position}) FROM {events_table(sqlite)}) AS last"
+                     f" FROM (SELECT 1 AS one) o LEFT JOIN {HEAD_TABLE} h ON h.id = 1")
+        row = curs.fetchone()
+    head = Head(int(row["position"]), bytes(row["sha256"])) if row["position"] is not None else None
+    return head, int(row["last"] or 0)
+
+
+def check(datastore: Any, sqlite: bool, expect: Head | None = None) -> tuple[list[str], Head]:
+    """Walk the whole chain; the problems found (first break, head, published
+    head) and the last head that chains correctly."""
+    recorded, last = recorded_head(datastore, sqlite)
+    stop = recorded.position if recorded is not None else last
+    watch = [p for p in (stop, expect.position if expect else 0) if p]
+    scan = chain.walk(rows(datastore, sqlite, 1, stop),
+                      rescan=lambda p: rows(datastore, sqlite, p, stop), watch=watch)
+    problems = [scan.problem] if scan.problem else []
+    problems += chain.head_problems(recorded, last, scan)
+    if expect is not None:
+        problems += chain.expected_problems(expect, scan, min(last, stop))
+    return problems, scan.head
+
+
+def receipts_problems(datastore: Any, sqlite: bool, limit: int = 20) -> list[str]:
+    """Every receipt points at its submission's events in the log (the chain
+    vouches for the log; a receipt whose events are gone would answer
+    ``duplicate`` for a submission the log no longer holds)."""
+    problems: list[str] = []
+    after: Any = None
+    mark = "?" if sqlite else "%s"
+    while len(problems) < limit:
+        where, params = ("", ()) if after is None else (f" WHERE event_id > {mark}", (after,))
+        with datastore.transaction(commit=False) as curs:
+            curs.execute(f"SELECT event_id, recorded, position FROM {RECEIPTS_TABLE}{where}"
+                         f" ORDER BY event_id LIMIT {PAGE}", params)
+            page = curs.fetchall()
+            if not page:
+                return problems
+            found = _log_rows(curs, sqlite, [(r["position"], len(orjson.loads(r["recorded"])))
+                                             for r in page if r["position"] is not None])
+        for r in page:
+            problem = _receipt_problem(r["event_id"], orjson.loads(r["recorded"]), r["position"], found)
+            if problem:
+                problems.append(problem)
+        after = page[-1]["event_id"]
+    return problems[:limit]
+
+
+def _log_rows(curs: Any, sqlite: bool, spans: Sequence[tuple[int, int]]) -> dict[int, tuple[str, Any]]:
+    """topic and event_id of the events at the positions the spans cover."""
+    positions = sorted({int(p) + i for p, n in spans for i in range(n)})
+    found: dict[int, tuple[str, Any]] = {}
+    column = _position(sqlite)
+    for start in range(0, len(positions), 900):
+        part = positions[start:start + 900]
+        if sqlite:
+            curs.execute(f"SELECT rowid AS position, topic, state FROM {SQLITE_EVENTS_TABLE}"
+                         f" WHERE rowid IN ({','.join('?' * len(part))})", part)
+        else:
+            curs.execute(f"SELECT {column} AS position, topic, state FROM {EVENTS_TABLE}"
+                         f" WHERE {column} = ANY(%s)", (part,))
+        for row in curs.fetchall():
+            found[int(row["position"])] = (row["topic"], _event_id_of(row["state"]))
+    return found
+
+
+def _event_id_of(state: bytes) -> str | None:
+    try:
+        value = orjson.loads(chain._bytes(state)).get("event_id")
+        return value.get("_data_") if isinstance(value, dict) else None
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+
+
+def _receipt_problem(event_id: Any, recorded: list[str], position: Any,
+                     found: dict[int, tuple[str, Any]]) -> str | None:
+    eid = event_id if isinstance(event_id, UUID) else UUID(event_id)
+    if position is None:
+        return f"submission {eid}: its receipt names no position in the log"
+    for offset, event_type in enumerate(recorded):
+        at = int(position) + offset
+        topic, logged_id = found.get(at, ("", None))
+        if topic.rpartition(":")[2].rpartition(".")[2] != event_type or logged_id != eid.hex:
+            return (f"submission {eid}: its {event_type} should be at position {at} and is not: "
+                    "the log lost an event it acknowledged")
+    return None
+
+
+def receipts_not_in_log(curs: Any, sqlite: bool, receipts: Sequence[Any]) -> set[UUID]:
+    """The event ids among ``receipts`` whose events the log does not hold."""
+    spans = [(r.position, len(r.recorded)) for r in receipts if r.position is not None]
+    found = _log_rows(curs, sqlite, spans) if spans else {}
+    return {r.event_id for r in receipts
+            if _receipt_problem(r.event_id, list(r.recorded), r.position, found) is not None}
+
+
+# --- migration: chaining a store that predates the chain (0.4) ------------------------
+
+def migrate(curs: Any, sqlite: bool, progress: Any = None) -> int:
+    """Chain every event of a store with no head yet, give each receipt the
+    position of its submission's first event, and lay the head. The caller holds
+    a write transaction with the append-only triggers off. Returns events chained."""
+    position = _position(sqlite)
+    mark = "?" if sqlite else "%s"
+    select = (f"SELECT {position} AS position, originator_id, originator_version, topic, state,"
+              f" {CHAIN_COLUMN} AS chain_sha256 FROM {events_table(sqlite)} WHERE {position} > {mark}"
+              f" ORDER BY {position} LIMIT {PAGE}")
+    previous, last, count = GENESIS, 0, 0
+    while True:
+        curs.execute(select, (last,))
+        page = [Row.of(r) for r in curs.fetchall()]
+        if not page:
+            break
+        links = []
+        for row in page:
+            previous = chain.link(previous, row.originator_id, row.originator_version, row.topic, row.state)
+            links.append((previous, row.position))
+        if sqlite:
+            curs.executemany(f"UPDATE {SQLITE_EVENTS_TABLE} SET {CHAIN_COLUMN} = ? WHERE rowid = ?", links)
+        else:
+            curs.execute(f"UPDATE {EVENTS_TABLE} e SET {CHAIN_COLUMN} = v.sha FROM"
+                         " unnest(%s::bytea[], %s::bigint[]) AS v(sha, pos) WHERE e.notification_id = v.pos",
+                         ([sha for sha, _ in links], [p for _, p in links]))
+        last, count = page[-1].position, count + len(page)
+        if progress is not None:
+            progress(len(page))
+    _place_receipts(curs, sqlite)
+    curs.execute(f"INSERT INTO {HEAD_TABLE} VALUES (1, {mark}, {mark})", (last, previous))
+    return count
+
+
+def _place_receipts(curs: Any, sqlite: bool) -> None:
+    """Each receipt gets the position of the first event carrying its event_id."""
+    if sqlite:
+        curs.execute("CREATE TEMP TABLE ll_firsts AS SELECT"
+                     " json_extract(CAST(state AS TEXT), '$.event_id._data_') AS event_id,"
+                     f" min(rowid) AS position FROM {SQLITE_EVENTS_TABLE} GROUP BY 1")
+        curs.execute("CREATE INDEX temp.ll_firsts_id ON ll_firsts (event_id)")
+        curs.execute(f"UPDATE {RECEIPTS_TABLE} SET position = (SELECT f.position FROM ll_firsts f"
+                     f" WHERE f.event_id = {RECEIPTS_TABLE}.event_id) WHERE position IS NULL")
+        curs.execute("DROP TABLE temp.ll_firsts")
+    else:
+        curs.execute(f"UPDATE {RECEIPTS_TABLE} r SET position = f.position FROM"
+                     " (SELECT (convert_from(state, 'UTF8')::jsonb #>> '{event_id,_data_}')::uuid AS event_id,"
+                     f" min(notification_id) AS position FROM {EVENTS_TABLE} GROUP BY 1) f"
+                     " WHERE r.event_id = f.event_id AND r.position IS NULL")
+
+
+def ensure_sqlite(datastore: Any, progress: Any = None) -> int:
+    """Bring a SQLite store up to the chained layout (whoever can open the file
+    owns it): the column, the head (chaining a 0.4 log first) and the triggers.
+    One read when all is in place. Returns events chained by a migration."""
+    triggers = sqlite_trigger_ddl()
+    with datastore.transaction(commit=False) as curs:
+        curs.execute(
+            "SELECT (SELECT count(*) FROM sqlite_master WHERE type = 'trigger'"
+            f" AND name IN ({', '.join(repr(n) for n in SQLITE_TRIGGER_NAMES)})) AS triggers,"
+            f" (SELECT count(*) FROM {HEAD_TABLE}) AS heads,"
+            f" (SELECT count(*) FROM pragma_table_info('{SQLITE_EVENTS_TABLE}') WHERE name = '{CHAIN_COLUMN}') AS chained,"
+            f" (SELECT count(*) FROM pragma_table_info('{RECEIPTS_TABLE}') WHERE name = 'position') AS placed")
+        state = curs.fetchone()
+    if state["triggers"] == len(triggers) and state["heads"] and state["chained"] and state["placed"]:
+        return 0
+    chained = 0
+    with datastore.transaction(commit=True) as curs:
+        if not state["chained"]:
+            curs.execute(f"ALTER TABLE {SQLITE_EVENTS_TABLE} ADD COLUMN {CHAIN_COLUMN} BLOB")
+        if not state["placed"]:
+            curs.execute(f"ALTER TABLE {RECEIPTS_TABLE} ADD COLUMN position INTEGER")
+        if not state["heads"]:
+            for statement in sqlite_drop_trigger_ddl():
+                curs.execute(statement)
+            curs.execute(SQLITE_HEAD_START)
+            curs.execute(f"SELECT count(*) AS n FROM {HEAD_TABLE}")
+            if not curs.fetchone()["n"]:
+                chained = migrate(curs, sqlite=True, progress=progress)
+        for statement in triggers:
+            curs.execute(statement)
+    return chained
+
+
+def ensure_postgres(conn: Any, progress: Any = None) -> int:
+    """After schema.sql: chain a 0.4 log (no head yet), with the append-only
+    triggers off for that one transaction. Needs the tables' owner (``init``)."""
+    with conn.transaction(), conn.cursor() as curs:
+        curs.execute(f"SELECT count(*) AS n FROM {HEAD_TABLE}")
+        if curs.fetchone()[0]:
+            return 0
+        curs.execute(f"LOCK TABLE {EVENTS_TABLE} IN EXCLUSIVE MODE")
+        for table in APPEND_ONLY_TABLES:
+            curs.execute(f"ALTER TABLE {table} DISABLE TRIGGER {table}_append_only")
+        chained = migrate(_DictCursor(curs), sqlite=False, progress=progress)
+        for table in APPEND_ONLY_TABLES:
+            curs.execute(f"ALTER TABLE {table} ENABLE TRIGGER {table}_append_only")
+    return chained
+
+
+class _DictCursor:
+    """A psycopg tuple cursor read by column name (as eventsourcing's cursors are)."""
+
+    def __init__(self, curs: Any):
+        self._curs = curs
+
+    def execute(self, statement: str, params: Any = None) -> None:
+        self._curs.execute(statement, params)
+
+    def fetchall(self) -> list[dict[str, Any]]:
+        names = [c.name for c in self._curs.description]
+        return [dict(zip(names, row)) for row in self._curs.fetchall()]
