@@ -29,20 +29,28 @@ TIME = Timestamp(end=True)
 
 @cli.command()
 @click.option("--print-sql", is_flag=True, help="Print the PostgreSQL schema (schema.sql) and exit.")
+@click.option("--roles", is_flag=True,
+              help="PostgreSQL, as a superuser: also create leadledger_owner, leadledger_writer and "
+                   "leadledger_auditor, and give each only its privileges (idempotent).")
 @click.pass_context
 @guarded
-def init(ctx: click.Context, print_sql: bool) -> None:
+def init(ctx: click.Context, print_sql: bool, roles: bool) -> None:
     """Create the schema (idempotent; applies schema.sql on PostgreSQL).
 
+    The events and receipts tables refuse UPDATE, DELETE and TRUNCATE
+    (triggers). A store from before the hash chain is chained here.
+
     \b
-    Example:
+    Examples:
       leadledger --db postgresql://postgres@127.0.0.1/leadledger init
+      leadledger --db postgresql://postgres@127.0.0.1/leadledger init --roles
     """
     if print_sql:
         click.echo(postgres_schema_sql(), nl=False)
         return
-    open_ledger(ctx).init()
-    click.echo(f"initialised {ctx.obj['db']}", err=True)
+    open_ledger(ctx).init(roles=roles)
+    click.echo(f"initialised {ctx.obj['db']}" + (" with the owner, writer and auditor roles" if roles else ""),
+               err=True)
 
 
 @cli.command()

@@ -57,6 +57,7 @@ from leadledger.store import (
     POSTGRES_EVENT_STORE_DDL,
     StoreConfig,
     config_for,
+    postgres_roles_sql,
     resolve_url,
 )
 from leadledger.submissions import event_id_of, parse_submission
@@ -207,8 +208,14 @@ class Ledger:
             raise LedgerError("store_not_initialised", "this database predates leadledger 0.5: "
                               "run `leadledger init` on it as the tables' owner (it chains the log)")
 
-    def init(self) -> None:
-        """Create the schema (idempotent). On PostgreSQL this applies schema.sql."""
+    def init(self, *, roles: bool = False) -> None:
+        """Create the schema (idempotent). On PostgreSQL this applies schema.sql,
+        and chains a log that predates the chain (as the tables' owner).
+        ``roles=True`` (PostgreSQL, as a superuser) also creates the owner, writer
+        and auditor roles and gives each its privileges (store.postgres_roles_sql)."""
+        if roles and self.config.kind != "postgres":
+            raise LedgerError("not_supported", "roles are PostgreSQL's: a SQLite file is guarded by "
+                              "its file permissions (make it read-only for auditors)")
         if self.config.kind == "postgres":
             import psycopg
 
@@ -223,8 +230,13 @@ class Ledger:
                     for statement in (*POSTGRES_EVENT_STORE_DDL, *READ_MODEL_DDL):
                         conn.execute(statement)  # type: ignore[arg-type]
                     chain_store.ensure_postgres(conn)
+                    if roles:
+                        with conn.transaction():
+                            for statement in postgres_roles_sql(env["POSTGRES_DBNAME"]):
+                                conn.execute(statement)  # type: ignore[arg-type]
             except psycopg.Error as exc:
-                raise LedgerError("store_unavailable", _one_line(exc)) from None
+                raise LedgerError("store_unavailable" if not isinstance(exc, psycopg.errors.InsufficientPrivilege)
+                                  else "permission_denied", _one_line(exc)) from None
         self.close()
         app, _ = self._open()
         _migrate_legacy_receipts(app)
@@ -365,6 +377,9 @@ class Ledger:
             except (IntegrityError, OperationalError, InterfaceError, DatabaseError,
                     sqlite3.OperationalError) as exc:
                 self._keep_warm(None)
+                if _is_refusal(exc):  # retrying cannot help: say so at once
+                    raise LedgerError("permission_denied", f"this role may not append: {_one_line(exc)} "
+                                      "(append with the writer's URL, e.g. leadledger_writer)") from None
                 # Nothing of this attempt is known to be stored but what a fresh read
                 # finds: the batch is judged again, and what a concurrent writer (or
                 # our own lost-but-committed attempt) recorded reads as duplicates.
@@ -680,20 +695,45 @@ class Ledger:
         """
         app, view = self._open()
         chained, _ = self.chain_problems(expect_head)
-        self.catch_up()
+        try:
+            self.catch_up()
+        except LedgerError as exc:
+            if exc.code != errors.LOG_DAMAGED:
+                raise
+            chained.append(f"the read models cannot follow the log: {exc.message}")
         top = view.max_tracking_id(APPLICATION_NAME) or 0
         sqlite = self.config.kind == "sqlite"
         checks = [verify.Check(0, verify.LOG_CHECK)]
         checks[0].problems = chained + verify.log_is_whole(view, app.recorder.events_table_name, top,
                                                            sqlite=sqlite)
         checks[0].problems += chain_store.receipts_problems(app.factory.datastore, sqlite)  # type: ignore[attr-defined]
-        check = verify.Check(1, "trial balance is zero per unit, and per event")
-        check.problems = verify.trial_balance_zero(view, top)
-        # the as-of reports read checkpointed totals: each must be its postings' sum
-        check.problems += checkpoints.problems(view)
-        checks.append(check)
+        sound = checks[0].ok
 
-        check = verify.Check(2, "balances: read model = log fold = aggregates")
+        def run(number: int, name: str, compute: Callable[[], list[str]]) -> None:
+            check = verify.Check(number, name)
+            try:
+                check.problems = compute()
+            except Exception as exc:  # noqa: BLE001 - on an altered log a failure is a finding
+                if sound:
+                    raise  # on a sound log it is a bug
+                check.problems = [f"could not be checked on the altered log: {type(exc).__name__}: "
+                                  f"{_one_line(exc)}"]
+            checks.append(check)
+
+        # the as-of reports read checkpointed totals: each must be its postings' sum
+        run(1, "trial balance is zero per unit, and per event",
+            lambda: verify.trial_balance_zero(view, top) + checkpoints.problems(view))
+        run(2, "balances: read model = log fold = aggregates", lambda: self._balances_agree(app, view, top))
+        run(3, "no wallet below zero, no advance over its limit, at any time",
+            lambda: verify.wallets_within_limits(view, top))
+        run(4, "refunds never exceed the charge less the management fee",
+            lambda: verify.refunds_within_charges(view, top))
+        if replay:
+            run(*verify.REPLAY_CHECK, lambda: self._replay_agrees(app, view, top))
+        return checks
+
+    def _balances_agree(self, app: LedgerApp, view: Any, top: int) -> list[str]:
+        problems: list[str] = []
         advance = self.progress("verify: fold", top)
         try:
             folded = verify.fold_balances(_counted(eventlog.iter_events(app, stop=top), advance))
@@ -706,27 +746,16 @@ class Ledger:
             try:
                 loaded = load_many(app, [wallet_id(p) for p in part], max_position=top)
             except Exception as exc:  # noqa: BLE001 - a log that cannot be folded is a finding
-                check.problems.append(f"wallets {part[0]}..{part[-1]} cannot be rebuilt from the "
-                                      f"log: {type(exc).__name__}: {_one_line(exc)}")
+                problems.append(f"wallets {part[0]}..{part[-1]} cannot be rebuilt from the "
+                                f"log: {type(exc).__name__}: {_one_line(exc)}")
                 continue
             for pro_id in part:
                 wallet = loaded[wallet_id(pro_id)]
                 if wallet is not None:
                     aggregates[pro_id] = (wallet.balance, wallet.advance_outstanding)
-        check.problems += verify.balances_agree(queries.balances(view, max_position=top), folded, aggregates)
-        checks.append(check)
+        return problems + verify.balances_agree(queries.balances(view, max_position=top), folded, aggregates)
 
-        check = verify.Check(3, "no wallet below zero, no advance over its limit, at any time")
-        check.problems = verify.wallets_within_limits(view, top)
-        checks.append(check)
-
-        check = verify.Check(4, "refunds never exceed the charge less the management fee")
-        check.problems = verify.refunds_within_charges(view, top)
-        checks.append(check)
-
-        if not replay:
-            return checks
-        check = verify.Check(*verify.REPLAY_CHECK)
+    def _replay_agrees(self, app: LedgerApp, view: Any, top: int) -> list[str]:
         with tempfile.TemporaryDirectory() as tmp:
             with Ledger.from_url(f"sqlite:///{tmp}/replay.db") as fresh:
                 advance = self.progress("verify: replay", top)
@@ -734,10 +763,8 @@ class Ledger:
                     fresh.load_log(eventlog.to_line(e) for e in _counted(eventlog.iter_events(app, stop=top), advance))
                 finally:
                     advance(-1)
-                check.problems = _compare_read_models(self, fresh, top)
-        check.problems += verify.rows_beyond_tracking(view, lambda: view.max_tracking_id(APPLICATION_NAME))
-        checks.append(check)
-        return checks
+                problems = _compare_read_models(self, fresh, top)
+        return problems + verify.rows_beyond_tracking(view, lambda: view.max_tracking_id(APPLICATION_NAME))
 
     @staticmethod
     def skipped_by_quick() -> list[str]:
@@ -822,11 +849,19 @@ LEGACY_RECEIPT_TOPIC = "ledger.events:SubmissionAccepted"
 
 
 def _migrate_legacy_receipts(app: LedgerApp) -> int:
-    """Copy receipts recorded as events (before 0.2) into the receipts table."""
+    """Copy receipts recorded as events (before 0.2) into the receipts table, each
+    with the position of its submission's first event (found by a scan of the log
+    per receipt: such stores are small, and this runs once)."""
     copied, position = 0, None
     sqlite = isinstance(app.recorder, LedgerSQLiteRecorder)
-    insert = (f"INSERT OR IGNORE INTO {RECEIPTS_TABLE} VALUES (?, ?, ?, ?, ?)" if sqlite else
-              f"INSERT INTO {RECEIPTS_TABLE} VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING")
+    if sqlite:
+        first = (f"(SELECT min(rowid) FROM {app.recorder.events_table_name} WHERE topic <> ?"
+                 " AND json_extract(CAST(state AS TEXT), '$.event_id._data_') = ?)")
+        insert = f"INSERT OR IGNORE INTO {RECEIPTS_TABLE} VALUES (?, ?, ?, ?, ?, {first})"
+    else:
+        first = (f"(SELECT min(notification_id) FROM {EVENTS_TABLE} WHERE topic <> %s"
+                 " AND convert_from(state, 'UTF8')::jsonb #>> '{event_id,_data_}' = %s)")
+        insert = f"INSERT INTO {RECEIPTS_TABLE} VALUES (%s, %s, %s, %s, %s, {first}) ON CONFLICT DO NOTHING"
     while True:
         page = app.recorder.select_notifications(start=position, limit=1000, inclusive_of_start=False,
                                                  topics=[LEGACY_RECEIPT_TOPIC])
@@ -837,7 +872,8 @@ def _migrate_legacy_receipts(app: LedgerApp) -> int:
             event = app.mapper.to_domain_event(notification)
             receipt = Receipt(event.originator_id, event.submission_type, event.content_sha256,
                               tuple(event.recorded), format_utc(event.occurred_at))
-            rows.append(receipt.row(as_text=sqlite))
+            rows.append((*receipt.row(as_text=sqlite, first_position=0)[:5], LEGACY_RECEIPT_TOPIC,
+                         event.originator_id.hex))
         with app.factory.datastore.transaction(commit=True) as curs:  # type: ignore[attr-defined]
             curs.executemany(insert, rows)
         copied += len(rows)
@@ -895,6 +931,12 @@ def _no_warning(message: str) -> None:
 
 def _no_progress(task: str, total: int | None) -> Callable[[int], None]:
     return _no_advance
+
+
+def _is_refusal(exc: BaseException) -> bool:
+    """The store refused this role (PostgreSQL privileges, a read-only SQLite file)."""
+    text = str(exc)
+    return "permission denied" in text or "readonly database" in text
 
 
 def _is_conflict(exc: BaseException) -> bool:

@@ -98,6 +98,46 @@ POSTGRES_CHAIN_DDL = (
 )
 
 
+# Least privilege on PostgreSQL (``leadledger init --roles``, run as a superuser):
+# the owner holds the schema and runs ``init``; the writer appends and maintains
+# the read models it owns (a rebuild drops and recreates their indexes) and can
+# neither change nor remove an event or a receipt; the auditor only reads.
+OWNER_ROLE, WRITER_ROLE, AUDITOR_ROLE = "leadledger_owner", "leadledger_writer", "leadledger_auditor"
+OWNED_TABLES = (EVENTS_TABLE, RECEIPTS_TABLE, HEAD_TABLE, SNAPSHOTS_TABLE, TRACKING_TABLE)
+
+
+def postgres_roles_sql(dbname: str) -> list[str]:
+    from leadledger.projections.tables import READ_MODEL_TABLES
+
+    roles = (OWNER_ROLE, WRITER_ROLE, AUDITOR_ROLE)
+    log = ", ".join(OWNED_TABLES)
+    everything = ", ".join((*OWNED_TABLES, *READ_MODEL_TABLES))
+    database = '"' + dbname.replace('"', '""') + '"'
+    return [
+        *(f"DO $$ BEGIN CREATE ROLE {role} LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+          for role in roles),
+        f"GRANT CONNECT ON DATABASE {database} TO {', '.join(roles)}",
+        # The owner's init also creates the read models' tables and indexes,
+        # which the writer owns: the owner acts as a member of the writer role.
+        f"GRANT {WRITER_ROLE} TO {OWNER_ROLE}",
+        f"GRANT USAGE, CREATE ON SCHEMA public TO {OWNER_ROLE}",
+        f"GRANT USAGE ON SCHEMA public TO {AUDITOR_ROLE}",
+        # CREATE: a rebuild drops the read models' indexes and creates them again
+        # after the fill, and a new index asks it. It gives no hold on the log.
+        f"GRANT USAGE, CREATE ON SCHEMA public TO {WRITER_ROLE}",
+        *(f"ALTER TABLE {table} OWNER TO {OWNER_ROLE}" for table in OWNED_TABLES),
+        "ALTER TYPE stored_event_uuid OWNER TO " + OWNER_ROLE,
+        "ALTER FUNCTION leadledger_append_only() OWNER TO " + OWNER_ROLE,
+        *(f"ALTER TABLE {table} OWNER TO {WRITER_ROLE}" for table in READ_MODEL_TABLES),
+        f"REVOKE ALL ON {everything} FROM PUBLIC",
+        f"REVOKE ALL ON {log} FROM {WRITER_ROLE}, {AUDITOR_ROLE}",
+        f"GRANT SELECT, INSERT ON {EVENTS_TABLE}, {RECEIPTS_TABLE} TO {WRITER_ROLE}",
+        # Holding the head's row (SELECT ... FOR UPDATE) is how writers take turns.
+        f"GRANT SELECT, UPDATE ON {HEAD_TABLE} TO {WRITER_ROLE}",
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON {SNAPSHOTS_TABLE}, {TRACKING_TABLE} TO {WRITER_ROLE}",
+        f"GRANT SELECT ON {everything} TO {AUDITOR_ROLE}",
+    ]
+
 
 @dataclass(frozen=True)
 class StoreConfig:

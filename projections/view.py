@@ -18,6 +18,7 @@ from eventsourcing.sqlite import SQLiteTrackingRecorder
 
 from eventsourcing.utils import get_topic
 
+from leadledger.errors import LedgerError
 from leadledger.events import DOMAIN_EVENT_CLASSES, LEGACY_TOPICS
 from leadledger.timefmt import sortable_utc
 from leadledger.projections import checkpoints
@@ -177,7 +178,13 @@ class LedgerViewMixin:
 
 
 def _corrupt_log(pro_id: str) -> WalletFacts:
-    raise AssertionError(f"the log has a money event for pro {pro_id!r} before its WalletOpened")
+    raise _altered(pro_id)
+
+
+def _altered(pro_id: str) -> LedgerError:
+    # The writer never records one (its rules need the wallet): the log was changed by hand.
+    return LedgerError("log_damaged", f"the log has a money event for pro {pro_id!r} before its "
+                       "WalletOpened: it was altered (run `leadledger verify`)")
 
 
 class SQLiteLedgerView(LedgerViewMixin, SQLiteTrackingRecorder):
@@ -204,7 +211,8 @@ class LedgerProjection(Projection[Any]):
     def wallet_of(self, pro_id: str) -> WalletFacts:
         if pro_id not in self._wallets:
             found = self._lookup(pro_id)
-            assert found is not None, f"money event for pro {pro_id!r} before its WalletOpened"
+            if found is None:
+                raise _altered(pro_id)
             self._wallets[pro_id] = found
         return self._wallets[pro_id]
 
