@@ -17,23 +17,24 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 from uuid import UUID
 
 GENESIS = bytes(32)  # what the first event chains from
 
 
-def canonical(originator_id: UUID, originator_version: int, topic: str, state: bytes) -> bytes:
+def canonical(originator_id: bytes, originator_version: int, topic: str, state: bytes) -> bytes:
+    """The row's bytes as the chain hashes them; ``originator_id``: the UUID's 16 bytes."""
     topic_bytes = topic.encode("utf-8")
     return b"".join((
-        originator_id.bytes,
+        originator_id,
         originator_version.to_bytes(8, "big", signed=True),
         len(topic_bytes).to_bytes(4, "big"), topic_bytes,
         len(state).to_bytes(8, "big"), state,
     ))
 
 
-def link(previous: bytes, originator_id: UUID, originator_version: int, topic: str, state: bytes) -> bytes:
+def link(previous: bytes, originator_id: bytes, originator_version: int, topic: str, state: bytes) -> bytes:
     return hashlib.sha256(previous + canonical(originator_id, originator_version, topic, state)).digest()
 
 
@@ -41,7 +42,7 @@ def extend(head_sha256: bytes, stored_events: Sequence[Any]) -> list[bytes]:
     """The links of ``stored_events`` (eventsourcing StoredEvents) appended after the head."""
     links, previous = [], head_sha256
     for s in stored_events:
-        previous = link(previous, _uuid(s.originator_id), s.originator_version, s.topic, s.state)
+        previous = link(previous, _id_bytes(s.originator_id), s.originator_version, s.topic, s.state)
         links.append(previous)
     return links
 
@@ -54,16 +55,22 @@ def _bytes(value: Any) -> bytes:
     return bytes(value) if value is not None else b""
 
 
-def _uuid(value: Any) -> UUID:
-    return value if isinstance(value, UUID) else UUID(value)
+def _id_bytes(value: Any) -> bytes:
+    """A UUID (PostgreSQL) or its hex text (SQLite) as 16 bytes; a hand-edited
+    id that is neither hashes as its text (and so breaks the chain)."""
+    if isinstance(value, UUID):
+        return value.bytes
+    try:
+        return UUID(value).bytes if len(value) != 32 else bytes.fromhex(value)
+    except (TypeError, ValueError, AttributeError):
+        return _bytes(value)
 
 
-@dataclass(frozen=True)
-class Row:
-    """One stored event as the chain sees it."""
+class Row(NamedTuple):
+    """One stored event as the chain sees it (a NamedTuple: a walk builds one per event)."""
 
     position: int
-    originator_id: UUID
+    originator_id: bytes
     originator_version: int
     topic: str
     state: bytes
@@ -73,9 +80,11 @@ class Row:
     def of(cls, row: Any) -> "Row":
         """From a stored row, whatever a hand edit left in it (SQLite keeps the
         type of the value written: text where bytes were, a number for a topic)."""
-        sha = row["chain_sha256"]
-        return cls(int(row["position"]), _uuid(row["originator_id"]), int(row["originator_version"]),
-                   str(row["topic"]), _bytes(row["state"]), _bytes(sha) if sha is not None else None)
+        sha, state, topic = row["chain_sha256"], row["state"], row["topic"]
+        return cls(int(row["position"]), _id_bytes(row["originator_id"]), int(row["originator_version"]),
+                   topic if type(topic) is str else str(topic),
+                   state if type(state) is bytes else _bytes(state),
+                   None if sha is None else sha if type(sha) is bytes else _bytes(sha))
 
     def follows(self, previous: bytes) -> bool:
         return self.chain_sha256 == link(previous, self.originator_id, self.originator_version,
