@@ -638,8 +638,12 @@ class Ledger:
                 expect = Head.parse(expect)
             except ValueError as exc:
                 raise LedgerError("bad_head", str(exc)) from None
-        return chain_store.check(app.factory.datastore, self.config.kind == "sqlite",  # type: ignore[attr-defined]
-                                 expect)
+        advance = self.progress("chain", self.log_size())
+        try:
+            return chain_store.check(app.factory.datastore, self.config.kind == "sqlite",  # type: ignore[attr-defined]
+                                     expect, advance=advance)
+        finally:
+            advance(-1)
 
     def log_size(self) -> int:
         """The log's last position (events and legacy receipts: an upper bound on events)."""

@@ -1,15 +1,15 @@
-"""The chain in the store: DDL, append-only guards, the head, walking, migrating.
+"""The chain in the store: the head, walking, the receipts' check, migrating.
 
-Both stores keep the chain the same way (``ledger/chain.py`` for what it is):
-a ``chain_sha256`` column on eventsourcing's events table, the one-row head
-table, and triggers that refuse UPDATE, DELETE (and on PostgreSQL TRUNCATE) of
-events and receipts. Positions are given by the writer while it holds the head
+Both stores keep the chain the same way (``ledger/chain.py`` for what it is,
+``ledger/store.py`` for the DDL): a ``chain_sha256`` column on eventsourcing's
+events table, the one-row head table, and triggers that refuse UPDATE, DELETE
+(and on PostgreSQL TRUNCATE) of events and receipts. Positions are given by the writer while it holds the head
 (the head's position + 1, ...), so they run without gaps on both stores.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 from uuid import UUID
 
 import orjson
@@ -18,10 +18,11 @@ from leadledger import chain
 from leadledger.chain import GENESIS, Head, Row
 from leadledger.errors import LOG_DAMAGED, LedgerError
 from leadledger.store import (APPEND_ONLY_TABLES, CHAIN_COLUMN, EVENTS_TABLE, HEAD_TABLE, RECEIPTS_TABLE,
-                              SQLITE_EVENTS_TABLE, events_table,
-                              SQLITE_HEAD_START, SQLITE_TRIGGER_NAMES, sqlite_drop_trigger_ddl, sqlite_trigger_ddl)
+                              SQLITE_EVENTS_TABLE, SQLITE_HEAD_START, SQLITE_TRIGGER_NAMES, events_table,
+                              sqlite_drop_trigger_ddl, sqlite_trigger_ddl)
 
 PAGE = 5000  # rows per page while walking or migrating
+
 
 def _position(sqlite: bool) -> str:
     return "rowid" if sqlite else "notification_id"
@@ -80,6 +81,13 @@ def rows(datastore: Any, sqlite: bool, start: int = 1, stop: int | None = None) 
         start = int(page[-1]["position"]) + 1
 
 
+def _reporting(walked: Iterator[Row], advance: Callable[[int], None]) -> Iterator[Row]:
+    for count, row in enumerate(walked, start=1):
+        yield row
+        if count % PAGE == 0:
+            advance(PAGE)
+
+
 def recorded_head(datastore: Any, sqlite: bool) -> tuple[Head | None, int]:
     """The head row and the log's last position, in one snapshot."""
     position = _position(sqlite)
@@ -91,13 +99,17 @@ def recorded_head(datastore: Any, sqlite: bool) -> tuple[Head | None, int]:
     return head, int(row["last"] or 0)
 
 
-def check(datastore: Any, sqlite: bool, expect: Head | None = None) -> tuple[list[str], Head]:
+def check(datastore: Any, sqlite: bool, expect: Head | None = None, *,
+          advance: Callable[[int], None] | None = None) -> tuple[list[str], Head]:
     """Walk the whole chain; the problems found (first break, head, published
-    head) and the last head that chains correctly."""
+    head) and the last head that chains correctly. ``advance(n)``: progress."""
     recorded, last = recorded_head(datastore, sqlite)
     stop = recorded.position if recorded is not None else last
     watch = [p for p in (stop, expect.position if expect else 0) if p]
-    scan = chain.walk(rows(datastore, sqlite, 1, stop),
+    walked = rows(datastore, sqlite, 1, stop)
+    if advance is not None:
+        walked = _reporting(walked, advance)
+    scan = chain.walk(walked,
                       rescan=lambda p: rows(datastore, sqlite, p, stop), watch=watch)
     problems = [scan.problem] if scan.problem else []
     problems += chain.head_problems(recorded, last, scan)

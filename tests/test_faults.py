@@ -6,12 +6,10 @@ Bounded in time: every subprocess has a timeout and every loop a count.
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid

@@ -98,6 +98,14 @@ def test_concurrent_writers_never_lose_or_double_a_submission(store_url):
     assert sorted(recorded) == sorted(s["event_id"] for s in shared)  # each exactly once
     with Ledger.from_url(store_url) as ledger:
         assert balance(ledger, "p1")["balance"] == 40 + 2 * 20 * 100
+        _chain_holds_without_gaps(ledger)
+
+
+def _chain_holds_without_gaps(ledger: Ledger) -> None:
+    """Concurrent writers took turns on the chain head: one chain, no fork, no gap."""
+    problems, head = ledger.chain_problems()
+    assert problems == []
+    assert head.position == ledger.log_size() == len(list(ledger.events()))
 
 
 def _append_in_process(url, batch, queue):
@@ -121,3 +129,4 @@ def test_concurrent_processes(store_url):
         assert sorted(s[i] for s in statuses) == ["duplicate", "duplicate", "recorded"]
     with Ledger.from_url(store_url) as ledger:
         assert balance(ledger, "p1")["balance"] == 30
+        _chain_holds_without_gaps(ledger)
