@@ -119,7 +119,8 @@ def test_no_writer_holds_the_chain_head_while_waiting_on_its_client(tmp_path):
 
 @pytest.mark.parametrize("atomic", [False, True], ids=["chunked", "atomic"])
 def test_kill_9_then_re_append_gives_the_clean_result(store_url, tmp_path, atomic):
-    lines = clean_lines(20_000, seed=3)
+    # ~4 s of appending at this machine's pace: the kills (0.5-3 s in) land mid-append.
+    lines = clean_lines(12_000, seed=3)
     path = tmp_path / "subs.ndjson"
     path.write_text("\n".join(lines) + "\n")
     args = ("append", "--atomic", str(path)) if atomic else ("append", str(path))
