@@ -458,7 +458,7 @@ class Ledger:
         try:
             return catch_up(app, view, start_progress=start_progress)
         except PersistenceError as exc:
-            if "permission denied" not in str(exc):
+            if not _is_refusal(exc):
                 raise
             behind = (app.recorder.max_notification_id() or 0) - (view.max_tracking_id(APPLICATION_NAME) or 0)
             raise LedgerError(

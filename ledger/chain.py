@@ -16,7 +16,7 @@ chain cannot fork. This module is pure: rows in, links and findings out.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 from uuid import UUID
 
@@ -39,7 +39,7 @@ def link(previous: bytes, originator_id: bytes, originator_version: int, topic: 
 
 
 def extend(head_sha256: bytes, stored_events: Sequence[Any]) -> list[bytes]:
-    """The links of ``stored_events`` (eventsourcing StoredEvents) appended after the head."""
+    """The links of ``stored_events`` (eventsourcing StoredEvents, or Rows) appended after the head."""
     links, previous = [], head_sha256
     for s in stored_events:
         previous = link(previous, _id_bytes(s.originator_id), s.originator_version, s.topic, s.state)
@@ -47,7 +47,8 @@ def extend(head_sha256: bytes, stored_events: Sequence[Any]) -> list[bytes]:
     return links
 
 
-def _bytes(value: Any) -> bytes:
+def as_bytes(value: Any) -> bytes:
+    """A stored bytes column as bytes, whatever a hand edit left in it."""
     if isinstance(value, str):
         return value.encode("utf-8", "surrogatepass")
     if isinstance(value, (int, float)):
@@ -60,10 +61,12 @@ def _id_bytes(value: Any) -> bytes:
     id that is neither hashes as its text (and so breaks the chain)."""
     if isinstance(value, UUID):
         return value.bytes
+    if isinstance(value, bytes) and len(value) == 16:  # a Row's, already
+        return value
     try:
         return UUID(value).bytes if len(value) != 32 else bytes.fromhex(value)
     except (TypeError, ValueError, AttributeError):
-        return _bytes(value)
+        return as_bytes(value)
 
 
 class Row(NamedTuple):
@@ -83,8 +86,8 @@ class Row(NamedTuple):
         sha, state, topic = row["chain_sha256"], row["state"], row["topic"]
         return cls(int(row["position"]), _id_bytes(row["originator_id"]), int(row["originator_version"]),
                    topic if type(topic) is str else str(topic),
-                   state if type(state) is bytes else _bytes(state),
-                   None if sha is None else sha if type(sha) is bytes else _bytes(sha))
+                   state if type(state) is bytes else as_bytes(state),
+                   None if sha is None else sha if type(sha) is bytes else as_bytes(sha))
 
     def follows(self, previous: bytes) -> bool:
         return self.chain_sha256 == link(previous, self.originator_id, self.originator_version,
@@ -117,9 +120,8 @@ class Scan:
     """What walking the chain found: the last good link, and the first break."""
 
     head: Head  # the last event that chains correctly (position 0 and GENESIS for none)
-    events: int = 0
     problem: str | None = None
-    hashes_at: dict[int, bytes] | None = None  # stored hashes at the positions asked for
+    hashes_at: dict[int, bytes] = field(default_factory=dict)  # stored hashes at the positions asked for
 
 
 def walk(rows: Iterable[Row], *, rescan: Callable[[int], Iterator[Row]],
@@ -129,25 +131,22 @@ def walk(rows: Iterable[Row], *, rescan: Callable[[int], Iterator[Row]],
     position again (only when a break needs explaining); ``watch`` lists positions
     whose stored hash the caller wants back (a published head)."""
     watched = set(watch)
-    scan = Scan(Head(0, GENESIS), hashes_at={})
+    hashes_at: dict[int, bytes] = {}
     previous_position, previous = 0, GENESIS
     pending: Row | None = None
+    following: Row | None = None
     for row in rows:
         if row.position in watched:
-            assert scan.hashes_at is not None
-            scan.hashes_at[row.position] = row.chain_sha256 or b""
+            hashes_at[row.position] = row.chain_sha256 or b""
         if pending is not None:
-            scan.problem = _explain(pending, row, previous_position, previous, rescan)
-            return scan
+            following = row  # the break is explained with the row after it
+            break
         if row.follows(previous):
             previous_position, previous = row.position, row.chain_sha256  # type: ignore[assignment]
-            scan.head = Head(previous_position, previous)
-            scan.events += 1
-            continue
-        pending = row  # explained with the row after it
-    if pending is not None:
-        scan.problem = _explain(pending, None, previous_position, previous, rescan)
-    return scan
+        else:
+            pending = row
+    problem = None if pending is None else _explain(pending, following, previous_position, previous, rescan)
+    return Scan(Head(previous_position, previous), problem, hashes_at)
 
 
 def _explain(row: Row, following: Row | None, previous_position: int, previous: bytes,
@@ -199,8 +198,8 @@ def head_problems(recorded: Head | None, last_position: int, scan: Scan) -> list
     if recorded.position < last_position:
         return [f"positions {recorded.position + 1}..{last_position} lie past the chain head: "
                 "inserted outside leadledger"]
-    at = (scan.hashes_at or {}).get(recorded.position, GENESIS if recorded.position == 0 else None)
-    if scan.problem is None and at != recorded.sha256:
+    # A whole walk ends on the head's position: its stored hash must be the head's.
+    if scan.problem is None and scan.head != recorded:
         return [f"position {recorded.position}: its hash differs from the chain head's: edited"]
     return []
 
@@ -214,7 +213,7 @@ def expected_problems(expected: Head, scan: Scan, last_position: int) -> list[st
                 f"{last_position}: events up to it were deleted"]
     if scan.problem is not None and scan.head.position < expected.position:
         return [f"the chain breaks before the published head at {expected.position}: see above"]
-    at = (scan.hashes_at or {}).get(expected.position)
+    at = scan.hashes_at.get(expected.position)
     if at != expected.sha256:
         return [f"position {expected.position}: hash {at.hex() if at else 'none'} where "
                 f"{expected.sha256.hex()} was published: the log up to it was changed"]

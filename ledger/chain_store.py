@@ -9,6 +9,7 @@ events table, the one-row head table, and triggers that refuse UPDATE, DELETE
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 from uuid import UUID
 
@@ -52,9 +53,31 @@ def checked_head(head_row: Any, last_row: Any) -> Head:
     return head
 
 
-def head_update(sqlite: bool) -> str:
-    mark = "?" if sqlite else "%s"
-    return f"UPDATE {HEAD_TABLE} SET position = {mark}, sha256 = {mark} WHERE id = 1"
+@dataclass(frozen=True)
+class Chained:
+    """A batch placed on the chain: its positions, its links, the head it leaves."""
+
+    first: int  # the batch's first position
+    links: list[bytes]
+
+    @property
+    def positions(self) -> range:
+        return range(self.first, self.first + len(self.links))
+
+    def head_update(self, sqlite: bool) -> tuple[str, tuple[int, bytes]] | None:
+        """The statement that moves the head past the batch (None for no events)."""
+        if not self.links:
+            return None
+        mark = "?" if sqlite else "%s"
+        return (f"UPDATE {HEAD_TABLE} SET position = {mark}, sha256 = {mark} WHERE id = 1",
+                (self.positions[-1], self.links[-1]))
+
+
+def chain_batch(head_row: Any, last_row: Any, stored_events: Sequence[Any]) -> Chained:
+    """Both writers' step, while they hold the head: check it, then give the batch
+    the next positions and its links."""
+    head = checked_head(head_row, last_row)
+    return Chained(head.position + 1, chain.extend(head.sha256, stored_events))
 
 
 # --- reading it back -----------------------------------------------------------------
@@ -67,8 +90,10 @@ def _select_rows(sqlite: bool) -> str:
             f" WHERE {position} >= {mark} AND {position} <= {mark} ORDER BY {position} LIMIT {PAGE}")
 
 
-def rows(datastore: Any, sqlite: bool, start: int = 1, stop: int | None = None) -> Iterator[Row]:
-    """The stored events from ``start`` to ``stop``, a page per read transaction."""
+def rows(datastore: Any, sqlite: bool, start: int = 1, stop: int | None = None,
+         advance: Callable[[int], None] | None = None) -> Iterator[Row]:
+    """The stored events from ``start`` to ``stop``, a page per read transaction;
+    ``advance(n)`` is told of each page (progress)."""
     statement = _select_rows(sqlite)
     stop = stop if stop is not None else 2 ** 62
     while True:
@@ -78,14 +103,9 @@ def rows(datastore: Any, sqlite: bool, start: int = 1, stop: int | None = None) 
         if not page:
             return
         yield from (Row.of(r) for r in page)
+        if advance is not None:
+            advance(len(page))
         start = int(page[-1]["position"]) + 1
-
-
-def _reporting(walked: Iterator[Row], advance: Callable[[int], None]) -> Iterator[Row]:
-    for count, row in enumerate(walked, start=1):
-        yield row
-        if count % PAGE == 0:
-            advance(PAGE)
 
 
 def recorded_head(datastore: Any, sqlite: bool) -> tuple[Head | None, int]:
@@ -105,12 +125,9 @@ def check(datastore: Any, sqlite: bool, expect: Head | None = None, *,
     head) and the last head that chains correctly. ``advance(n)``: progress."""
     recorded, last = recorded_head(datastore, sqlite)
     stop = recorded.position if recorded is not None else last
-    watch = [p for p in (stop, expect.position if expect else 0) if p]
-    walked = rows(datastore, sqlite, 1, stop)
-    if advance is not None:
-        walked = _reporting(walked, advance)
-    scan = chain.walk(walked,
-                      rescan=lambda p: rows(datastore, sqlite, p, stop), watch=watch)
+    scan = chain.walk(rows(datastore, sqlite, 1, stop, advance),
+                      rescan=lambda p: rows(datastore, sqlite, p, stop),
+                      watch=[expect.position] if expect else ())
     problems = [scan.problem] if scan.problem else []
     problems += chain.head_problems(recorded, last, scan)
     if expect is not None:
@@ -133,10 +150,11 @@ def receipts_problems(datastore: Any, sqlite: bool, limit: int = 20) -> list[str
             page = curs.fetchall()
             if not page:
                 return problems
-            found = _log_rows(curs, sqlite, [(r["position"], len(orjson.loads(r["recorded"])))
-                                             for r in page if r["position"] is not None])
-        for r in page:
-            problem = _receipt_problem(r["event_id"], orjson.loads(r["recorded"]), r["position"], found)
+            receipts = [(r["event_id"], orjson.loads(r["recorded"]), r["position"]) for r in page]
+            found = _log_rows(curs, sqlite, [(position, len(recorded))
+                                             for _, recorded, position in receipts if position is not None])
+        for event_id, recorded, position in receipts:
+            problem = _receipt_problem(event_id, recorded, position, found)
             if problem:
                 problems.append(problem)
         after = page[-1]["event_id"]
@@ -148,14 +166,13 @@ def _log_rows(curs: Any, sqlite: bool, spans: Sequence[tuple[int, int]]) -> dict
     positions = sorted({int(p) + i for p, n in spans for i in range(n)})
     found: dict[int, tuple[str, Any]] = {}
     column = _position(sqlite)
+    select = f"SELECT {column} AS position, topic, state FROM {events_table(sqlite)} WHERE {column}"
     for start in range(0, len(positions), 900):
         part = positions[start:start + 900]
         if sqlite:
-            curs.execute(f"SELECT rowid AS position, topic, state FROM {SQLITE_EVENTS_TABLE}"
-                         f" WHERE rowid IN ({','.join('?' * len(part))})", part)
+            curs.execute(f"{select} IN ({','.join('?' * len(part))})", part)
         else:
-            curs.execute(f"SELECT {column} AS position, topic, state FROM {EVENTS_TABLE}"
-                         f" WHERE {column} = ANY(%s)", (part,))
+            curs.execute(f"{select} = ANY(%s)", (part,))
         for row in curs.fetchall():
             found[int(row["position"])] = (row["topic"], _event_id_of(row["state"]))
     return found
@@ -163,7 +180,7 @@ def _log_rows(curs: Any, sqlite: bool, spans: Sequence[tuple[int, int]]) -> dict
 
 def _event_id_of(state: bytes) -> str | None:
     try:
-        value = orjson.loads(chain._bytes(state)).get("event_id")
+        value = orjson.loads(chain.as_bytes(state)).get("event_id")
         return value.get("_data_") if isinstance(value, dict) else None
     except (orjson.JSONDecodeError, AttributeError):
         return None
@@ -197,28 +214,23 @@ def migrate(curs: Any, sqlite: bool, progress: Any = None) -> int:
     """Chain every event of a store with no head yet, give each receipt the
     position of its submission's first event, and lay the head. The caller holds
     a write transaction with the append-only triggers off. Returns events chained."""
-    position = _position(sqlite)
     mark = "?" if sqlite else "%s"
-    select = (f"SELECT {position} AS position, originator_id, originator_version, topic, state,"
-              f" {CHAIN_COLUMN} AS chain_sha256 FROM {events_table(sqlite)} WHERE {position} > {mark}"
-              f" ORDER BY {position} LIMIT {PAGE}")
     previous, last, count = GENESIS, 0, 0
     while True:
-        curs.execute(select, (last,))
+        curs.execute(_select_rows(sqlite), (last + 1, 2 ** 62))
         page = [Row.of(r) for r in curs.fetchall()]
         if not page:
             break
-        links = []
-        for row in page:
-            previous = chain.link(previous, row.originator_id, row.originator_version, row.topic, row.state)
-            links.append((previous, row.position))
+        links = chain.extend(previous, page)
+        positions = [row.position for row in page]
         if sqlite:
-            curs.executemany(f"UPDATE {SQLITE_EVENTS_TABLE} SET {CHAIN_COLUMN} = ? WHERE rowid = ?", links)
+            curs.executemany(f"UPDATE {SQLITE_EVENTS_TABLE} SET {CHAIN_COLUMN} = ? WHERE rowid = ?",
+                             list(zip(links, positions)))
         else:
             curs.execute(f"UPDATE {EVENTS_TABLE} e SET {CHAIN_COLUMN} = v.sha FROM"
                          " unnest(%s::bytea[], %s::bigint[]) AS v(sha, pos) WHERE e.notification_id = v.pos",
-                         ([sha for sha, _ in links], [p for _, p in links]))
-        last, count = page[-1].position, count + len(page)
+                         (links, positions))
+        previous, last, count = links[-1], positions[-1], count + len(page)
         if progress is not None:
             progress(len(page))
     _place_receipts(curs, sqlite)

@@ -13,7 +13,7 @@ from eventsourcing.persistence import InterfaceError, OperationalError, StoredEv
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.utils import retry
 
-from leadledger import chain, chain_store
+from leadledger import chain_store
 from leadledger.recorders import Receipt
 from leadledger.store import CHAIN_COLUMN, RECEIPTS_TABLE
 
@@ -53,27 +53,26 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                     head_cursor = conn.cursor()
                     head_cursor.execute(read_head)
                     control.execute(read_last)
-                    head = chain_store.checked_head(head_cursor.fetchone(), control.fetchone())
                     # The links need the head, so they are computed while it is
-                    # held: ~1 us per event.
-                    first = head.position + 1
-                    links = chain.extend(head.sha256, stored_events)
+                    # held: ~5 us per event.
+                    batch = chain_store.chain_batch(head_cursor.fetchone(), control.fetchone(), stored_events)
                     for start in range(0, len(stored_events), INSERT_PAGE):
-                        page = stored_events[start:start + INSERT_PAGE]
-                        control.execute(insert_events, _columns(page, first + start, links[start:start + INSERT_PAGE]))
+                        end = start + INSERT_PAGE
+                        control.execute(insert_events, _columns(stored_events[start:end], batch.positions[start:end],
+                                                                batch.links[start:end]))
                     for start in range(0, len(receipts), INSERT_PAGE):
-                        control.execute(insert_receipts, _receipt_columns(receipts[start:start + INSERT_PAGE], first))
-                    if stored_events:
-                        control.execute(chain_store.head_update(sqlite=False),
-                                        (head.position + len(stored_events), links[-1]))
+                        control.execute(insert_receipts,
+                                        _receipt_columns(receipts[start:start + INSERT_PAGE], batch.first))
+                    move_head = batch.head_update(sqlite=False)
+                    if move_head:
+                        control.execute(*move_head)
                     self._notify_channel(control)
-        return list(range(first, first + len(stored_events)))
+        return list(batch.positions)
 
 
-def _columns(events: Sequence[StoredEvent], first: int, links: Sequence[bytes]) -> tuple[list[Any], ...]:
-    return (list(range(first, first + len(events))), [e.originator_id for e in events],
-            [e.originator_version for e in events], [e.topic for e in events],
-            [e.state for e in events], list(links))
+def _columns(events: Sequence[StoredEvent], positions: range, links: Sequence[bytes]) -> tuple[list[Any], ...]:
+    return (list(positions), [e.originator_id for e in events], [e.originator_version for e in events],
+            [e.topic for e in events], [e.state for e in events], list(links))
 
 
 def _receipt_columns(receipts: Sequence[Receipt], first: int) -> tuple[list[Any], ...]:

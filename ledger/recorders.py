@@ -10,13 +10,12 @@ Two things eventsourcing's stock recorders cannot do for us:
 - eventsourcing's PostgreSQL insert sends all events as one composite-array
   parameter in pipeline mode; past ~6,000 events that message deadlocks
   (psycopg issue 685: the server waits in ClientRead while holding the events
-  table's EXCLUSIVE lock). Here every parameter is encoded before the lock is
-  taken, pages of ``INSERT_PAGE`` rows are sent as plain array parameters,
-  outside pipeline mode, and the lock is held only while they are sent.
-
+  table's EXCLUSIVE lock). Here pages of ``INSERT_PAGE`` rows are sent as
+  plain array parameters (ledger/postgres_recorder.py).
 - The hash chain (ledger/chain.py): every batch is chained onto the head
-  while the writer holds it, and written with explicit positions (head + 1,
-  ...), so positions run without gaps on both stores.
+  while the writer holds it (instead of eventsourcing's table lock), and
+  written with explicit positions (head + 1, ...), so positions run without
+  gaps on both stores.
 
 The events table stays eventsourcing's own (plus the ``chain_sha256`` column):
 its readers, mappers and notification log work unchanged.
@@ -32,7 +31,7 @@ from uuid import UUID
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteTransaction
 
-from leadledger import chain, chain_store
+from leadledger import chain_store
 from leadledger.loader import select_by_ids
 from leadledger.store import (CHAIN_COLUMN, RECEIPTS_TABLE, SQLITE_EVENTS_TABLE, SQLITE_HEAD_DDL,
                               SQLITE_RECEIPTS_DDL, SQLITE_SNAPSHOTS_DDL)
@@ -100,26 +99,25 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
         c.execute(read_head)
         head_row = c.fetchone()
         c.execute(read_last)
-        head = chain_store.checked_head(head_row, c.fetchone())
-        first = head.position + 1
-        links = chain.extend(head.sha256, stored_events)
+        batch = chain_store.chain_batch(head_row, c.fetchone(), stored_events)
         # One executemany (sqlite3's C loop) instead of eventsourcing's execute per
         # row for its lastrowid (~13% of an append).
         c.executemany(
             f"INSERT INTO {SQLITE_EVENTS_TABLE} (rowid, originator_id, originator_version, topic, state,"
             f" {CHAIN_COLUMN}) VALUES (?, ?, ?, ?, ?, ?)",
-            [(first + i, s.originator_id.hex if isinstance(s.originator_id, UUID) else s.originator_id,
+            [(position, s.originator_id.hex if isinstance(s.originator_id, UUID) else s.originator_id,
               s.originator_version, s.topic, s.state, sha)
-             for i, (s, sha) in enumerate(zip(stored_events, links))])
+             for position, s, sha in zip(batch.positions, stored_events, batch.links)])
         tracking = kwargs.get("tracking")
         if tracking is not None:
             self._insert_tracking(c, tracking)
         if receipts:
             c.executemany(f"INSERT INTO {RECEIPTS_TABLE} VALUES (?, ?, ?, ?, ?, ?)",
-                          [r.row(as_text=True, first_position=first) for r in receipts])
-        if stored_events:
-            c.execute(chain_store.head_update(sqlite=True), (head.position + len(stored_events), links[-1]))
-        return list(range(first, first + len(stored_events)))
+                          [r.row(as_text=True, first_position=batch.first) for r in receipts])
+        move_head = batch.head_update(sqlite=True)
+        if move_head:
+            c.execute(*move_head)
+        return list(batch.positions)
 
 
 def load_receipts(recorder: Any, event_ids: Sequence[UUID], curs: Any = None) -> dict[UUID, Receipt]:

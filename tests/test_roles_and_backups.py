@@ -163,3 +163,8 @@ def test_a_sqlite_backup_gives_the_same_books(tmp_path):
         with sqlite3.connect(tmp_path / "leadledger.db") as source, sqlite3.connect(backup) as target:
             source.backup(target)
     _same_books(url, f"sqlite:///{backup}")
+
+
+def test_roles_are_refused_on_sqlite_with_a_reason(tmp_path):
+    refused = cli_run(f"sqlite:///{tmp_path / 'l.db'}", "init", "--roles")
+    assert refused.returncode == 2 and "error[not_supported]: roles are PostgreSQL's" in refused.stderr
