@@ -15,11 +15,11 @@ $(BIN)/python:
 # set every run would compile them again (~45 ms of a one-line append): compile once.
 install: $(BIN)/python
 	$(BIN)/pip install -q -e .
-	$(BIN)/python -m compileall -q ledger projections cli > /dev/null
+	$(BIN)/python -m compileall -q ledger projections cli service > /dev/null
 
 install-test: $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
-	$(BIN)/python -m compileall -q ledger projections cli > /dev/null
+	$(BIN)/python -m compileall -q ledger projections cli service > /dev/null
 
 demo: install
 	$(BIN)/leadledger --db sqlite:///leadledger.db demo

@@ -29,6 +29,8 @@ CREATE OR REPLACE TRIGGER leadledger_events_append_only BEFORE UPDATE OR DELETE 
 
 CREATE OR REPLACE TRIGGER leadledger_receipts_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON leadledger_receipts FOR EACH STATEMENT EXECUTE FUNCTION leadledger_append_only();
 
+CREATE TABLE IF NOT EXISTS leadledger_api_keys ( name text PRIMARY KEY, scope text NOT NULL, secret_sha256 text NOT NULL UNIQUE, created_at text NOT NULL, revoked_at text);
+
 -- Read models (projections/tables.py):
 CREATE TABLE IF NOT EXISTS ll_wallets ( pro_id TEXT PRIMARY KEY, market TEXT NOT NULL, unit TEXT NOT NULL, card_currency TEXT NOT NULL, region TEXT NOT NULL, policy_version INTEGER NOT NULL, opened_at TEXT NOT NULL, position BIGINT NOT NULL, card_ref TEXT);
 

@@ -17,7 +17,7 @@ import os
 import sqlite3
 import sys
 import time
-from datetime import datetime, timezone
+
 from typing import Any, Callable
 
 import click
@@ -26,7 +26,8 @@ from leadledger.store import DEFAULT_URL, URL_ENV
 
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_STORE, EXIT_INTERNAL = 0, 1, 2, 3, 4
 # LedgerErrors caused by what the user gave, not by the store.
-USAGE_CODES = frozenset({"invalid_log", "store_not_empty", "not_supported", "bad_head"})
+USAGE_CODES = frozenset({"invalid_log", "store_not_empty", "not_supported", "bad_head", "key_exists",
+                         "bad_key_name", "bad_key_scope"})
 # LedgerErrors that are findings about the books, exit 1 like a failed verify.
 FINDING_CODES = frozenset({"chain_broken"})
 
@@ -126,15 +127,12 @@ def _no_progress(count: int) -> None:
 
 def open_ledger(ctx: click.Context) -> Any:
     from leadledger import Ledger
+    from leadledger.application import default_recorded_by
 
-    ledger = Ledger.from_url(ctx.obj["db"])
+    ledger = Ledger.from_url(ctx.obj["db"], recorded_by=default_recorded_by("cli"))
     ledger.progress = progress
     ctx.call_on_close(ledger.close)
     return ledger
-
-
-def now_utc() -> datetime:
-    return datetime.now(timezone.utc).replace(microsecond=0)
 
 
 def _set_db(ctx: click.Context, _: Any, value: str | None) -> None:

@@ -15,7 +15,8 @@ from typing import Any, Iterator
 
 import click
 
-from leadledger.cli import reports
+from leadledger import reports as report_rows
+from leadledger.cli import reports, service  # noqa: F401 - their commands register on import
 from leadledger.cli.app import (
     EXIT_REJECTED, EXIT_USAGE, FORMAT, add_db_option, cli, fail, guarded, open_ledger, progress, quiet_stdout,
 )
@@ -362,7 +363,7 @@ def demo(ctx: click.Context) -> None:
     click.echo(f"sweep at {at}: {len(swept)} unread refund(s) recorded")
     click.echo(f"balances and refund statuses below are as of {at} (the demo's clock)\n")
     click.echo(render(ledger.balances(as_of=at), reports.BALANCE_COLUMNS, "table"))
-    click.echo(render(list(reports.with_unit(ledger.refunds(as_of=at))), reports.REFUND_TABLE, "table"),
+    click.echo(render(list(report_rows.with_unit(ledger.refunds(as_of=at))), reports.REFUND_TABLE, "table"),
                nl=False)
 
 

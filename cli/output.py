@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Sequence
 
 from leadledger.units import major
 
@@ -85,12 +85,6 @@ def render(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str,
     if fmt == "csv":
         return to_csv(rows, columns)
     return to_table(rows, columns, footer=footer)
-
-
-def stamped(rows: Iterable[dict[str, Any]], as_of: str) -> Iterator[dict[str, Any]]:
-    """JSON and CSV rows carry the instant the report describes, as a last field."""
-    for row in rows:
-        yield {**row, "as_of": as_of}
 
 
 def heading(title: str, as_of: str, given: bool, extra: str = "") -> str:

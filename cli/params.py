@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import unicodedata
 from datetime import datetime, timedelta
 from typing import Any
 
 import click
 
 from leadledger import periods
-from leadledger.projections.status import STATUSES
+from leadledger.projections.status import STATUSES, status_named
 
 
 class Timestamp(click.ParamType):
@@ -59,21 +58,14 @@ class Duration(click.ParamType):
         self.fail(f"{value!r} is not a duration like 7d, 12h, 30m or 90s", param, ctx)
 
 
-def _folded(text: str) -> str:
-    """Gérer, gerer, GERER and Ge\u0301rer all fold to "gerer"."""
-    decomposed = unicodedata.normalize("NFKD", text.strip())
-    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold().replace(" ", "")
-
-
 class Status(click.ParamType):
     """A refund status, spelt as SPEC 5 does or without accents and in any case
     (``Gerer``, ``non permis``, ``TRAITE``), so a terminal without é still works."""
 
     name = "STATUS"
-    _BY_FOLDED = {_folded(s): s for s in STATUSES}
 
     def convert(self, value: Any, param: Any, ctx: Any) -> str:
-        found = self._BY_FOLDED.get(_folded(str(value)))
+        found = status_named(str(value))
         if found is None:
             self.fail(f"{value!r} is not a status: one of {', '.join(STATUSES)} "
                       "(accents and case optional)", param, ctx)

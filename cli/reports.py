@@ -7,12 +7,13 @@ from __future__ import annotations
 import json
 import sys
 from datetime import datetime
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import click
 
-from leadledger.cli.app import FORMAT, cli, guarded, now_utc, open_ledger
-from leadledger.cli.output import heading, stamped, to_table, totals, write_csv, write_json
+from leadledger import reports
+from leadledger.cli.app import FORMAT, cli, guarded, open_ledger
+from leadledger.cli.output import heading, to_table, totals, write_csv, write_json
 from leadledger.cli.params import PeriodType, Status, Timestamp, market_choice, resolve_period
 from leadledger.periods import Period
 from leadledger.timefmt import format_utc
@@ -61,24 +62,19 @@ def period_report(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any
     return decorate
 
 
-def emit(rows: Iterable[dict[str, Any]], columns: Sequence[str], fmt: str, *, title: str, as_of: str,
-         given: bool, footer: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
+def emit(report: reports.Report, columns: Sequence[str], fmt: str, *, title: str,
+         footer: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
          table_columns: Sequence[str] | None = None) -> None:
+    """JSON and CSV rows as ledger.reports stamps them (the service's too); a table for people."""
     out = sys.stdout
     if fmt == "json":  # streamed: a large report need not fit in memory
-        write_json(stamped(rows, as_of), out)
+        write_json(report.stamped(), out)
     elif fmt == "csv":
-        write_csv(stamped(rows, as_of), (*columns, "as_of"), out)
+        write_csv(report.stamped(), (*columns, "as_of"), out)
     else:
-        rows = list(rows)
-        out.write(heading(title, as_of, given))
+        rows = list(report.rows)
+        out.write(heading(title, report.as_of, report.given))
         out.write(to_table(rows, table_columns or columns, footer=footer(rows) if footer and rows else []))
-
-
-def _stamp(moment: datetime | None) -> tuple[str, bool, datetime]:
-    """The instant a report describes: the one given, else now (to the second)."""
-    at = moment or now_utc()
-    return format_utc(at), moment is not None, at
 
 
 @cli.command()
@@ -101,29 +97,9 @@ def balances(ctx: click.Context, pro_id: str | None, market: str | None, as_of: 
       leadledger balances --as-of 2026-01-31 --format json
       leadledger balances --market cronoshare -f csv
     """
-    ledger = open_ledger(ctx)
-    _require_wallet(ledger, pro_id)
-    stamp, given, _ = _stamp(as_of)
-    rows = ledger.balances(pro_id=pro_id, as_of=as_of, market=market)
-    emit(rows, BALANCE_COLUMNS, fmt, title="balances", as_of=stamp, given=given,
+    report = reports.balances(open_ledger(ctx), pro_id=pro_id, market=market, as_of=as_of)
+    emit(report, BALANCE_COLUMNS, fmt, title="balances",
          footer=lambda r: totals(r, "pro_id", ("balance", "advance_outstanding", "card_charged")))
-
-
-def _require_wallet(ledger: Any, pro_id: str | None) -> None:
-    """A --pro that names no wallet is exit 1 (wallet_not_found), as `statement nobody`."""
-    if pro_id is not None:
-        ledger.require_wallet(pro_id)
-
-
-def with_unit(rows: Iterable[dict[str, Any]]) -> Iterable[dict[str, Any]]:
-    """Refund rows with the unit their amounts are in (the market's wallet unit)."""
-    from leadledger.markets import current_policy
-
-    units: dict[str, str] = {}
-    for row in rows:
-        if row["market"] not in units:
-            units[row["market"]] = current_policy(row["market"]).wallet_unit  # type: ignore[union-attr]
-        yield {**row, "unit": units[row["market"]]}
 
 
 @cli.command()
@@ -146,11 +122,8 @@ def refunds(ctx: click.Context, pro_id: str | None, market: str | None, status: 
     Example:
       leadledger refunds --status Gerer --as-of 2026-02-01 --format csv
     """
-    ledger = open_ledger(ctx)
-    _require_wallet(ledger, pro_id)
-    stamp, given, at = _stamp(as_of)
-    rows = with_unit(ledger.iter_refunds(pro_id=pro_id, status=status, as_of=at, market=market))
-    emit(rows, REFUND_COLUMNS, fmt, title="refund statuses", as_of=stamp, given=given, table_columns=REFUND_TABLE,
+    report = reports.refunds(open_ledger(ctx), pro_id=pro_id, market=market, status=status, as_of=as_of)
+    emit(report, REFUND_COLUMNS, fmt, title="refund statuses", table_columns=REFUND_TABLE,
          footer=lambda r: totals(r, "contact_id", ("charged", "refunded", "refundable")))
 
 
@@ -186,17 +159,14 @@ def trial_balance(ctx: click.Context, as_of: datetime | None, start: datetime | 
       leadledger trial-balance --period 2026-Q1 --market pro360 -f csv
     """
     chosen = resolve_period(start, _period_end(as_of, end), period)
-    stamp, given, _ = _stamp(chosen.end)
-    ledger = open_ledger(ctx)
-    _require_wallet(ledger, pro_id)
-    rows = ledger.trial_balance(as_of=chosen.end, start=chosen.start, pro_id=pro_id, market=market,
-                                          account=account)
+    report = reports.trial_balance(open_ledger(ctx), as_of=chosen.end, start=chosen.start, pro_id=pro_id,
+                                   market=market, account=account)
     if chosen.start is None:
-        emit(rows, TRIAL_COLUMNS, fmt, title="trial balance", as_of=stamp, given=given,
+        emit(report, TRIAL_COLUMNS, fmt, title="trial balance",
              footer=lambda r: totals(r, "account", ("debit", "credit", "balance")))
     else:
-        emit(rows, TRIAL_PERIOD_COLUMNS, fmt, title=f"trial balance from {format_utc(chosen.start)}",
-             as_of=stamp, given=given, table_columns=TRIAL_PERIOD_TABLE,
+        emit(report, TRIAL_PERIOD_COLUMNS, fmt, title=f"trial balance from {format_utc(chosen.start)}",
+             table_columns=TRIAL_PERIOD_TABLE,
              footer=lambda r: totals(r, "account", ("opening", "debit", "credit", "balance")))
 
 
@@ -224,13 +194,11 @@ def statement(ctx: click.Context, pro_id: str, start: datetime | None, end: date
       leadledger statement pro-ana --from 2026-01-01 --to 2026-01-31 --account wallet -f csv
     """
     chosen = resolve_period(start, end, period)
-    if account in ("wallet", "advance", "card"):
-        account = f"pro:{pro_id}:{account}"
-    stamp, given, _ = _stamp(chosen.end)
-    rows = open_ledger(ctx).statement(pro_id, chosen.start, chosen.end, account=account)
+    report = reports.statement(open_ledger(ctx), pro_id, start=chosen.start, end=chosen.end, account=account)
     if fmt != "table":
-        emit(rows, STATEMENT_COLUMNS, fmt, title="", as_of=stamp, given=given)
+        emit(report, STATEMENT_COLUMNS, fmt, title="")
         return
+    rows, stamp, given = report.rows, report.as_of, report.given
     out = sys.stdout
     since = f" from {format_utc(chosen.start)}" if chosen.start else ""
     out.write(heading(f"statement of {pro_id}{since}", stamp, given))
@@ -261,9 +229,9 @@ def income(ctx: click.Context, start: datetime | None, end: datetime | None, per
       leadledger income --period 2026-Q1 --market pro360 -f json
     """
     chosen = resolve_period(start, end, period)
-    stamp, given, _ = _stamp(chosen.end)
-    rows = open_ledger(ctx).income(chosen.start, chosen.end, market=market)
-    emit(rows, INCOME_COLUMNS, fmt, title=f"income {chosen.describe()},", as_of=stamp, given=given,
+    stamp, given, _ = reports.instant(chosen.end)
+    report = reports.Report(stamp, given, open_ledger(ctx).income(chosen.start, chosen.end, market=market))
+    emit(report, INCOME_COLUMNS, fmt, title=f"income {chosen.describe()},",
          footer=lambda r: totals(r, "market", INCOME_COLUMNS[2:]) if len(r) > 1 else [])
 
 
@@ -286,10 +254,10 @@ def reconcile(ctx: click.Context, start: datetime | None, end: datetime | None, 
       leadledger reconcile --period 2026-01 -f csv > leadledger-2026-01.csv
     """
     chosen = resolve_period(start, end, period)
-    stamp, given, _ = _stamp(chosen.end)
-    rows = open_ledger(ctx).reconcile(chosen.start, chosen.end, market=market)
-    emit(rows, RECONCILE_COLUMNS, fmt, title=f"movements across the platform boundary {chosen.describe()},",
-         as_of=stamp, given=given, table_columns=RECONCILE_TABLE,
+    stamp, given, _ = reports.instant(chosen.end)
+    report = reports.Report(stamp, given, open_ledger(ctx).reconcile(chosen.start, chosen.end, market=market))
+    emit(report, RECONCILE_COLUMNS, fmt, title=f"movements across the platform boundary {chosen.describe()},",
+         table_columns=RECONCILE_TABLE,
          footer=lambda r: totals(r, "occurred_at", ("amount",), by=("market", "movement")))
 
 
@@ -309,7 +277,7 @@ def explain(ctx: click.Context, contact_id: str, as_of: datetime | None, fmt: st
     Example:
       leadledger explain ct-1001 --as-of 2026-02-01
     """
-    stamp, given, at = _stamp(as_of)
+    _, given, at = reports.instant(as_of)
     found = open_ledger(ctx).explain(contact_id, at)
     if fmt == "json":
         click.echo(json.dumps(found, ensure_ascii=False, indent=2))

@@ -33,7 +33,7 @@ from eventsourcing.persistence import (
     Transcoding,
 )
 
-from leadledger import chain_store, errors, eventlog, snapshots
+from leadledger import chain_store, errors, eventlog, keys, snapshots
 from leadledger.chain import Head
 from leadledger.codec import FastJSONTranscoder
 from leadledger.aggregates import Contact, Wallet, wallet_id
@@ -71,6 +71,7 @@ CHUNK_SIZE = 1000  # submissions decided and committed per transaction (group co
 MAX_ATOMIC_BATCH = 100_000  # --atomic holds the whole batch in one transaction
 PROGRESS_FROM = 20_000  # events behind before a catch-up shows progress
 LOAD_PAGE_SIZE = 10_000  # replayed events per transaction (no rules, no receipts)
+MAX_GROUP_SUBMISSIONS = 10_000  # a group commit's bound: one transaction (the service's writer)
 MAX_WRITE_ATTEMPTS = 20  # a batch that conflicts this often is reported, not looped on
 MAX_WARM_AGGREGATES = 50_000  # beyond this only wallets stay cached between chunks
 MAX_CONNECTION_RETRIES = 4  # a lost connection (backend killed, failover) is retried this often
@@ -125,8 +126,11 @@ class Ledger:
     """A ledger over one store. Thread-compatible, not thread-safe: one per thread."""
 
     def __init__(self, config: StoreConfig, *, clock: Callable[[], datetime] | None = None,
-                 max_future_skew: timedelta | None = None):
+                 max_future_skew: timedelta | None = None, recorded_by: str | None = None):
         self.config = config
+        # Stamped on every event this ledger records (events.LedgerEvent.recorded_by);
+        # ``append(recorded_by=...)`` overrides it per call.
+        self.recorded_by = recorded_by or default_recorded_by("api")
         # The recording clock: submissions dated more than max_future_skew ahead of
         # it are refused (occurred_in_future), and market packs may bound lateness.
         self.clock = clock or (lambda: datetime.now(timezone.utc))
@@ -149,8 +153,9 @@ class Ledger:
         """Open the ledger at ``url`` (default: $LEADLEDGER_DATABASE_URL, then sqlite:///leadledger.db).
 
         Options: ``clock`` (a callable returning an aware datetime, the recording
-        clock) and ``max_future_skew`` (a timedelta; default 5 minutes, or
-        $LEADLEDGER_MAX_FUTURE_SKEW_SECONDS).
+        clock), ``max_future_skew`` (a timedelta; default 5 minutes, or
+        $LEADLEDGER_MAX_FUTURE_SKEW_SECONDS) and ``recorded_by`` (who the events
+        are recorded by; default ``api:<os user>``).
         """
         return cls(config_for(resolve_url(url)), **options)
 
@@ -195,7 +200,8 @@ class Ledger:
         rows = view.query(f"SELECT to_regclass('{EVENTS_TABLE}') IS NOT NULL AS ok,"
                           f" to_regclass('{RECEIPTS_TABLE}') IS NOT NULL AS receipts,"
                           f" to_regclass('{SNAPSHOTS_TABLE}') IS NOT NULL AS snapshots,"
-                          f" to_regclass('{HEAD_TABLE}') IS NOT NULL AS chained")
+                          f" to_regclass('{HEAD_TABLE}') IS NOT NULL AS chained,"
+                          f" to_regclass('{keys.KEYS_TABLE}') IS NOT NULL AS keys")
         if not rows[0]["ok"]:
             raise LedgerError("store_not_initialised", "run `leadledger init` on this database first")
         if not rows[0]["receipts"]:
@@ -207,6 +213,9 @@ class Ledger:
         if not rows[0]["chained"]:
             raise LedgerError("store_not_initialised", "this database predates leadledger 0.5: "
                               "run `leadledger init` on it as the tables' owner (it chains the log)")
+        if not rows[0]["keys"]:
+            raise LedgerError("store_not_initialised", "this database predates leadledger 0.6: "
+                              "run `leadledger init` on it as the tables' owner (it adds the API keys table)")
 
     def init(self, *, roles: bool = False) -> None:
         """Create the schema (idempotent). On PostgreSQL this applies schema.sql,
@@ -250,42 +259,128 @@ class Ledger:
             curs.execute("ANALYZE")
         self._recorded_since_analyze = 0
 
+    # --- API keys (ledger/keys.py) -------------------------------------------
+
+    def create_key(self, name: str, scope: str) -> tuple[keys.ApiKey, str]:
+        """A new key and its secret, which is shown this once: the store keeps its hash."""
+        key = keys.ApiKey(keys.check_name(name), keys.check_scope(scope),
+                          format_utc(datetime.now(timezone.utc).replace(microsecond=0)))
+        secret = keys.new_secret()
+        _, view = self._open()
+        try:
+            with self._app.factory.datastore.transaction(commit=True) as curs:  # type: ignore[union-attr]
+                curs.execute(view.sql(f"SELECT 1 FROM {keys.KEYS_TABLE} WHERE name = ?"), (name,))
+                if curs.fetchone():
+                    raise LedgerError("key_exists", f"a key named {name!r} exists or existed: names "
+                                      "are never reused (the log records them)")
+                curs.execute(view.sql(f"INSERT INTO {keys.KEYS_TABLE} VALUES (?, ?, ?, ?, NULL)"),
+                             (key.name, key.scope, keys.secret_sha256(secret), key.created_at))
+        except (PersistenceError, sqlite3.Error) as exc:
+            raise self._key_store_error(exc) from None
+        return key, secret
+
+    def list_keys(self) -> list[keys.ApiKey]:
+        _, view = self._open()
+        return [keys.ApiKey.from_row(row) for row in
+                view.query(f"SELECT name, scope, created_at, revoked_at FROM {keys.KEYS_TABLE} ORDER BY name")]
+
+    def revoke_key(self, name: str) -> keys.ApiKey:
+        """Revoke a key (idempotent): requests with its secret get 401 from then on."""
+        _, view = self._open()
+        revoked_at = format_utc(datetime.now(timezone.utc).replace(microsecond=0))
+        try:
+            with self._app.factory.datastore.transaction(commit=True) as curs:  # type: ignore[union-attr]
+                curs.execute(view.sql(f"UPDATE {keys.KEYS_TABLE} SET revoked_at = ?"
+                                      " WHERE name = ? AND revoked_at IS NULL"), (revoked_at, name))
+        except (PersistenceError, sqlite3.Error) as exc:
+            raise self._key_store_error(exc) from None
+        found = [k for k in self.list_keys() if k.name == name]
+        if not found:
+            raise Rejection("key_not_found", f"no key named {name[:80]!r}")
+        return found[0]
+
+    def key_by_secret(self, secret: str) -> keys.ApiKey | None:
+        """The key a bearer secret belongs to (revoked or not), or None."""
+        if not keys.plausible_secret(secret):
+            return None
+        _, view = self._open()
+        rows = view.query(f"SELECT name, scope, created_at, revoked_at FROM {keys.KEYS_TABLE}"
+                          " WHERE secret_sha256 = ?", (keys.secret_sha256(secret),))
+        return keys.ApiKey.from_row(rows[0]) if rows else None
+
+    @staticmethod
+    def _key_store_error(exc: BaseException) -> LedgerError:
+        if _is_refusal(exc):
+            return LedgerError("permission_denied", f"this role may not manage keys: {_one_line(exc)} "
+                               "(keys are managed with the owner's URL, e.g. leadledger_owner)")
+        return LedgerError("store_unavailable", _one_line(exc))
+
     # --- writing -------------------------------------------------------------
 
     def append(self, submissions: Iterable[str | bytes | dict[str, Any]], *,
-               atomic: bool = False) -> list[AppendResult]:
+               atomic: bool = False, recorded_by: str | None = None) -> list[AppendResult]:
         """Judge and record submissions; one result per submission, in order."""
-        return list(self.append_iter(submissions, atomic=atomic))
+        return list(self.append_iter(submissions, atomic=atomic, recorded_by=recorded_by))
 
     def append_iter(self, submissions: Iterable[str | bytes | dict[str, Any]], *,
-                    atomic: bool = False) -> Iterator[AppendResult]:
+                    atomic: bool = False, recorded_by: str | None = None) -> Iterator[AppendResult]:
         """Like ``append``, yielding each chunk's results once the chunk is committed."""
-        items = _parsed(submissions)
+        items = judged(submissions, recorded_by or self.recorded_by)
         self._level_this_call = set()
         if atomic:
             # Counted while reading: an oversized batch is refused before it is held.
             batch = list(itertools.islice(items, MAX_ATOMIC_BATCH + 1))
             if len(batch) > MAX_ATOMIC_BATCH:
                 message = f"an atomic batch holds at most {MAX_ATOMIC_BATCH:,} submissions"
-                for eid, _ in itertools.chain(batch, items):
+                for eid, _, _ in itertools.chain(batch, items):
                     yield AppendResult(eid, "rejected", errors.INVALID_SUBMISSION, message)
                 return
             yield from self._commit(batch, atomic=True)
         else:
             yield from self._commit_chunks(items)
+        self._after_append()
+
+    def _after_append(self) -> None:
         self._write_snapshots()
         if self._recorded_since_analyze >= ANALYZE_AFTER_EVENTS:
             self.analyze()
 
-    def _commit_chunks(self, items: Iterable[tuple[str | None, Any]]) -> Iterator[AppendResult]:
+    def append_group(self, requests: list[list[Judged]]) -> list[list[AppendResult]]:
+        """Group commit (the service's writer): the submissions of several requests,
+        each already parsed by ``judged`` with its own recorded_by, judged in order
+        and recorded in one transaction. Returns each request's results.
+
+        Not atomic across requests: a rejection records nothing of its own
+        submission and leaves the others as they were judged."""
+        flat = [item for request in requests for item in request]
+        assert len(flat) <= MAX_GROUP_SUBMISSIONS, "the writer bounds a group"
+        self._level_this_call = set()
+        results = self._commit(flat, atomic=False) if flat else []
+        self._after_append()
+        grouped, start = [], 0
+        for request in requests:
+            grouped.append(results[start:start + len(request)])
+            start += len(request)
+        return grouped
+
+    def append_judged(self, items: list[Judged], *, atomic: bool = False) -> list[AppendResult]:
+        """``append`` of submissions already parsed by ``judged`` (the service parses
+        in its request handlers, off the writer's thread)."""
+        assert len(items) <= MAX_ATOMIC_BATCH
+        self._level_this_call = set()
+        results = self._commit(items, atomic=True) if atomic else list(self._commit_chunks(items))
+        self._after_append()
+        return results
+
+    def _commit_chunks(self, items: Iterable[Judged]) -> Iterator[AppendResult]:
         for chunk in _batched(items):
             yield from self._commit(chunk, atomic=False)
 
-    def _unit_of_work(self, app: LedgerApp, batch: list[tuple[str | None, Any]]) -> UnitOfWork:
+    def _unit_of_work(self, app: LedgerApp, batch: list[Judged]) -> UnitOfWork:
         """A unit of work with every aggregate the batch reads loaded in two queries."""
         uow = UnitOfWork(app.repository, self._warm, now=self.clock(),
                          max_future_skew=self.max_future_skew)
-        items = [item for _, item in batch if not isinstance(item, Rejection)]
+        items = [item for _, item, _ in batch if not isinstance(item, Rejection)]
         event_ids = list({item.event_id for item in items if not is_internal(item)})
         touched = {i for item in items for i in ids_touched(item)}
         if not event_ids and not touched:
@@ -364,7 +459,7 @@ class Ledger:
         if len(self._warm) >= MAX_WARM_AGGREGATES:  # bounded memory: wallets stay
             self._warm = {i: a for i, a in self._warm.items() if isinstance(a, Wallet)}
 
-    def _commit(self, batch: list[tuple[str | None, Any]], *, atomic: bool) -> list[AppendResult]:
+    def _commit(self, batch: list[Judged], *, atomic: bool) -> list[AppendResult]:
         conflicts = lost = 0
         while True:
             try:
@@ -400,17 +495,18 @@ class Ledger:
             self.close()
             time.sleep(0.1 * 2 ** lost)
 
-    def _attempt(self, app: LedgerApp, batch: list[tuple[str | None, Any]], *,
+    def _attempt(self, app: LedgerApp, batch: list[Judged], *,
                  atomic: bool) -> list[AppendResult]:
         uow = self._unit_of_work(app, batch)
         outcomes: list[Outcome] = []
-        for _, item in batch:
+        for _, item, who in batch:
             if isinstance(item, Rejection):
                 outcomes.append(Outcome("rejected", item.code, item.message))
             else:
+                uow.recorded_by = who
                 outcomes.append(decide(uow, item))
         results = [AppendResult(eid, o.status, o.code, o.message, o.recorded)
-                   for (eid, _), o in zip(batch, outcomes)]
+                   for (eid, _, _), o in zip(batch, outcomes)]
         if atomic and any(r.status == "rejected" for r in results):
             self._keep_warm(None)  # accepted ones were applied in memory, not stored
             first = next(i for i, r in enumerate(results) if r.status == "rejected")
@@ -433,16 +529,17 @@ class Ledger:
         self._keep_warm(uow)
         return results
 
-    def sweep(self, now: datetime | str | None = None) -> list[AppendResult]:
+    def sweep(self, now: datetime | str | None = None, *, recorded_by: str | None = None) -> list[AppendResult]:
         """Record what deadlines imply as of ``now``: the 48 h unread refunds."""
         now = as_instant(now, "now") or self.clock()
         _, view = self._open()
         self._warm, self._level_this_call = {}, set()
         self.catch_up()
-        due: list[tuple[str | None, Any]] = []
+        due: list[Judged] = []
+        who = recorded_by or self.recorded_by
         for contact_id, at in queries.unread_refund_candidates(view, now):
             item = UnreadRefundDue(contact_id, parse_utc(at))
-            due.append((str(item.event_id), item))
+            due.append((str(item.event_id), item, who))
         # Candidates come from the read model; the aggregates judge each one again.
         return [r for r in self._commit_chunks(due) if r.status == "recorded"]
 
@@ -477,6 +574,39 @@ class Ledger:
         """The recorded log as NDJSON lines (no newline), streamed page by page."""
         app, _ = self._open()
         return (eventlog.to_line(event) for event in eventlog.iter_events(app))
+
+    def feed(self, after: int = 0, limit: int = 100) -> tuple[list[dict[str, Any]], int]:
+        """Up to ``limit`` recorded events after log position ``after`` (the service's
+        ``/v1/events``), and the position to continue after."""
+        app, _ = self._open()
+        return eventlog.page(app, max(after, 0), limit)
+
+    def submission(self, event_id: str) -> dict[str, Any] | None:
+        """The stored outcome of one submission (its receipt, answered from the log),
+        or None when it was never recorded (rejections record nothing)."""
+        from uuid import UUID
+
+        try:
+            key = UUID(event_id)
+        except ValueError:
+            return None
+        app, _ = self._open()
+        with app.factory.datastore.transaction(commit=False) as curs:  # type: ignore[attr-defined]
+            receipt = load_receipts(app.recorder, [key], curs).get(key)
+            if receipt is None:
+                return None
+            gone = chain_store.receipts_not_in_log(curs, self.config.kind == "sqlite", [receipt])
+        outcome = {"event_id": str(key), "status": "recorded", "code": None, "message": None,
+                   "recorded": list(receipt.recorded), "submission_type": receipt.submission_type,
+                   "occurred_at": receipt.occurred_at, "position": receipt.position, "recorded_by": None}
+        if gone:
+            return {**outcome, "status": "rejected", "code": errors.LOG_DAMAGED,
+                    "message": "the log no longer holds the events this submission was recorded as"}
+        if receipt.position is not None:
+            first = app.recorder.select_notifications(start=receipt.position, limit=1)
+            if first:
+                outcome["recorded_by"] = getattr(app.mapper.to_domain_event(first[0]), "recorded_by", None)
+        return outcome
 
     def late_events(self, min_lag: timedelta) -> Iterator[dict[str, Any]]:
         """Events recorded at least ``min_lag`` after they occurred, in log order:
@@ -516,17 +646,17 @@ class Ledger:
 
     def refunds(self, pro_id: str | None = None, status: str | None = None,
                 as_of: datetime | str | None = None, now: datetime | str | None = None, *,
-                market: str | None = None) -> list[dict[str, Any]]:
-        return list(self.iter_refunds(pro_id, status, as_of, now, market=market))
+                market: str | None = None, contact_id: str | None = None) -> list[dict[str, Any]]:
+        return list(self.iter_refunds(pro_id, status, as_of, now, market=market, contact_id=contact_id))
 
     def iter_refunds(self, pro_id: str | None = None, status: str | None = None,
                      as_of: datetime | str | None = None, now: datetime | str | None = None, *,
-                     market: str | None = None) -> Iterator[dict[str, Any]]:
+                     market: str | None = None, contact_id: str | None = None) -> Iterator[dict[str, Any]]:
         """``refunds`` streamed from the database, for outputs too large to hold."""
         at, now_at = as_instant(as_of, "as_of"), as_instant(now, "now")
         self.catch_up()
         return queries.iter_refunds(self._view, now_at or datetime.now(timezone.utc), pro_id=pro_id,
-                                    status=status, as_of=at, market=market)
+                                    status=status, as_of=at, market=market, contact_id=contact_id)
 
     def trial_balance(self, as_of: datetime | str | None = None, *, start: datetime | str | None = None,
                       pro_id: str | None = None, market: str | None = None,
@@ -904,19 +1034,40 @@ def _compare_read_models(mine: Ledger, theirs: Ledger, top: int | None = None) -
     return problems
 
 
-def _parsed(submissions: Iterable[str | bytes | dict[str, Any]]) -> Iterator[tuple[str | None, Any]]:
+# A submission ready for judging: its event_id as sent (None when unreadable),
+# the parsed submission or why it was refused, and who has it recorded.
+Judged = tuple[str | None, Any, str | None]
+
+
+def judged(submissions: Iterable[str | bytes | dict[str, Any]], recorded_by: str | None) -> Iterator[Judged]:
+    """Parse each submission (pydantic): blank lines are skipped, a submission
+    that does not parse becomes its Rejection, judged as rejected in its turn."""
     for raw in submissions:
         if isinstance(raw, Rejection):  # a line the reader refused (cli.lines)
-            yield None, raw
+            yield None, raw, recorded_by
             continue
         if isinstance(raw, (str, bytes)) and not raw.strip():
             continue  # blank NDJSON lines are not submissions
         try:
             model = parse_submission(raw)
         except Rejection as rejection:
-            yield event_id_of(raw), rejection
+            yield event_id_of(raw), rejection, recorded_by
         else:
-            yield str(model.event_id), model
+            yield str(model.event_id), model, recorded_by
+
+
+MAX_RECORDED_BY_CHARS = 100
+
+
+def default_recorded_by(channel: str) -> str:
+    """``channel:<os user>`` (getpass honours $LOGNAME and $USER): who ran it."""
+    import getpass
+
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):  # no user name for this uid (a bare container)
+        user = f"uid{os.getuid()}"
+    return f"{channel}:{user}"[:MAX_RECORDED_BY_CHARS]
 
 
 def _counted(items: Iterable[Any], advance: Callable[[int], None]) -> Iterator[Any]:

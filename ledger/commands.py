@@ -55,6 +55,9 @@ class UnitOfWork:
         # id space of its own, so no event_id can name an aggregate.
         self.receipts: dict[UUID, Receipt] = {}
         self.new_receipts: list[Receipt] = []
+        # Who has the submission being judged recorded (a key's name, the CLI's
+        # user): set by the application per submission, stamped on its events.
+        self.recorded_by: str | None = None
 
     def preload(self, aggregates: dict[UUID, Any]) -> None:
         """Aggregates (or None for absent ids) loaded in bulk by the application."""
@@ -115,7 +118,11 @@ class UnitOfWork:
         return aggregate
 
     def collect(self, aggregate: Any) -> None:
-        self.events.extend(aggregate.collect_events())
+        for event in aggregate.collect_events():
+            # The envelope, not a decision: stamped as the event leaves its
+            # aggregate, before anyone else holds it (the rules never see it).
+            object.__setattr__(event, "recorded_by", self.recorded_by)
+            self.events.append(event)
 
 
 _KEY_FIELDS = (("pro_id", wallet_id), ("contact_id", contact_id_to_uuid),

@@ -1,7 +1,8 @@
 """The recorded log as plain JSON objects, and back.
 
 One object per domain event, in recording order: ``type``, ``originator_id``,
-``originator_version``, ``event_id``, ``occurred_at`` and the event's fields.
+``originator_version``, ``event_id``, ``occurred_at``, ``recorded_by`` and the
+event's fields.
 Idempotency receipts and the store's own timestamps are left out, so the same
 submissions give the same log, byte for byte, on any store.
 """
@@ -77,6 +78,8 @@ def from_record(record: dict[str, Any], recorded_at: datetime) -> Any:
         if f.name in _BASE_FIELDS:
             continue
         if f.name not in record:
+            if f.default is None:  # recorded_by: logs from before 0.6 lack it
+                continue
             raise LogError(f"{record['type']} without field {f.name!r}")
         value = record[f.name]
         if f.type in ("date",) and value is not None:
@@ -87,10 +90,27 @@ def from_record(record: dict[str, Any], recorded_at: datetime) -> Any:
     return cls(**kwargs)
 
 
+def page(app: Any, after: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+    """The log's feed: up to ``limit`` events after position ``after``, each as
+    ``to_record`` makes it plus its ``position``; and the position to ask after
+    next (the last one read, past any legacy receipt rows skipped)."""
+    assert 0 < limit <= PAGE_SIZE
+    records: list[dict[str, Any]] = []
+    last = after
+    for notification in app.recorder.select_notifications(start=after, limit=limit, inclusive_of_start=False):
+        last = notification.id
+        if notification.topic != _RECEIPT_TOPIC:
+            records.append({"position": notification.id, **to_record(app.mapper.to_domain_event(notification))})
+    return records, last
+
+
+_RECEIPT_TOPIC = "ledger.events:SubmissionAccepted"  # 0.1's receipts, kept in old logs
+
+
 def iter_events(app: Any, stop: int | None = None) -> Iterator[Any]:
     """Every domain event of the store (up to position ``stop``), in recording order."""
     position: int | None = None
-    receipt_topic = "ledger.events:SubmissionAccepted"
+    receipt_topic = _RECEIPT_TOPIC
     while True:
         page = app.recorder.select_notifications(start=position, limit=PAGE_SIZE, stop=stop,
                                                  inclusive_of_start=False)

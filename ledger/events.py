@@ -2,12 +2,16 @@
 log never re-runs today's policy.
 
 Every event carries ``event_id`` (the submission that caused it; the sweep
-derives one) and ``occurred_at`` (UTC). The event's class name is its type in
+derives one), ``occurred_at`` (UTC) and ``recorded_by``: who had it recorded
+(``key:NAME`` for the service's keys, ``cli:USER`` for the CLI, ``api:USER``
+for the Python API; None in logs from before 0.6). It is stored in the event,
+so the hash chain covers it. The event's class name is its type in
 the log. Events are applied to their aggregate by ``aggregate.when(event)``.
 """
 
 from __future__ import annotations
 
+from dataclasses import field
 from datetime import date, datetime
 from typing import Any, Callable
 from uuid import UUID
@@ -39,6 +43,9 @@ def _handler(aggregate_class: type, event_class: type) -> Callable[[Any, Any], N
 class LedgerEvent(Aggregate.Event):
     event_id: UUID
     occurred_at: datetime
+    # Keyword-only with a default: the rules never set it (the unit of work stamps
+    # it, see commands.UnitOfWork.collect) and events stored before 0.6 lack it.
+    recorded_by: str | None = field(default=None, kw_only=True)
 
     def apply(self, aggregate: Any) -> None:
         _handler(type(aggregate), type(self))(aggregate, self)
@@ -47,6 +54,9 @@ class LedgerEvent(Aggregate.Event):
 class LedgerCreated(Aggregate.Created):
     event_id: UUID
     occurred_at: datetime
+    # Keyword-only with a default: the rules never set it (the unit of work stamps
+    # it, see commands.UnitOfWork.collect) and events stored before 0.6 lack it.
+    recorded_by: str | None = field(default=None, kw_only=True)
 
     def mutate(self, aggregate: Any) -> Any:
         """eventsourcing's Created.mutate without its generic part: it matches the

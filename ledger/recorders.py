@@ -32,6 +32,7 @@ from eventsourcing.persistence import StoredEvent
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteTransaction
 
 from leadledger import chain_store
+from leadledger.keys import KEYS_DDL
 from leadledger.loader import select_by_ids
 from leadledger.store import (CHAIN_COLUMN, RECEIPTS_TABLE, SQLITE_EVENTS_TABLE, SQLITE_HEAD_DDL,
                               SQLITE_RECEIPTS_DDL, SQLITE_SNAPSHOTS_DDL)
@@ -85,7 +86,7 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
         return [*statements,
                 f"CREATE TABLE IF NOT EXISTS {SQLITE_EVENTS_TABLE} (originator_id TEXT, originator_version INTEGER,"
                 f" topic TEXT, state BLOB, {CHAIN_COLUMN} BLOB, PRIMARY KEY (originator_id, originator_version))",
-                SQLITE_RECEIPTS_DDL, SQLITE_SNAPSHOTS_DDL, SQLITE_HEAD_DDL]
+                SQLITE_RECEIPTS_DDL, SQLITE_SNAPSHOTS_DDL, SQLITE_HEAD_DDL, KEYS_DDL]
 
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
         with self.datastore.get_connection(commit=True) as conn, \

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlparse
 
 from leadledger.errors import LedgerError
+from leadledger.keys import KEYS_DDL, KEYS_TABLE
 from leadledger.projections.tables import READ_MODEL_DDL
 
 DEFAULT_URL = "sqlite:///leadledger.db"
@@ -103,7 +104,7 @@ POSTGRES_CHAIN_DDL = (
 # the read models it owns (a rebuild drops and recreates their indexes) and can
 # neither change nor remove an event or a receipt; the auditor only reads.
 OWNER_ROLE, WRITER_ROLE, AUDITOR_ROLE = "leadledger_owner", "leadledger_writer", "leadledger_auditor"
-OWNED_TABLES = (EVENTS_TABLE, RECEIPTS_TABLE, HEAD_TABLE, SNAPSHOTS_TABLE, TRACKING_TABLE)
+OWNED_TABLES = (EVENTS_TABLE, RECEIPTS_TABLE, HEAD_TABLE, SNAPSHOTS_TABLE, TRACKING_TABLE, KEYS_TABLE)
 
 
 def postgres_roles_sql(dbname: str) -> list[str]:
@@ -135,6 +136,8 @@ def postgres_roles_sql(dbname: str) -> list[str]:
         # Holding the head's row (SELECT ... FOR UPDATE) is how writers take turns.
         f"GRANT SELECT, UPDATE ON {HEAD_TABLE} TO {WRITER_ROLE}",
         f"GRANT SELECT, INSERT, UPDATE, DELETE ON {SNAPSHOTS_TABLE}, {TRACKING_TABLE} TO {WRITER_ROLE}",
+        # The service (a writer) checks keys; only the owner creates and revokes them.
+        f"GRANT SELECT ON {KEYS_TABLE} TO {WRITER_ROLE}",
         f"GRANT SELECT ON {everything} TO {AUDITOR_ROLE}",
     ]
 
@@ -219,6 +222,8 @@ POSTGRES_EVENT_STORE_DDL = (
     # Marks the tracking table as single-row (eventsourcing's migration record).
     f"INSERT INTO {TRACKING_TABLE} VALUES ('__migration__', 1) ON CONFLICT DO NOTHING",
     *POSTGRES_CHAIN_DDL,
+    # The service's API keys (ledger/keys.py): names, scopes, hashes of secrets.
+    KEYS_DDL,
 )
 
 

@@ -444,8 +444,12 @@ def canonical_content(submission: BaseModel) -> str:
     return json.dumps(content, sort_keys=True, separators=(",", ":"))
 
 
-def json_schema() -> dict[str, Any]:
-    """The JSON Schema (2020-12) of one submission, generated from the models above."""
+def json_schema(ref_template: str | None = None) -> dict[str, Any]:
+    """The JSON Schema (2020-12) of one submission, generated from the models above.
+    ``ref_template``: where its definitions go (the service's OpenAPI puts them in
+    components/schemas); then the definitions are returned under ``$defs`` to move."""
+    if ref_template is not None:
+        return _adapter.json_schema(ref_template=ref_template)
     schema = _adapter.json_schema()
     return {"$schema": "https://json-schema.org/draft/2020-12/schema",
             "title": "leadledger submission", **schema}

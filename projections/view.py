@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from eventsourcing.persistence import IntegrityError, Tracking
+from eventsourcing.persistence import ConnectionPoolClosedError, IntegrityError, Tracking
 from eventsourcing.projection import Projection
 from eventsourcing.sqlite import SQLiteTrackingRecorder
 
@@ -122,19 +122,24 @@ class LedgerViewMixin:
     def stream(self, statement: str, params: Sequence[Any] = (), page: int = 5000) -> Iterator[dict[str, Any]]:
         """Rows a page at a time, for results too big to hold (a server-side cursor
         on PostgreSQL). The read transaction stays open while the caller iterates."""
-        with self.datastore.transaction(commit=False) as curs:
-            # eventsourcing wraps SQLite's cursor; fetchmany needs the real one.
-            cursor = getattr(curs, "sqlite_cursor", curs)
-            if self.placeholder == "%s":
-                cursor = curs.connection.cursor(name="leadledger_stream")
-            cursor.execute(self.sql(statement), tuple(params))
-            while True:
-                rows = cursor.fetchmany(page)
-                if not rows:
-                    break
-                yield from (dict(row) for row in rows)
-            if self.placeholder == "%s":
-                cursor.close()
+        try:
+            with self.datastore.transaction(commit=False) as curs:
+                # eventsourcing wraps SQLite's cursor; fetchmany needs the real one.
+                cursor = getattr(curs, "sqlite_cursor", curs)
+                if self.placeholder == "%s":
+                    cursor = curs.connection.cursor(name="leadledger_stream")
+                cursor.execute(self.sql(statement), tuple(params))
+                while True:
+                    rows = cursor.fetchmany(page)
+                    if not rows:
+                        break
+                    yield from (dict(row) for row in rows)
+                if self.placeholder == "%s":
+                    cursor.close()
+        except ConnectionPoolClosedError:
+            # The reader stopped (`| head`) and the ledger closed its pool before this
+            # generator was collected: the connection is gone with it, nothing to return.
+            return
 
     def wallet_lookup(self, pro_id: str) -> WalletFacts | None:
         rows = self.query("SELECT unit, card_currency, market, card_ref FROM ll_wallets WHERE pro_id = ?",

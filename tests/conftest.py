@@ -9,11 +9,14 @@ LEADLEDGER_REQUIRE_POSTGRES=1 (CI sets it), which makes them fail instead.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
+from typing import Iterator
 from urllib.parse import urlparse
 
 import pytest
 
 from leadledger import Ledger
+from leadledger.keys import KEYS_TABLE
 from leadledger.recorders import RECEIPTS_TABLE
 from leadledger.store import EVENTS_TABLE, GENESIS_HEX, HEAD_TABLE, SNAPSHOTS_TABLE, TRACKING_TABLE
 from leadledger.projections.tables import READ_MODEL_TABLES
@@ -53,7 +56,7 @@ def postgres_ready() -> str | None:
                 conn.execute(f'CREATE DATABASE "{dbname}"')
         with _connect(dbname) as conn:  # the schema of this code, not of an older run
             for table in (EVENTS_TABLE, TRACKING_TABLE, RECEIPTS_TABLE, SNAPSHOTS_TABLE, HEAD_TABLE,
-                          *READ_MODEL_TABLES):
+                          KEYS_TABLE, *READ_MODEL_TABLES):
                 conn.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
             conn.execute("DROP TYPE IF EXISTS stored_event_uuid CASCADE")
         with Ledger.from_url(PG_URL) as ledger:
@@ -66,12 +69,32 @@ def postgres_ready() -> str | None:
 
 def reset_postgres() -> None:
     with _connect(urlparse(PG_URL).path.lstrip("/")) as conn:
-        tables = ", ".join((EVENTS_TABLE, RECEIPTS_TABLE, SNAPSHOTS_TABLE, *READ_MODEL_TABLES))
+        tables = ", ".join((EVENTS_TABLE, RECEIPTS_TABLE, SNAPSHOTS_TABLE, KEYS_TABLE, *READ_MODEL_TABLES))
         # The log is append-only (triggers): a superuser's replica mode skips them.
         conn.execute("SET session_replication_role = replica")
         conn.execute(f"TRUNCATE {tables} RESTART IDENTITY")
         conn.execute(f"UPDATE {HEAD_TABLE} SET position = 0, sha256 = '\\x{GENESIS_HEX}'")
         conn.execute(f"DELETE FROM {TRACKING_TABLE} WHERE application_name <> '__migration__'")
+
+
+def pg_url_for(dbname: str, user: str = "postgres") -> str:
+    parts = urlparse(PG_URL)
+    return f"postgresql://{user}@{parts.hostname}:{parts.port or 5432}/{dbname}"
+
+
+@contextmanager
+def scratch_database(name: str) -> Iterator[str]:
+    """A database of its own (roles and restores change ownership and contents;
+    a server under test keeps state between tests)."""
+    require_postgres()
+    with _connect("postgres") as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield pg_url_for(name)
+    finally:
+        with _connect("postgres") as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def require_postgres() -> None:

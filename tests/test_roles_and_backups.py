@@ -7,37 +7,16 @@ import json
 import shutil
 import sqlite3
 import subprocess
-from contextlib import contextmanager
-from typing import Iterator
 from urllib.parse import urlparse
 
 import pytest
 
 from leadledger import Ledger
 from leadledger.errors import LedgerError
-from tests.conftest import PG_URL, _connect, require_postgres
+from tests.conftest import PG_URL, _connect, pg_url_for as _url, scratch_database
 from tests.helpers import buy, ok
 from tests.test_faults import cli_run
 from tests.test_tamper import story
-
-
-def _url(dbname: str, user: str = "postgres") -> str:
-    parts = urlparse(PG_URL)
-    return f"postgresql://{user}@{parts.hostname}:{parts.port or 5432}/{dbname}"
-
-
-@contextmanager
-def scratch_database(name: str) -> Iterator[str]:
-    """A database of its own (roles and restores change ownership and contents)."""
-    require_postgres()
-    with _connect("postgres") as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield _url(name)
-    finally:
-        with _connect("postgres") as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def as_role(url: str, role: str, statement: str) -> str | None:

@@ -1,0 +1,479 @@
+"""The HTTP API (``leadledger serve``): FastAPI routes over the Ledger.
+
+Writes go through one GroupWriter (service/writer.py); reads through a small
+pool of Ledgers, one per request at a time (a Ledger is not thread-safe). Every
+route but the probes, ``/metrics`` and the documentation needs an API key
+(ledger/keys.py). Errors are JSON, ``{"error": {"code", "message"}}``, with the
+codes the CLI prints; a secret never appears in one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import sqlite3
+import time
+from datetime import timedelta
+from typing import Any, AsyncIterator, Iterator
+
+import orjson
+from eventsourcing.persistence import PersistenceError
+from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
+
+from leadledger import keys, reports
+from leadledger.application import Ledger, judged
+from leadledger.errors import LedgerError, Rejection
+from leadledger.periods import as_instant
+from leadledger.projections.status import STATUSES, status_named
+from leadledger.service import bodies, models
+from leadledger.service.metrics import Metrics
+from leadledger.service.writer import GroupWriter
+
+log = logging.getLogger("leadledger.service")
+
+READERS = 4  # Ledgers for reads, each used by one request at a time
+KEY_CACHE_SECONDS = 2.0  # a revocation reaches every server process within this
+MAX_FEED_LIMIT = 1000
+MAX_WAIT_SECONDS = 30  # the longest long-poll of /v1/events (serve --max-wait)
+FEED_POLL_SECONDS = 0.25  # long-poll: how often the store is asked for another writer's events
+PARSE_INLINE_UP_TO = 64  # submissions parsed on the event loop; more go to a worker thread
+RETRY_AFTER_SECONDS = 5
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": models.ErrorBody, "description": description} for status, description in (
+        (400, "Bad request: a body or parameter that cannot be read"),
+        (401, "No key, an unknown key or a revoked key"),
+        (403, "The key's scope does not allow this"),
+        (503, "The store is unavailable (Retry-After)"),
+    )
+}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    return _json({"error": {"code": code, "message": " ".join(message.split())[:500]}}, status, headers)
+
+
+# LedgerError codes and the HTTP status they are answered with (others: 503).
+_LEDGER_STATUS = {"bad_head": 400, "invalid_log": 400, "not_supported": 400, "bad_parameter": 400}
+
+
+class Readers:
+    """A fixed pool of Ledgers for reads (each opens its store on first use)."""
+
+    def __init__(self, url: str, size: int):
+        self._free: queue.SimpleQueue[Ledger] = queue.SimpleQueue()
+        self._all = [Ledger.from_url(url) for _ in range(size)]
+        for ledger in self._all:
+            self._free.put(ledger)
+
+    @contextlib.contextmanager
+    def ledger(self) -> Iterator[Ledger]:
+        ledger = self._free.get()
+        try:
+            yield ledger
+        except (PersistenceError, sqlite3.Error, LedgerError):
+            ledger.close()  # the store failed: its connections may be dead, reopen next time
+            raise
+        finally:
+            self._free.put(ledger)
+
+    def close(self) -> None:
+        for ledger in self._all:
+            ledger.close()
+
+
+class Keyring:
+    """Keys looked up by their secret's hash, remembered for KEY_CACHE_SECONDS."""
+
+    def __init__(self, readers: Readers):
+        self._readers = readers
+        self._cache: dict[str, tuple[float, keys.ApiKey]] = {}
+
+    def cached(self, secret: str) -> keys.ApiKey | None:
+        hit = self._cache.get(keys.secret_sha256(secret))
+        return hit[1] if hit is not None and time.monotonic() - hit[0] < KEY_CACHE_SECONDS else None
+
+    def lookup(self, secret: str) -> keys.ApiKey | None:
+        with self._readers.ledger() as ledger:
+            key = ledger.key_by_secret(secret)
+        if key is not None:  # unknown secrets are not remembered: a new key works at once
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[keys.secret_sha256(secret)] = (time.monotonic(), key)
+        return key
+
+
+class Service:
+    def __init__(self, url: str, *, sweep_every: timedelta | None = None, readers: int = READERS):
+        self.url = url
+        self.metrics = Metrics()
+        self.readers = Readers(url, readers)
+        self.keyring = Keyring(self.readers)
+        self.writer = GroupWriter(url, on_commit=self._committed, sweep_every=sweep_every)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.commits: asyncio.Event | None = None  # set after each commit: wakes long-polls
+
+    def _committed(self, results: list[Any], seconds: float, requests: int) -> None:
+        self.metrics.committed(results, seconds, requests)
+        if self.loop is not None and self.commits is not None and any(r.status == "recorded" for r in results):
+            self.loop.call_soon_threadsafe(self.commits.set)
+
+    async def wait_for_commit(self, timeout: float) -> None:
+        assert self.commits is not None
+        self.commits.clear()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.commits.wait(), timeout)
+
+    def read(self, function: Any, *args: Any, **kwargs: Any) -> Any:
+        with self.readers.ledger() as ledger:
+            return function(ledger, *args, **kwargs)
+
+
+_bearer = HTTPBearer(auto_error=False, description="An API key's secret (`leadledger keys create`)")
+
+
+def authorize(*actions: str) -> Any:
+    """A dependency: the request's key, if it is active and allows one of ``actions``."""
+
+    async def dependency(request: Request,
+                         credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> keys.ApiKey:
+        service: Service = request.app.state.service
+        if credentials is None:
+            raise ApiError(401, "missing_key", "send the key as Authorization: Bearer <secret>",
+                           {"WWW-Authenticate": "Bearer"})
+        secret = credentials.credentials
+        key = service.keyring.cached(secret) or await run_in_threadpool(service.keyring.lookup, secret)
+        if key is None:
+            raise ApiError(401, "invalid_key", "no such key", {"WWW-Authenticate": "Bearer"})
+        if key.revoked_at is not None:
+            raise ApiError(401, "key_revoked", f"key {key.name!r} was revoked at {key.revoked_at}",
+                           {"WWW-Authenticate": "Bearer"})
+        if not any(key.allows(action) for action in actions):
+            raise ApiError(403, "wrong_scope", f"key {key.name!r} has scope {key.scope!r}, which may not "
+                           f"{' or '.join(actions)}")
+        return key
+
+    return dependency
+
+
+def _instant(value: str | None, name: str, *, end: bool = True) -> Any:
+    try:
+        return as_instant(value, name, end=end)
+    except (ValueError, TypeError) as exc:
+        raise ApiError(400, "bad_parameter", f"{name}: {exc}") from None
+
+
+def _status(value: str | None) -> str | None:
+    if value is None:
+        return None
+    found = status_named(value)
+    if found is None:
+        raise ApiError(400, "bad_parameter", f"status: {value[:40]!r} is not one of {', '.join(STATUSES)}")
+    return found
+
+
+def create_app(url: str, *, sweep_every: timedelta | None = None, readers: int = READERS,
+               max_wait_seconds: float = MAX_WAIT_SECONDS) -> FastAPI:
+    service = Service(url, sweep_every=sweep_every, readers=readers)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service.loop = asyncio.get_running_loop()
+        service.commits = asyncio.Event()
+        service.writer.start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(service.writer.stop)
+            service.readers.close()
+
+    app = FastAPI(title="leadledger", version=_version(), lifespan=lifespan,
+                  description="Event-sourced billing ledger for lead marketplaces. Submissions are judged by "
+                  "the rules of SPEC 3-4 and recorded atomically; the event_id is the idempotency key.")
+    app.state.service = service
+    _install_error_handlers(app, service)
+    _routes(app, service, max_wait_seconds)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("leadledger")
+    except PackageNotFoundError:
+        return "0"
+
+
+def _install_error_handlers(app: FastAPI, service: Service) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> Response:
+        return _error(exc.status, exc.code, exc.message, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_parameter(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(part) for part in first.get("loc", ()) if part not in ("query", "path", "body"))
+        return _error(400, "bad_parameter", f"{where or 'request'}: {first.get('msg', 'invalid')}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _error(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(Rejection)
+    async def not_found(request: Request, exc: Rejection) -> Response:
+        return _error(404 if exc.code.endswith("_not_found") else 400, exc.code, exc.message)
+
+    @app.exception_handler(LedgerError)
+    async def ledger_error(request: Request, exc: LedgerError) -> Response:
+        status = _LEDGER_STATUS.get(exc.code, 503)
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status == 503 else None
+        return _error(status, exc.code, exc.message, headers)
+
+    @app.exception_handler(ClientDisconnect)
+    async def gone(request: Request, exc: ClientDisconnect) -> Response:
+        # The client left before its body arrived: nothing was submitted, nobody reads this.
+        return _error(400, "client_disconnected", "the client went away before its request was read")
+
+    @app.exception_handler(PersistenceError)
+    @app.exception_handler(sqlite3.Error)
+    async def store_failed(request: Request, exc: Exception) -> Response:
+        return _error(503, "store_unavailable", f"the store failed: {exc}",
+                      {"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception) -> Response:
+        log.exception("internal error on %s %s", request.method, request.url.path)
+        return _error(500, "internal", f"{type(exc).__name__} (see the server's log)")
+
+    app.add_middleware(CountRequests, metrics=service.metrics)
+
+
+class CountRequests:
+    """Requests by route template and status, as plain ASGI: Starlette's
+    BaseHTTPMiddleware would add a task and a queue to every request."""
+
+    def __init__(self, app: Any, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = [500]
+
+        async def sending(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(route, str(status[0])).inc()
+
+
+async def _read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > bodies.MAX_BODY_BYTES:
+        raise ApiError(413, "body_too_large", f"a request body holds at most {bodies.MAX_BODY_BYTES:,} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > bodies.MAX_BODY_BYTES:
+            raise ApiError(413, "body_too_large", f"a request body holds at most {bodies.MAX_BODY_BYTES:,} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _routes(app: FastAPI, service: Service, max_wait_seconds: float) -> None:
+    append_key = authorize("append")
+    read_key = authorize("read")
+    any_key = authorize("append", "read")
+
+    @app.get("/healthz", response_model=models.Health, tags=["probes"])
+    async def healthz() -> Response:
+        """The process is up (no store access)."""
+        return _json({"status": "ok"})
+
+    @app.get("/readyz", response_model=models.Ready, responses={503: ERRORS[503]}, tags=["probes"])
+    def readyz() -> Response:
+        """The store is reachable and initialised."""
+        position = service.read(Ledger.log_size)
+        kind = "sqlite" if service.url.startswith("sqlite") else "postgres"
+        return _json({"status": "ready", "store": kind, "position": position})
+
+    @app.get("/metrics", tags=["probes"], response_class=Response,
+             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                              "description": "Prometheus text format"}})
+    async def metrics() -> Response:
+        """Submissions by status and code, group-commit sizes, commit latency, requests."""
+        service.metrics.writer_queue.set(service.writer.depth())
+        return Response(service.metrics.render(), media_type=service.metrics.content_type)
+
+    @app.post("/v1/submissions", tags=["submissions"], response_model=models.SubmissionsResponse,
+              responses={**ERRORS, 413: {"model": models.ErrorBody, "description": "Body or batch too large"},
+                         415: {"model": models.ErrorBody, "description": "Not JSON or NDJSON"}},
+              openapi_extra={"requestBody": _submissions_body()})
+    async def post_submissions(request: Request, atomic: bool = Query(False, description=(
+            "All or nothing: one rejection records nothing of the request")),
+            key: keys.ApiKey = Depends(append_key)) -> Response:
+        """Record one submission (a JSON object) or a batch (a JSON array, or NDJSON).
+
+        200 once every submission was judged: rejections are results, not errors.
+        Each result is what `leadledger append` prints, with its line. The event_id
+        is the idempotency key: sending a submission again answers `duplicate`.
+        """
+        try:
+            body = bodies.parse(await _read_body(request), request.headers.get("content-type"))
+        except bodies.BadBody as exc:
+            raise ApiError(exc.status, exc.code, exc.message) from None
+        if len(body.submissions) <= PARSE_INLINE_UP_TO:
+            items = list(judged(body.submissions, key.recorded_by))
+        else:
+            items = await run_in_threadpool(lambda: list(judged(body.submissions, key.recorded_by)))
+        assert len(items) == len(body.lines)
+        results = await asyncio.wrap_future(service.writer.submit(items, atomic=atomic))
+        counts = {"recorded": 0, "duplicate": 0, "rejected": 0}
+        rows = []
+        for result, line in zip(results, body.lines):
+            counts[result.status] += 1
+            rows.append({**result.to_json(), "line": line})
+        return _json({"results": rows, **counts})
+
+    @app.get("/v1/submissions/{event_id}", tags=["submissions"], response_model=models.SubmissionOutcome,
+             responses={**ERRORS, 404: {"model": models.ErrorBody, "description": "Never recorded"}})
+    def get_submission(event_id: str = Path(description="The submission's event_id (a UUID)"),
+                       key: keys.ApiKey = Depends(any_key)) -> Response:
+        """The stored outcome of one submission: what it was recorded as, where, by whom."""
+        outcome = service.read(Ledger.submission, event_id)
+        if outcome is None:
+            raise ApiError(404, "not_found", "no submission with this event_id was recorded")
+        return _json(outcome)
+
+    reads = {"tags": ["reads"], "responses": {**ERRORS, 404: {"model": models.ErrorBody,
+                                                             "description": "No such wallet or contact"}}}
+
+    @app.get("/v1/wallets", response_model=list[models.BalanceRow], **reads)
+    def wallets(pro: str | None = None, market: str | None = None, as_of: str | None = None,
+                key: keys.ApiKey = Depends(read_key)) -> Response:
+        """One row per wallet, as `leadledger balances --format json`."""
+        at = _instant(as_of, "as_of")
+        return _json(service.read(lambda ledger: list(reports.balances(
+            ledger, pro_id=pro, market=market, as_of=at).stamped())))
+
+    @app.get("/v1/wallets/{pro_id}", response_model=models.BalanceRow, **reads)
+    def wallet(pro_id: str, as_of: str | None = None, key: keys.ApiKey = Depends(read_key)) -> Response:
+        """One wallet, as its row of `leadledger balances --pro ID --format json`."""
+        at = _instant(as_of, "as_of")
+        rows = service.read(lambda ledger: list(reports.balances(ledger, pro_id=pro_id, as_of=at).stamped()))
+        return _json(rows[0])
+
+    @app.get("/v1/wallets/{pro_id}/statement", response_model=list[models.StatementRow], **reads)
+    def statement(pro_id: str, from_: str | None = Query(None, alias="from"),
+                  to: str | None = None, account: str | None = None,
+                  key: keys.ApiKey = Depends(read_key)) -> Response:
+        """The pro's postings with running balances, as `leadledger statement --format json`."""
+        start, end = _instant(from_, "from", end=False), _instant(to, "to")
+        if start is not None and end is not None and end < start:
+            raise ApiError(400, "bad_parameter", "to: the period ends before it starts")
+        return _json(service.read(lambda ledger: list(reports.statement(
+            ledger, pro_id, start=start, end=end, account=account).stamped())))
+
+    @app.get("/v1/refunds", response_model=list[models.RefundRow], **reads)
+    def refunds(pro: str | None = None, market: str | None = None, status: str | None = None,
+                as_of: str | None = None, key: keys.ApiKey = Depends(read_key)) -> Response:
+        """The refund status of every contact, as `leadledger refunds --format json`."""
+        at, wanted = _instant(as_of, "as_of"), _status(status)
+        return _json(service.read(lambda ledger: list(reports.refunds(
+            ledger, pro_id=pro, market=market, status=wanted, as_of=at).stamped())))
+
+    @app.get("/v1/contacts/{contact_id}/refund", response_model=models.RefundRow, **reads)
+    def contact_refund(contact_id: str, as_of: str | None = None,
+                       key: keys.ApiKey = Depends(read_key)) -> Response:
+        """One contact's refund status, as its row of `leadledger refunds --format json`."""
+        at = _instant(as_of, "as_of")
+        rows = service.read(lambda ledger: list(reports.refunds(ledger, contact_id=contact_id, as_of=at).stamped()))
+        if not rows:
+            raise ApiError(404, "contact_not_found", f"no contact {contact_id[:80]!r} (as of {at or 'now'})")
+        return _json(rows[0])
+
+    @app.get("/v1/trial-balance", response_model=list[models.TrialBalanceRow], **reads)
+    def trial_balance(as_of: str | None = None, from_: str | None = Query(None, alias="from"),
+                      pro: str | None = None, market: str | None = None, account: str | None = None,
+                      key: keys.ApiKey = Depends(read_key)) -> Response:
+        """One row per account and unit, as `leadledger trial-balance --format json`."""
+        end, start = _instant(as_of, "as_of"), _instant(from_, "from", end=False)
+        if start is not None and end is not None and end < start:
+            raise ApiError(400, "bad_parameter", "as_of: the period ends before it starts")
+        return _json(service.read(lambda ledger: list(reports.trial_balance(
+            ledger, as_of=end, start=start, pro_id=pro, market=market, account=account).stamped())))
+
+    @app.get("/v1/events", response_model=models.Feed, tags=["reads"], responses=ERRORS)
+    async def events(after: int = Query(0, ge=0, le=2**62, description="Log position to read after"),
+                     limit: int = Query(100, ge=1, le=MAX_FEED_LIMIT),
+                     wait: float = Query(0, ge=0, le=max_wait_seconds,
+                                         description="Seconds to wait for an event when there is none yet"),
+                     key: keys.ApiKey = Depends(read_key)) -> Response:
+        """The recorded log after a position, as `leadledger events` prints it plus
+        each event's position: a cursor-paged feed (long-poll with `wait`)."""
+        deadline = time.monotonic() + wait
+        while True:
+            records, last = await run_in_threadpool(service.read, Ledger.feed, after, limit)
+            remaining = deadline - time.monotonic()
+            if records or remaining <= 0:
+                return _json({"events": records, "next_after": last})
+            # Woken at once by this process's commits; another writer's are found by polling.
+            await service.wait_for_commit(min(FEED_POLL_SECONDS, remaining))
+
+
+def _submissions_body() -> dict[str, Any]:
+    return {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"oneOf": [
+                {"$ref": "#/components/schemas/Submission"},
+                {"type": "array", "items": {"$ref": "#/components/schemas/Submission"},
+                 "minItems": 1, "maxItems": bodies.MAX_REQUEST_SUBMISSIONS},
+            ]}},
+            "application/x-ndjson": {"schema": {"type": "string",
+                                                "description": "One submission (JSON object) per line"}},
+        },
+    }
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, with the submission's JSON Schema (from the pydantic
+    models of ledger/submissions.py) as components/schemas/Submission."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    from leadledger.submissions import json_schema
+
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    submission = json_schema(ref_template="#/components/schemas/{model}")
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.update(submission.pop("$defs", {}))
+    components["Submission"] = submission
+    app.openapi_schema = schema
+    return schema
