@@ -4,6 +4,7 @@ PostgreSQL durable commits measured in the same run.
     python benchmarks/service.py                      # PostgreSQL, ~6k timed singles per level
     python benchmarks/service.py --singles 20000 --pros 4000
     python benchmarks/service.py --profile /tmp/serve.svg   # py-spy the server during the 64-client run
+    python benchmarks/service.py --profile /tmp/serve.txt   # the same as collapsed stacks (text)
 
 What it prints (one table):
 
@@ -231,8 +232,10 @@ def main() -> None:
             offset += len(timed)
             profiler = None
             if args.profile and clients == LEVELS[-1]:
-                profiler = subprocess.Popen(["py-spy", "record", "-o", args.profile, "-p", str(process.pid),
-                                             "--rate", "200", "--nonblocking"],
+                spy = str(Path(sys.executable).parent / "py-spy")
+                fmt = ["--format", "raw"] if args.profile.endswith(".txt") else []  # collapsed stacks
+                profiler = subprocess.Popen([spy, "record", "-o", args.profile, "-p", str(process.pid),
+                                             "--rate", "200", "--nonblocking", "--threads", *fmt],
                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 time.sleep(1)
             seconds, latencies, failures = load(port, [_request(secret, line) for line in timed], clients)
