@@ -31,8 +31,7 @@ class BadBody(ValueError):
 @dataclass
 class Body:
     submissions: list[bytes | str | Rejection]  # in order; each judged on its own
-    lines: list[int]  # the 1-based line (NDJSON) or element (array) of each
-    single: bool  # one JSON object: the response still lists one result
+    lines: list[int]  # the 1-based line (NDJSON) or element (array) of each; 1 for one object
 
 
 def media_type(content_type: str | None) -> str:
@@ -67,7 +66,7 @@ def _ndjson(body: bytes) -> Body:
         raise BadBody(400, "invalid_body", str(exc)) from None
     if not submissions:
         raise BadBody(400, "invalid_body", "the body holds no submission (NDJSON: one JSON object per line)")
-    return Body(submissions, lines, single=False)
+    return Body(submissions, lines)
 
 
 def _json(body: bytes) -> Body:
@@ -77,7 +76,7 @@ def _json(body: bytes) -> Body:
         raise BadBody(400, "invalid_body", "the body is not UTF-8 JSON") from None
     start = _skip_space(text, 0)
     if start < len(text) and text[start] == "{":
-        return Body([text], [1], single=True)  # parsed, and refused if it must be, as one submission
+        return Body([text], [1])  # parsed, and refused if it must be, as one submission
     if start >= len(text) or text[start] != "[":
         raise BadBody(400, "invalid_body", "the body is neither a JSON object nor a JSON array of objects")
     return _array(text, start)
@@ -119,10 +118,5 @@ def _array(text: str, start: int) -> Body:
         message = getattr(exc, "msg", None) or str(exc)
         raise BadBody(400, "invalid_body", f"the body is not a JSON array: {message[:100]} "
                       f"(element {len(submissions) + 1})") from None
-    return Body(submissions, list(range(1, len(submissions) + 1)), single=False)
+    return Body(submissions, list(range(1, len(submissions) + 1)))
 
-
-def first_event_id(raw: Any) -> str | None:
-    from leadledger.submissions import event_id_of
-
-    return None if isinstance(raw, Rejection) else event_id_of(raw)

@@ -45,9 +45,5 @@ class Metrics:
             self.group_requests.observe(requests)
             self.commit_seconds.observe(seconds)
 
-    def rejected_unjudged(self, results: list[Any]) -> None:
-        for result in results:
-            self.submissions.labels(result.status, result.code or "").inc()
-
     def render(self) -> bytes:
         return generate_latest(self.registry)

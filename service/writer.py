@@ -116,6 +116,11 @@ class GroupWriter:
     def _next(self, next_sweep: float | None) -> Request | None:
         if self._held:
             return self._held.popleft()
+        if self._stopping:  # the stop mark was read: take what is left, never wait
+            try:
+                return self._queue.get_nowait()
+            except queue.Empty:
+                return None
         timeout = max(0.0, next_sweep - time.monotonic()) if next_sweep is not None else None
         try:
             request = self._queue.get(timeout=timeout)
