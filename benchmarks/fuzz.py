@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from leadledger.cli.lines import read_lines  # noqa: E402
+from leadledger.lines import read_lines  # noqa: E402
 from leadledger import Ledger  # noqa: E402
 from tests.hostile import HOSTILE_LINE  # noqa: E402
 

@@ -47,7 +47,7 @@ def _persistence_error() -> type[BaseException]:
 
 def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
     """User and store errors become one line on stderr and an exit code, never a traceback."""
-    from leadledger.cli.lines import NotNDJSON
+    from leadledger.lines import NotNDJSON
     from leadledger.errors import LedgerError, Rejection
 
     @functools.wraps(command)

@@ -20,7 +20,7 @@ from leadledger.cli import reports, service  # noqa: F401 - their commands regis
 from leadledger.cli.app import (
     EXIT_REJECTED, EXIT_USAGE, FORMAT, add_db_option, cli, fail, guarded, open_ledger, progress, quiet_stdout,
 )
-from leadledger.cli.lines import read_lines
+from leadledger.lines import read_lines
 from leadledger.cli.output import render, write_csv, write_json
 from leadledger.cli.params import Duration, Timestamp
 from leadledger.store import postgres_schema_sql

@@ -78,6 +78,16 @@ MAX_CONNECTION_RETRIES = 4  # a lost connection (backend killed, failover) is re
 ANALYZE_AFTER_EVENTS = 20_000  # a bulk append refreshes the planner's statistics
 
 
+# What `init` adds to a PostgreSQL store of an older version: the table that
+# tells, the version that brought it, and what init does about it.
+_MIGRATIONS = (
+    ("receipts", "0.2", " (it migrates the receipts)"),
+    ("snapshots", "0.4", " (it adds the wallet snapshots table)"),
+    ("chained", "0.5", " as the tables' owner (it chains the log)"),
+    ("keys", "0.6", " as the tables' owner (it adds the API keys table)"),
+)
+
+
 class DateAsISO(Transcoding):
     type = date
     name = "date_iso"
@@ -204,18 +214,10 @@ class Ledger:
                           f" to_regclass('{keys.KEYS_TABLE}') IS NOT NULL AS keys")
         if not rows[0]["ok"]:
             raise LedgerError("store_not_initialised", "run `leadledger init` on this database first")
-        if not rows[0]["receipts"]:
-            raise LedgerError("store_not_initialised", "this database predates leadledger 0.2: "
-                              "run `leadledger init` on it (it migrates the receipts)")
-        if not rows[0]["snapshots"]:
-            raise LedgerError("store_not_initialised", "this database predates leadledger 0.4: "
-                              "run `leadledger init` on it (it adds the wallet snapshots table)")
-        if not rows[0]["chained"]:
-            raise LedgerError("store_not_initialised", "this database predates leadledger 0.5: "
-                              "run `leadledger init` on it as the tables' owner (it chains the log)")
-        if not rows[0]["keys"]:
-            raise LedgerError("store_not_initialised", "this database predates leadledger 0.6: "
-                              "run `leadledger init` on it as the tables' owner (it adds the API keys table)")
+        for column, version, what in _MIGRATIONS:
+            if not rows[0][column]:
+                raise LedgerError("store_not_initialised", f"this database predates leadledger {version}: "
+                                  f"run `leadledger init` on it{what}")
 
     def init(self, *, roles: bool = False) -> None:
         """Create the schema (idempotent). On PostgreSQL this applies schema.sql,
@@ -266,35 +268,36 @@ class Ledger:
         key = keys.ApiKey(keys.check_name(name), keys.check_scope(scope),
                           format_utc(datetime.now(timezone.utc).replace(microsecond=0)))
         secret = keys.new_secret()
-        _, view = self._open()
+        app, view = self._open()
         try:
-            with self._app.factory.datastore.transaction(commit=True) as curs:  # type: ignore[union-attr]
-                curs.execute(view.sql(f"SELECT 1 FROM {keys.KEYS_TABLE} WHERE name = ?"), (name,))
-                if curs.fetchone():
-                    raise LedgerError("key_exists", f"a key named {name!r} exists or existed: names "
-                                      "are never reused (the log records them)")
+            with app.factory.datastore.transaction(commit=True) as curs:  # type: ignore[attr-defined]
                 curs.execute(view.sql(f"INSERT INTO {keys.KEYS_TABLE} VALUES (?, ?, ?, ?, NULL)"),
                              (key.name, key.scope, keys.secret_sha256(secret), key.created_at))
+        except IntegrityError:  # the name's primary key (a revoked key's too)
+            raise LedgerError("key_exists", f"a key named {name!r} exists or existed: names "
+                              "are never reused (the log records them)") from None
         except (PersistenceError, sqlite3.Error) as exc:
             raise self._key_store_error(exc) from None
         return key, secret
 
-    def list_keys(self) -> list[keys.ApiKey]:
+    def list_keys(self, name: str | None = None) -> list[keys.ApiKey]:
+        """Every key (or the one named), by name; never a secret."""
         _, view = self._open()
-        return [keys.ApiKey.from_row(row) for row in
-                view.query(f"SELECT name, scope, created_at, revoked_at FROM {keys.KEYS_TABLE} ORDER BY name")]
+        where, params = (" WHERE name = ?", (name,)) if name is not None else ("", ())
+        return [keys.ApiKey.from_row(row) for row in view.query(
+            f"SELECT name, scope, created_at, revoked_at FROM {keys.KEYS_TABLE}{where} ORDER BY name", params)]
 
     def revoke_key(self, name: str) -> keys.ApiKey:
         """Revoke a key (idempotent): requests with its secret get 401 from then on."""
-        _, view = self._open()
+        app, view = self._open()
         revoked_at = format_utc(datetime.now(timezone.utc).replace(microsecond=0))
         try:
-            with self._app.factory.datastore.transaction(commit=True) as curs:  # type: ignore[union-attr]
+            with app.factory.datastore.transaction(commit=True) as curs:  # type: ignore[attr-defined]
                 curs.execute(view.sql(f"UPDATE {keys.KEYS_TABLE} SET revoked_at = ?"
                                       " WHERE name = ? AND revoked_at IS NULL"), (revoked_at, name))
         except (PersistenceError, sqlite3.Error) as exc:
             raise self._key_store_error(exc) from None
-        found = [k for k in self.list_keys() if k.name == name]
+        found = self.list_keys(name)
         if not found:
             raise Rejection("key_not_found", f"no key named {name[:80]!r}")
         return found[0]
@@ -325,7 +328,14 @@ class Ledger:
     def append_iter(self, submissions: Iterable[str | bytes | dict[str, Any]], *,
                     atomic: bool = False, recorded_by: str | None = None) -> Iterator[AppendResult]:
         """Like ``append``, yielding each chunk's results once the chunk is committed."""
-        items = judged(submissions, recorded_by or self.recorded_by)
+        yield from self._append_items(judged(submissions, recorded_by or self.recorded_by), atomic=atomic)
+
+    def append_judged(self, items: list[Judged], *, atomic: bool = False) -> list[AppendResult]:
+        """``append`` of submissions already parsed by ``judged`` (the service parses
+        in its request handlers, off the writer's thread)."""
+        return list(self._append_items(iter(items), atomic=atomic))
+
+    def _append_items(self, items: Iterator[Judged], *, atomic: bool) -> Iterator[AppendResult]:
         self._level_this_call = set()
         if atomic:
             # Counted while reading: an oversized batch is refused before it is held.
@@ -362,15 +372,6 @@ class Ledger:
             grouped.append(results[start:start + len(request)])
             start += len(request)
         return grouped
-
-    def append_judged(self, items: list[Judged], *, atomic: bool = False) -> list[AppendResult]:
-        """``append`` of submissions already parsed by ``judged`` (the service parses
-        in its request handlers, off the writer's thread)."""
-        assert len(items) <= MAX_ATOMIC_BATCH
-        self._level_this_call = set()
-        results = self._commit(items, atomic=True) if atomic else list(self._commit_chunks(items))
-        self._after_append()
-        return results
 
     def _commit_chunks(self, items: Iterable[Judged]) -> Iterator[AppendResult]:
         for chunk in _batched(items):
@@ -1043,7 +1044,7 @@ def judged(submissions: Iterable[str | bytes | dict[str, Any]], recorded_by: str
     """Parse each submission (pydantic): blank lines are skipped, a submission
     that does not parse becomes its Rejection, judged as rejected in its turn."""
     for raw in submissions:
-        if isinstance(raw, Rejection):  # a line the reader refused (cli.lines)
+        if isinstance(raw, Rejection):  # a line the reader refused (ledger/lines.py)
             yield None, raw, recorded_by
             continue
         if isinstance(raw, (str, bytes)) and not raw.strip():

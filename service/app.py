@@ -32,7 +32,7 @@ from starlette.responses import Response
 from leadledger import keys, reports
 from leadledger.application import Ledger, judged
 from leadledger.errors import LedgerError, Rejection
-from leadledger.periods import as_instant
+from leadledger.periods import Period, as_instant
 from leadledger.projections.status import STATUSES, status_named
 from leadledger.service import bodies, models
 from leadledger.service.metrics import Metrics
@@ -179,6 +179,15 @@ def _instant(value: str | None, name: str, *, end: bool = True) -> Any:
         return as_instant(value, name, end=end)
     except (ValueError, TypeError) as exc:
         raise ApiError(400, "bad_parameter", f"{name}: {exc}") from None
+
+
+def _period(start: str | None, end: str | None, end_name: str) -> Period:
+    """``from`` and ``to`` (or ``as_of``) as the Ledger's Period, which refuses one
+    that ends before it starts."""
+    try:
+        return Period(_instant(start, "from", end=False), _instant(end, end_name))
+    except ValueError as exc:
+        raise ApiError(400, "bad_parameter", f"{end_name}: {exc}") from None
 
 
 def _status(value: str | None) -> str | None:
@@ -395,11 +404,9 @@ def _routes(app: FastAPI, service: Service, max_wait_seconds: float) -> None:
                   to: str | None = None, account: str | None = None,
                   key: keys.ApiKey = Depends(read_key)) -> Response:
         """The pro's postings with running balances, as `leadledger statement --format json`."""
-        start, end = _instant(from_, "from", end=False), _instant(to, "to")
-        if start is not None and end is not None and end < start:
-            raise ApiError(400, "bad_parameter", "to: the period ends before it starts")
+        span = _period(from_, to, "to")
         return _json(service.read(lambda ledger: list(reports.statement(
-            ledger, pro_id, start=start, end=end, account=account).stamped())))
+            ledger, pro_id, start=span.start, end=span.end, account=account).stamped())))
 
     @app.get("/v1/refunds", response_model=list[models.RefundRow], **reads)
     def refunds(pro: str | None = None, market: str | None = None, status: str | None = None,
@@ -424,11 +431,9 @@ def _routes(app: FastAPI, service: Service, max_wait_seconds: float) -> None:
                       pro: str | None = None, market: str | None = None, account: str | None = None,
                       key: keys.ApiKey = Depends(read_key)) -> Response:
         """One row per account and unit, as `leadledger trial-balance --format json`."""
-        end, start = _instant(as_of, "as_of"), _instant(from_, "from", end=False)
-        if start is not None and end is not None and end < start:
-            raise ApiError(400, "bad_parameter", "as_of: the period ends before it starts")
+        span = _period(from_, as_of, "as_of")
         return _json(service.read(lambda ledger: list(reports.trial_balance(
-            ledger, as_of=end, start=start, pro_id=pro, market=market, account=account).stamped())))
+            ledger, as_of=span.end, start=span.start, pro_id=pro, market=market, account=account).stamped())))
 
     @app.get("/v1/events", response_model=models.Feed, tags=["reads"], responses=ERRORS)
     async def events(after: int = Query(0, ge=0, le=2**62, description="Log position to read after"),

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from leadledger.cli.lines import NotNDJSON, read_lines
+from leadledger.lines import NotNDJSON, read_lines
 from leadledger.errors import INVALID_SUBMISSION, Rejection
 
 MAX_BODY_BYTES = 16 * 1024 * 1024

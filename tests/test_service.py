@@ -54,15 +54,19 @@ class Server:
         with self.client(key) as client:
             return client.post("/v1/submissions", json=submissions, params=params)
 
-    def log(self) -> list[dict[str, Any]]:
-        events, after = [], 0
+    def log(self, after: int = 0) -> tuple[list[dict[str, Any]], int]:
+        """The feed read to its end: the events after ``after``, and where it ended."""
+        events = []
         with self.client("reader") as client:
             while True:
                 page = client.get("/v1/events", params={"after": after, "limit": 1000}).json()
                 if not page["events"]:
-                    return events
+                    return events, after
                 events += page["events"]
                 after = page["next_after"]
+
+    def events(self) -> list[dict[str, Any]]:
+        return self.log()[0]
 
 
 def start_server(store_url: str, *args: str, log_path: Path) -> tuple[subprocess.Popen, str]:
@@ -199,9 +203,11 @@ def test_bodies_that_are_not_submissions_at_all(server):
         assert client.get("/v1/events", params={"limit": "many"}).json()["error"]["code"] == "bad_parameter"
         assert client.get("/v1/wallets", params={"as_of": "yesterday"}).status_code == 400
         assert client.get("/v1/refunds", params={"status": "Maybe"}).status_code == 400
+        backwards = client.get("/v1/trial-balance", params={"from": "2026-02-01", "as_of": "2026-01-01"})
+        assert (backwards.status_code, backwards.json()["error"]["code"]) == (400, "bad_parameter")
         assert client.get("/v1/nothing-here").json()["error"]["code"] == "not_found"
     # None of it was recorded: the log holds only what other tests recorded.
-    assert not [e for e in server.log() if e["type"] == "WalletOpened" and e["pro_id"].startswith("p-")]
+    assert not [e for e in server.events() if e["type"] == "WalletOpened" and e["pro_id"].startswith("p-")]
 
 
 # --- keys ------------------------------------------------------------------------
@@ -245,7 +251,7 @@ def test_every_event_says_who_recorded_it(server):
     proc = subprocess.run([LEADLEDGER, "--db", server.store_url, "append", "-"], input=line.encode(),
                           capture_output=True, env={**os.environ, "LOGNAME": "finance-ops"})
     assert proc.returncode == 0, proc.stderr.decode()
-    mine = [e for e in server.log() if e.get("pro_id") == pro]
+    mine = [e for e in server.events() if e.get("pro_id") == pro]
     assert [(e["type"], e["recorded_by"]) for e in mine] == [
         ("WalletOpened", "key:appender"), ("CreditsPurchased", "cli:finance-ops")]
     proc = subprocess.run([LEADLEDGER, "--db", server.store_url, "events"], capture_output=True)
@@ -288,15 +294,8 @@ def test_reads_give_the_cli_json(server):
 
 def test_the_feed_pages_and_long_polls(server):
     pro = fresh("pro")
+    _, after = server.log()  # the end of the log as it stands
     with server.client("reader") as client:
-        head = client.get("/v1/events", params={"after": 0, "limit": 1000})
-        after = 0
-        while True:  # the end of the log as it stands
-            page = client.get("/v1/events", params={"after": after, "limit": 1000}).json()
-            if not page["events"]:
-                break
-            after = page["next_after"]
-        assert head.status_code == 200
         server.post([wallet(pro), buy(pro, 100), buy(pro, 200)])
         first = client.get("/v1/events", params={"after": after, "limit": 2}).json()
         second = client.get("/v1/events", params={"after": first["next_after"], "limit": 2}).json()
@@ -349,12 +348,8 @@ def test_32_clients_spending_from_one_small_wallet(server):
     pro = fresh("pro")
     contacts = [fresh("ct") for _ in range(32)]
     assert server.post([wallet(pro), buy(pro, 3000)]).json()["recorded"] == 2
-    rounds = [
-        [quote(c, pro, commission=1000) for c in contacts],  # only 3 fit in the wallet
-        None,  # filled below: refunds of one charged contact, 32 times over
-        [courtesy(pro, 500) for _ in range(32)],  # the first credit needs no approval, a second does
-    ]
-    answers: list[dict[str, Any]] = []
+    quotes = [quote(c, pro, commission=1000) for c in contacts]  # only 3 fit in the wallet
+    credits = [courtesy(pro, 500) for _ in range(32)]  # the first needs no approval, a second does
 
     def send(submission: dict[str, Any]) -> dict[str, Any]:
         with server.client("appender") as client:
@@ -363,12 +358,13 @@ def test_32_clients_spending_from_one_small_wallet(server):
             return response.json()["results"][0]
 
     with concurrent.futures.ThreadPoolExecutor(32) as pool:
-        quoted = list(pool.map(send, rounds[0]))
-        charged = [s["contact_id"] for s, r in zip(rounds[0], quoted) if r["status"] == "recorded"]
+        quoted = list(pool.map(send, quotes))
+        charged = [s["contact_id"] for s, r in zip(quotes, quoted) if r["status"] == "recorded"]
+        # One charged contact's fee, asked back 32 times over.
         refunds = [sub("RefundRequested", at(2), contact_id=charged[0], reason="wrong_contact_info")
                    for _ in range(32)]
         refunded = list(pool.map(send, refunds))
-        credited = list(pool.map(send, rounds[2]))
+        credited = list(pool.map(send, credits))
     answers = quoted + refunded + credited
     assert len(charged) == 3
     assert {r["code"] for r in quoted if r["status"] == "rejected"} == {"insufficient_funds"}
@@ -377,7 +373,7 @@ def test_32_clients_spending_from_one_small_wallet(server):
     assert [r["status"] for r in credited].count("recorded") == 1
     assert {r["code"] for r in credited if r["status"] == "rejected"} == {"approval_required"}
 
-    log = [e for e in server.log() if e.get("pro_id") == pro or e.get("contact_id") in contacts]
+    log = [e for e in server.events() if e.get("pro_id") == pro or e.get("contact_id") in contacts]
     recorded_ids = {r["event_id"] for r in answers if r["status"] == "recorded"}
     assert {e["event_id"] for e in log if e["type"] not in ("WalletOpened", "CreditsPurchased")} == recorded_ids
     with server.client("reader") as client:
@@ -434,7 +430,7 @@ def test_a_client_killed_mid_request_then_retrying_records_once(server):
     statuses = {r["status"] for r in retried.json()["results"]}
     assert statuses <= {"recorded", "duplicate"}
     counts: dict[str, int] = {}
-    for event in server.log():
+    for event in server.events():
         if event.get("pro_id") == pro:
             counts[event["event_id"]] = counts.get(event["event_id"], 0) + 1
     # Each submission recorded exactly once: a quote is QuoteSent + ContactFeeCharged.
@@ -548,3 +544,33 @@ def test_the_readmes_service_examples_run(tmp_path):
         assert done.returncode == 0 and done.stdout.strip() == "recorded", done.stderr
     finally:
         stop_server(process)
+
+
+def test_the_keys_commands(tmp_path):
+    """create prints the secret once, list never shows it, names are never reused."""
+    from click.testing import CliRunner
+
+    from leadledger.cli.main import cli
+
+    store = f"sqlite:///{tmp_path / 'ledger.db'}"
+
+    def run(*args: str) -> Any:
+        return CliRunner().invoke(cli, ["--db", store, "keys", *args], obj={})
+
+    created = run("create", "billing", "--scope", "append")
+    assert created.exit_code == 0 and created.stdout.startswith("llk_"), created.output
+    secret = created.stdout.strip()
+    listed = run("list", "--format", "json")
+    assert json.loads(listed.stdout) == [{"name": "billing", "scope": "append", "status": "active",
+                                          "created_at": json.loads(listed.stdout)[0]["created_at"],
+                                          "revoked_at": None}]
+    assert secret not in listed.output
+    assert run("revoke", "billing").exit_code == 0
+    assert json.loads(run("list", "--format", "json").stdout)[0]["status"] == "revoked"
+    for args, code, error in ((("create", "billing", "--scope", "read"), 2, "key_exists"),
+                              (("create", "Bad Name", "--scope", "read"), 2, "bad_key_name"),
+                              (("revoke", "nobody"), 1, "key_not_found")):
+        result = run(*args)
+        assert (result.exit_code, f"error[{error}]" in result.stderr) == (code, True), result.output
+    with Ledger.from_url(store) as ledger:
+        assert ledger.key_by_secret(secret).revoked_at is not None

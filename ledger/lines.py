@@ -1,4 +1,5 @@
-"""Reading NDJSON input safely: bounded lines, bytes decoded line by line.
+"""Reading NDJSON input safely: bounded lines, bytes decoded line by line
+(`leadledger append` and the service's ``POST /v1/submissions`` alike).
 
 A file is read as bytes, one line at a time and never more than
 ``MAX_LINE_BYTES + 1`` bytes of a line: a 200 MB line without a newline costs
