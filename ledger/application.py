@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -23,6 +24,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Iterator
 
 from eventsourcing.application import Application
+from eventsourcing.domain import OriginatorVersionError
 from eventsourcing.persistence import (
     DatabaseError,
     IntegrityError,
@@ -37,7 +39,7 @@ from leadledger import chain_store, errors, eventlog, keys, snapshots
 from leadledger.chain import Head
 from leadledger.codec import FastJSONTranscoder
 from leadledger.aggregates import Contact, Wallet, wallet_id
-from leadledger.loader import load_many, refresh
+from leadledger.loader import load_many, refresh, select_by_ids
 from leadledger.recorders import RECEIPTS_TABLE, LedgerSQLiteRecorder, Receipt, load_receipts
 from leadledger.commands import (
     Outcome,
@@ -45,6 +47,7 @@ from leadledger.commands import (
     UnreadRefundDue,
     decide,
     ids_touched,
+    ids_usually_absent,
     is_internal,
     wallet_touched,
 )
@@ -74,6 +77,7 @@ LOAD_PAGE_SIZE = 10_000  # replayed events per transaction (no rules, no receipt
 MAX_GROUP_SUBMISSIONS = 10_000  # a group commit's bound: one transaction (the service's writer)
 MAX_WRITE_ATTEMPTS = 20  # a batch that conflicts this often is reported, not looped on
 MAX_WARM_AGGREGATES = 50_000  # beyond this only wallets stay cached between chunks
+MAX_TAIL_EVENTS = 10_000  # another writer's events applied to warm state; past this it is dropped
 MAX_CONNECTION_RETRIES = 4  # a lost connection (backend killed, failover) is retried this often
 ANALYZE_AFTER_EVENTS = 20_000  # a bulk append refreshes the planner's statistics
 
@@ -150,9 +154,12 @@ class Ledger:
         self._warm: dict[Any, Any] = {}
         self._snapshot_versions: dict[Any, int] = {}  # wallet id -> version of its stored snapshot
         self._changed: set[Any] = set()  # aggregates this call recorded events for (snapshot candidates)
-        # Brought level with the store during this call: trusted for the rest of it,
-        # as a fresh load would be (a refresh per chunk cost 7% of a bulk append).
-        self._level_this_call: set[Any] = set()
+        # The chain head the warm aggregates are level with, when this ledger knows
+        # it (its own last commit chained directly onto the head its reads saw).
+        # While it holds, a batch is judged on warm state without reading it again
+        # and written onto this head in one round trip; the write fails if the head
+        # moved (another writer), and the batch is judged again from the store.
+        self._known_head: Head | None = None
         self._recorded_since_analyze = 0
         # progress(task, total) -> advance(n), advance(-1) closes: the CLI shows a
         # bar on a terminal. The API's default shows nothing.
@@ -176,6 +183,7 @@ class Ledger:
         self.close()
 
     def close(self) -> None:
+        self._known_head = None
         if self._app is not None:
             self._app.close()
             self._app = None
@@ -336,7 +344,6 @@ class Ledger:
         return list(self._append_items(iter(items), atomic=atomic))
 
     def _append_items(self, items: Iterator[Judged], *, atomic: bool) -> Iterator[AppendResult]:
-        self._level_this_call = set()
         if atomic:
             # Counted while reading: an oversized batch is refused before it is held.
             batch = list(itertools.islice(items, MAX_ATOMIC_BATCH + 1))
@@ -364,7 +371,6 @@ class Ledger:
         submission and leaves the others as they were judged."""
         flat = [item for request in requests for item in request]
         assert len(flat) <= MAX_GROUP_SUBMISSIONS, "the writer bounds a group"
-        self._level_this_call = set()
         results = self._commit(flat, atomic=False) if flat else []
         self._after_append()
         grouped, start = [], 0
@@ -378,7 +384,9 @@ class Ledger:
             yield from self._commit(chunk, atomic=False)
 
     def _unit_of_work(self, app: LedgerApp, batch: list[Judged]) -> UnitOfWork:
-        """A unit of work with every aggregate the batch reads loaded in two queries."""
+        """A unit of work with every aggregate the batch reads brought level with the
+        store: receipts, the warm aggregates' new events and cold loads, in one read
+        transaction that reads the chain head first (``uow.head_read``)."""
         uow = UnitOfWork(app.repository, self._warm, now=self.clock(),
                          max_future_skew=self.max_future_skew)
         items = [item for _, item, _ in batch if not isinstance(item, Rejection)]
@@ -386,10 +394,14 @@ class Ledger:
         touched = {i for item in items for i in ids_touched(item)}
         if not event_ids and not touched:
             return uow
+        sqlite = self.config.kind == "sqlite"
         with app.factory.datastore.transaction(commit=False) as curs:  # type: ignore[attr-defined]
+            # First: every read after it sees at least what this head holds, so a
+            # write chained straight onto it proves nothing came in between.
+            uow.head_read = chain_store.read_head(curs, sqlite)
             receipts = load_receipts(app.recorder, event_ids, curs)
             if receipts:  # a duplicate is answered from the log, not from its receipt alone
-                gone = chain_store.receipts_not_in_log(curs, self.config.kind == "sqlite", list(receipts.values()))
+                gone = chain_store.receipts_not_in_log(curs, sqlite, list(receipts.values()))
                 for event_id in gone:
                     receipts[event_id] = dataclasses.replace(receipts[event_id], in_log=False)
             uow.receipts.update(receipts)
@@ -407,9 +419,7 @@ class Ledger:
         read transaction: the warm ones get the events recorded since (by another
         writer too: a long-lived Ledger keeps them between calls), the others are
         loaded (a wallet from its snapshot)."""
-        level = self._level_this_call
-        uow.refreshed(i for i in ids if i in level and self._warm.get(i) is not None)
-        warm = {i: self._warm[i] for i in ids if i not in level and self._warm.get(i) is not None}
+        warm = {i: self._warm[i] for i in ids if self._warm.get(i) is not None}
         untrusted = refresh(app, warm, curs)
         uow.forget(untrusted)
         uow.refreshed(warm.keys() - set(untrusted))
@@ -417,6 +427,47 @@ class Ledger:
         if cold:
             uow.preload(load_many(app, cold, snapshot_versions=self._snapshot_versions, curs=curs,
                                   wallet_ids=wallet_ids))
+
+    def _speculative_unit_of_work(self, app: LedgerApp, batch: list[Judged]) -> UnitOfWork:
+        """While ``_known_head`` holds: the warm aggregates are taken as they are (the
+        write onto that head fails if anything was recorded since), the ids a
+        submission usually creates are taken as absent (``uow.assumed_absent``;
+        checked by the write) and no receipt is read (a duplicate's receipt makes
+        the write fail). Only other cold ids are read, without a transaction: the
+        write's head guard covers anything recorded after the head.
+        ``_verify_speculation`` checks what the write cannot."""
+        uow = UnitOfWork(app.repository, self._warm, now=self.clock(), max_future_skew=self.max_future_skew)
+        uow.speculative = True
+        items = [item for _, item, _ in batch if not isinstance(item, Rejection)]
+        touched = {i for item in items for i in ids_touched(item)}
+        cold = {i for i in touched if self._warm.get(i) is None}
+        absent = {i for item in items for i in ids_usually_absent(item)} & cold
+        uow.assumed_absent = absent
+        uow.preload({i: None for i in absent})  # "fetched": kept warm only if created
+        uow.refreshed(touched - cold)
+        to_read = cold - absent
+        if to_read:
+            wallets = {wallet_touched(item) for item in items} - {None}
+            with self._reading(app) as curs:
+                uow.preload(load_many(app, to_read, snapshot_versions=self._snapshot_versions, curs=curs,
+                                      wallet_ids=wallets))
+        # Contacts name their pro: a warm wallet is level with the head too; a cold
+        # one is read when a rule asks for it (UnitOfWork._get).
+        pros = {wallet_id(a.pro_id) for a in (self._warm.get(i) for i in touched) if isinstance(a, Contact)}
+        uow.refreshed({i for i in pros if self._warm.get(i) is not None})
+        return uow
+
+    @contextlib.contextmanager
+    def _reading(self, app: LedgerApp) -> Iterator[Any]:
+        """A cursor for reads that need no snapshot of their own: on PostgreSQL an
+        autocommit connection (no BEGIN/ROLLBACK round trips)."""
+        datastore = app.factory.datastore  # type: ignore[attr-defined]
+        if self.config.kind == "sqlite":
+            with datastore.transaction(commit=False) as curs:
+                yield curs
+        else:
+            with datastore.get_connection() as conn, conn.cursor() as curs:
+                yield curs
 
     def _write_snapshots(self) -> int:
         """Snapshot the committed wallets that grew by SNAPSHOT_EVERY events since
@@ -448,10 +499,9 @@ class Ledger:
         the store before judging (``_level``). A failed attempt drops them all."""
         if uow is None:
             self._warm = {}
-            self._level_this_call = set()
+            self._known_head = None
             return
         self._warm = uow.loaded()
-        self._level_this_call |= uow.verified
         # Only wallets and contacts stay warm: a customer (or an id found absent) is
         # read again by the next chunk, so a concurrent termination is seen there.
         for aggregate_id in uow.fetched:
@@ -462,10 +512,16 @@ class Ledger:
 
     def _commit(self, batch: list[Judged], *, atomic: bool) -> list[AppendResult]:
         conflicts = lost = 0
+        speculate = True
         while True:
             try:
                 app, _ = self._open()
-                return self._attempt(app, batch, atomic=atomic)
+                return self._attempt(app, batch, atomic=atomic, speculate=speculate)
+            except _Unverified:
+                # Judged again at once, reading what it guessed (the warm state that
+                # was not judged on is kept, brought level with the log's tail).
+                speculate = False
+                continue
             except LedgerError as exc:
                 if not lost:  # the store was never reached: nothing to retry
                     raise
@@ -497,8 +553,35 @@ class Ledger:
             time.sleep(0.1 * 2 ** lost)
 
     def _attempt(self, app: LedgerApp, batch: list[Judged], *,
-                 atomic: bool) -> list[AppendResult]:
-        uow = self._unit_of_work(app, batch)
+                 atomic: bool, speculate: bool) -> list[AppendResult]:
+        try:
+            return self._judge_and_write(app, batch, atomic=atomic, speculate=speculate)
+        except _Unverified:
+            raise
+        except OriginatorVersionError as exc:
+            self._keep_warm(None)
+            raise LedgerError(errors.LOG_DAMAGED, f"an aggregate's events are not in sequence ({exc}): the log"
+                              " was altered; nothing recorded (run `leadledger verify`)") from None
+        except BaseException:
+            # Judging mutates the warm aggregates in place: whatever failed, none
+            # of them (nor the head they were level with) can be trusted now.
+            self._keep_warm(None)
+            raise
+
+    def _judge_and_write(self, app: LedgerApp, batch: list[Judged], *,
+                         atomic: bool, speculate: bool) -> list[AppendResult]:
+        level_with = self._known_head  # the head every warm aggregate is level with, if known
+        expect = level_with if speculate else None
+        uow = (self._speculative_unit_of_work(app, batch) if expect is not None
+               else self._unit_of_work(app, batch))
+        try:
+            return self._decide_and_write(app, batch, uow, atomic=atomic, expect=expect, level_with=level_with)
+        except _Unverified:
+            self._after_wrong_guess(app, uow)
+            raise
+
+    def _decide_and_write(self, app: LedgerApp, batch: list[Judged], uow: UnitOfWork, *, atomic: bool,
+                          expect: Head | None, level_with: Head | None) -> list[AppendResult]:
         outcomes: list[Outcome] = []
         for _, item, who in batch:
             if isinstance(item, Rejection):
@@ -508,7 +591,12 @@ class Ledger:
                 outcomes.append(decide(uow, item))
         results = [AppendResult(eid, o.status, o.code, o.message, o.recorded)
                    for (eid, _, _), o in zip(batch, outcomes)]
-        if atomic and any(r.status == "rejected" for r in results):
+        refused = atomic and any(r.status == "rejected" for r in results)
+        absent: list[Any] = []
+        if expect is not None:
+            absent = self._verify_speculation(app, batch, uow, outcomes, expect,
+                                              writes=bool(uow.events) and not refused)
+        if refused:
             self._keep_warm(None)  # accepted ones were applied in memory, not stored
             first = next(i for i, r in enumerate(results) if r.status == "rejected")
             return [
@@ -518,23 +606,96 @@ class Ledger:
                 )
                 for r in results
             ]
+        known = expect if expect is not None else uow.head_read
         if uow.events:
             # Straight to the recorder: Application.save's processing event,
             # protocol checks and notifications cost ~15% of an append here, and
             # this application has no snapshots, caches or listeners to serve.
             mapper = app.mapper
-            app.recorder.insert_events([mapper.to_stored_event(e) for e in uow.events],
-                                       receipts=uow.new_receipts)
+            try:
+                positions = app.recorder.insert_events([mapper.to_stored_event(e) for e in uow.events],
+                                                       receipts=uow.new_receipts, expect_head=expect,
+                                                       expect_absent=absent)
+            except IntegrityError as exc:
+                if expect is not None:  # a guess was wrong (a receipt, an id, the head): read and judge again
+                    raise _Unverified() from exc
+                raise
             self._recorded_since_analyze += len(uow.events)
             self._changed.update(e.originator_id for e in uow.events)
+            chained_onto_read = known is not None and positions and positions[0] == known.position + 1
+            known = app.recorder.head_after if chained_onto_read else None
         self._keep_warm(uow)
+        if known is not None and expect is None and level_with != uow.head_read:
+            # Level with the head just now only what this unit of work read after it:
+            # a warm aggregate it did not touch may be older than that head.
+            self._warm = {i: a for i, a in self._warm.items() if i in uow.verified}
+        self._known_head = known
         return results
+
+    def _after_wrong_guess(self, app: LedgerApp, uow: UnitOfWork) -> None:
+        """A speculative judgement failed: the aggregates it changed in memory are
+        dropped; the rest of the warm state is brought level with
+        the log's tail (another writer's events, read by position after the head
+        this ledger knew), so the next judgement reads only what it touches."""
+        # A rule refuses before it changes anything (commands.decide): only the
+        # aggregates with events of this attempt were changed.
+        for aggregate_id in {e.originator_id for e in uow.events}:
+            self._warm.pop(aggregate_id, None)
+        known, self._known_head = self._known_head, None
+        if known is None:
+            return
+        sqlite = self.config.kind == "sqlite"
+        with self._reading(app) as curs:
+            head = chain_store.read_head(curs, sqlite)  # first: the tail read after it holds at least this
+            if (head is None or head.position - known.position > MAX_TAIL_EVENTS
+                    or not chain_store.still_holds(curs, sqlite, known)):
+                self._keep_warm(None)  # far behind (loading what is touched costs less), or another log
+                return
+            tail = chain_store.stored_between(curs, sqlite, known.position, head.position)
+        to_domain_event = app.mapper.to_domain_event
+        for stored in tail:
+            aggregate = self._warm.get(stored.originator_id)
+            if aggregate is None:
+                continue
+            if aggregate.version + 1 == stored.originator_version:
+                to_domain_event(stored).mutate(aggregate)
+            else:  # not the next of its own events: not trusted
+                del self._warm[stored.originator_id]
+        self._known_head = head
+
+    def _verify_speculation(self, app: LedgerApp, batch: list[Judged], uow: UnitOfWork,
+                            outcomes: list[Outcome], expect: Head, *, writes: bool) -> list[Any]:
+        """Raise _Unverified unless every guess of a speculative judgement is either
+        checked by its write or checked here, in one read. Returns the ids taken as
+        absent and not created, for the write to check (``expect_absent``): the
+        created ones are checked by their first version's primary key, the warm
+        state by the head, a new receipt by its primary key."""
+        not_created = [i for i in uow.assumed_absent if uow.loaded().get(i) is None]
+        # A rule's rejection records no receipt: a resent submission must not be
+        # judged again as new (it is a duplicate), and a rejection without a write
+        # must have been judged on the state the head still holds.
+        rejected = [item.event_id for (_, item, _), o in zip(batch, outcomes)
+                    if o.status == "rejected" and not isinstance(item, Rejection) and not is_internal(item)]
+        if writes and not rejected:
+            return not_created
+        with self._reading(app) as curs:
+            head = chain_store.read_head(curs, self.config.kind == "sqlite")
+            if rejected and load_receipts(app.recorder, rejected, curs):
+                raise _Unverified()
+            table = app.recorder.events_table_name  # type: ignore[attr-defined]
+            if not_created and any(select_by_ids(app.recorder, f"SELECT originator_id FROM {table}",
+                                                 "originator_id", not_created,
+                                                 " AND originator_version = 1 LIMIT 1", curs)):
+                raise _Unverified()
+        if not writes and head != expect:
+            raise _Unverified()
+        return not_created
 
     def sweep(self, now: datetime | str | None = None, *, recorded_by: str | None = None) -> list[AppendResult]:
         """Record what deadlines imply as of ``now``: the 48 h unread refunds."""
         now = as_instant(now, "now") or self.clock()
         _, view = self._open()
-        self._warm, self._level_this_call = {}, set()
+        self._keep_warm(None)
         self.catch_up()
         due: list[Judged] = []
         who = recorded_by or self.recorded_by
@@ -1087,6 +1248,11 @@ def _no_warning(message: str) -> None:
 
 def _no_progress(task: str, total: int | None) -> Callable[[int], None]:
     return _no_advance
+
+
+class _Unverified(Exception):
+    """A speculative judgement (on warm state, without reads) that its write or a
+    check found wrong or could not check: the batch is judged again from the store."""
 
 
 def _is_refusal(exc: BaseException) -> bool:

@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterator, Sequence
 from uuid import UUID
 
 import orjson
+from eventsourcing.persistence import IntegrityError, StoredEvent
 
 from leadledger import chain
 from leadledger.chain import GENESIS, Head, Row
@@ -40,6 +41,13 @@ def head_statements(sqlite: bool) -> tuple[str, str]:
             f"SELECT max({_position(sqlite)}) AS last FROM {events_table(sqlite)}")
 
 
+def read_head(curs: Any, sqlite: bool) -> Head | None:
+    """The head row as it stands (no lock): where a reader's view of the log begins."""
+    curs.execute(f"SELECT position, sha256 FROM {HEAD_TABLE} WHERE id = 1")
+    row = curs.fetchone()
+    return Head(int(row["position"]), bytes(row["sha256"])) if row is not None else None
+
+
 def checked_head(head_row: Any, last_row: Any) -> Head:
     """The head to chain onto, refusing a log whose end no longer matches it."""
     if head_row is None:
@@ -64,6 +72,12 @@ class Chained:
     def positions(self) -> range:
         return range(self.first, self.first + len(self.links))
 
+    @property
+    def head(self) -> Head:
+        """The head the batch leaves (it holds at least one event)."""
+        assert self.links, "an empty batch moves no head"
+        return Head(self.positions[-1], self.links[-1])
+
     def head_update(self, sqlite: bool) -> tuple[str, tuple[int, bytes]] | None:
         """The statement that moves the head past the batch (None for no events)."""
         if not self.links:
@@ -77,7 +91,25 @@ def chain_batch(head_row: Any, last_row: Any, stored_events: Sequence[Any]) -> C
     """Both writers' step, while they hold the head: check it, then give the batch
     the next positions and its links."""
     head = checked_head(head_row, last_row)
+    return chain_onto(head, stored_events)
+
+
+def chain_onto(head: Head, stored_events: Sequence[Any]) -> Chained:
     return Chained(head.position + 1, chain.extend(head.sha256, stored_events))
+
+
+class StaleWrite(IntegrityError):
+    """A write made on what a writer knew, which the store no longer bears out: the
+    head it expected had moved (another writer committed since), or an id it took
+    as new has events. Nothing was recorded; judge again from the store."""
+
+
+def expected_head(head_row: Any, expect: Head) -> None:
+    """Refuse to chain onto ``expect`` unless it is still the head (SQLite: read
+    under the write lock; PostgreSQL checks inside its insert, see
+    postgres_recorder.GUARDED_INSERT)."""
+    if head_row is None or (int(head_row["position"]), bytes(head_row["sha256"])) != (expect.position, expect.sha256):
+        raise StaleWrite(f"the chain head moved past position {expect.position}")
 
 
 # --- reading it back -----------------------------------------------------------------
@@ -106,6 +138,28 @@ def rows(datastore: Any, sqlite: bool, start: int = 1, stop: int | None = None,
         if advance is not None:
             advance(len(page))
         start = int(page[-1]["position"]) + 1
+
+
+def still_holds(curs: Any, sqlite: bool, head: Head) -> bool:
+    """Whether the log still ends its first ``head.position`` events with that head's
+    link: the chain makes it the same log up to there, not one rebuilt by hand."""
+    if head.position == 0:
+        return True
+    position, mark = _position(sqlite), "?" if sqlite else "%s"
+    curs.execute(f"SELECT {CHAIN_COLUMN} AS link FROM {events_table(sqlite)} WHERE {position} = {mark}",
+                 (head.position,))
+    row = curs.fetchone()
+    return row is not None and row["link"] is not None and bytes(row["link"]) == head.sha256
+
+
+def stored_between(curs: Any, sqlite: bool, after: int, through: int) -> list[Any]:
+    """The stored events at positions after ``after`` up to ``through``, in order."""
+    position, mark = _position(sqlite), "?" if sqlite else "%s"
+    curs.execute(f"SELECT originator_id, originator_version, topic, state FROM {events_table(sqlite)}"
+                 f" WHERE {position} > {mark} AND {position} <= {mark} ORDER BY {position}", (after, through))
+    return [StoredEvent(originator_id=r["originator_id"] if isinstance(r["originator_id"], UUID)
+                        else UUID(r["originator_id"]), originator_version=r["originator_version"],
+                        topic=r["topic"], state=bytes(r["state"])) for r in curs.fetchall()]
 
 
 def recorded_head(datastore: Any, sqlite: bool) -> tuple[Head | None, int]:

@@ -58,6 +58,12 @@ class UnitOfWork:
         # Who has the submission being judged recorded (a key's name, the CLI's
         # user): set by the application per submission, stamped on its events.
         self.recorded_by: str | None = None
+        # Set by the application: the chain head its reads started from, or, when
+        # it judges on warm state without reading (speculative), the ids it
+        # assumed absent (see Ledger._speculative_unit_of_work).
+        self.head_read: Any = None
+        self.speculative = False
+        self.assumed_absent: set[UUID] = set()
 
     def preload(self, aggregates: dict[UUID, Any]) -> None:
         """Aggregates (or None for absent ids) loaded in bulk by the application."""
@@ -144,6 +150,20 @@ def _key_names(kind: type) -> frozenset[str]:
 def wallet_touched(submission: Any) -> UUID | None:
     """The wallet a submission names by its pro_id, if it names one."""
     return wallet_id(submission.pro_id) if "pro_id" in _key_names(type(submission)) else None
+
+
+# The ids a writer judging on warm state may take as absent without reading them
+# (Ledger._speculative_unit_of_work): those a submission of the type usually
+# creates, and customers (one exists only once terminated). A wrong guess is
+# caught by the write (a created aggregate's first version, or the insert's check
+# that the others still have no event), never recorded.
+_USUALLY_NEW = {sub.QuoteSent: ("contact_id", "customer_id"), sub.WalletOpened: ("pro_id",)}
+
+
+def ids_usually_absent(submission: Any) -> set[UUID]:
+    names = _USUALLY_NEW.get(type(submission), ("customer_id",))
+    return {to_id(value) for name, to_id in _keys_of(type(submission))
+            if name in names and (value := getattr(submission, name))}
 
 
 def ids_touched(submission: Any) -> list[UUID]:

@@ -32,6 +32,7 @@ from eventsourcing.persistence import StoredEvent
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteTransaction
 
 from leadledger import chain_store
+from leadledger.chain import Head
 from leadledger.keys import KEYS_DDL
 from leadledger.loader import select_by_ids
 from leadledger.store import (CHAIN_COLUMN, RECEIPTS_TABLE, SQLITE_EVENTS_TABLE, SQLITE_HEAD_DDL,
@@ -88,19 +89,38 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
                 f" topic TEXT, state BLOB, {CHAIN_COLUMN} BLOB, PRIMARY KEY (originator_id, originator_version))",
                 SQLITE_RECEIPTS_DDL, SQLITE_SNAPSHOTS_DDL, SQLITE_HEAD_DDL, KEYS_DDL]
 
+    # The head this recorder's last insert left (None before one): a writer that
+    # still holds it passes it back as ``expect_head`` (see LedgerPostgresRecorder).
+    head_after: Head | None = None
+    _chained: chain_store.Chained | None = None
+
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        self.head_after = self._chained = None
         with self.datastore.get_connection(commit=True) as conn, \
                 _WriteTransaction(conn, commit=True) as curs, curs:
-            return self._insert_events(curs, stored_events, **kwargs)
+            positions = self._insert_events(curs, stored_events, **kwargs)
+        if self._chained is not None and self._chained.links:  # committed
+            self.head_after = self._chained.head
+        return positions
 
     def _insert_events(self, c: SQLiteCursor, stored_events: Sequence[StoredEvent],
                        **kwargs: Any) -> Sequence[int] | None:
         receipts: Sequence[Receipt] = kwargs.pop("receipts", ())
+        expect: Head | None = kwargs.pop("expect_head", None)
         read_head, read_last = chain_store.head_statements(sqlite=True)
         c.execute(read_head)
         head_row = c.fetchone()
+        if expect is not None:  # under the write lock already: reading it is the check
+            chain_store.expected_head(head_row, expect)
+            absent = [i.hex for i in kwargs.pop("expect_absent", ())]
+            for start in range(0, len(absent), 500):
+                part = absent[start:start + 500]
+                c.execute(f"SELECT 1 FROM {SQLITE_EVENTS_TABLE} WHERE originator_id IN"
+                          f" ({','.join('?' * len(part))}) AND originator_version = 1 LIMIT 1", part)
+                if c.fetchone() is not None:
+                    raise chain_store.StaleWrite("an id taken as new has events")
         c.execute(read_last)
-        batch = chain_store.chain_batch(head_row, c.fetchone(), stored_events)
+        batch = self._chained = chain_store.chain_batch(head_row, c.fetchone(), stored_events)
         # One executemany (sqlite3's C loop) instead of eventsourcing's execute per
         # row for its lastrowid (~13% of an append).
         c.executemany(

@@ -201,12 +201,31 @@ def test_the_log_and_its_receipts_refuse_update_delete_and_truncate(store_url):
 def test_a_submission_whose_events_were_deleted_is_not_a_duplicate(store_url):
     with Ledger.from_url(store_url) as ledger:
         subs = story(ledger)
-        delete_middle(ledger)
-        again = ledger.append([subs[3], subs[1]])  # pay-2's event is gone; pay-1's is there
+        row = purchase_of(ledger, "pay-3")  # p2's last event, in the middle of the log
+        with guards_off(ledger) as curs:
+            curs.execute(f"DELETE FROM {table(ledger)} WHERE {position_column(ledger)} = {mark(ledger)}",
+                         (row.position,))
+        again = ledger.append([subs[5], subs[1]])  # pay-3's event is gone; pay-1's is there
         assert again[0].status == "rejected" and again[0].code == "log_damaged", again[0]
         assert "no longer holds its events" in again[0].message
         assert again[1].status == "duplicate"
         assert len(rows(ledger)) == 7  # nothing recorded
+
+
+def test_an_aggregate_with_a_hole_in_its_history_refuses_the_batch(store_url):
+    """pay-2 deleted: p2's events run 1, 3. Replaying it would skip a purchase, so
+    a writer that loads p2 judges nothing: the batch is refused (a writer already
+    holding p2 does not read its history again; `verify` finds the hole)."""
+    with Ledger.from_url(store_url) as writer:
+        subs = story(writer)
+        delete_middle(writer)
+    with Ledger.from_url(store_url) as ledger:
+        with pytest.raises(LedgerError) as refused:
+            ledger.append([buy("p1", 5, ref="pay-8"), buy("p2", 1, ref="pay-9")])
+        assert refused.value.code == "log_damaged", refused.value
+        assert "not in sequence" in refused.value.message
+        assert len(rows(ledger)) == 7  # nothing recorded
+        assert ledger.append([subs[1]])[0].status == "duplicate"  # p1 is intact
 
 
 def test_a_writer_refuses_to_chain_onto_a_cut_log(store_url):

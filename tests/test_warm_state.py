@@ -5,7 +5,7 @@ event is no longer in the log is loaded afresh (issue 9)."""
 
 from __future__ import annotations
 
-from leadledger import Ledger
+from leadledger import Ledger, chain_store
 from leadledger.aggregates import contact_id_to_uuid, wallet_id
 
 from tests.helpers import at, buy, empty_by_hand, guards_off, ok, one, quote, sub, wallet
@@ -13,16 +13,27 @@ from tests.helpers import at, buy, empty_by_hand, guards_off, ok, one, quote, su
 
 def test_another_writers_purchase_is_seen_by_the_next_call(store_url):
     with Ledger.from_url(store_url) as mine, Ledger.from_url(store_url) as theirs:
-        ok(mine.append([wallet("p1"), buy("p1", 1000)]))
+        ok(mine.append([wallet("p1"), buy("p1", 1000), wallet("p2"), buy("p2", 1000, ref="pay-p2")]))
         ok(mine.append([quote("c1", "p1", at(1), commission=600)]))
         held = mine._warm[wallet_id("p1")]
         ok(theirs.append([buy("p1", 500, t=at(1, 1), ref="pay-2")]))
         # 900 is there only with the other writer's purchase; nothing this call
         # records conflicts with it, so a stale wallet would wrongly refuse.
         assert one(mine, quote("c2", "p1", at(2), commission=900)).status == "recorded"
-        assert mine._warm[wallet_id("p1")] is held  # kept and brought level, not loaded again
-        assert held.balance == 0
+        assert mine._warm[wallet_id("p1")].balance == 0
         assert mine.balances(pro_id="p1")[0]["balance"] == 0
+        # Judged on warm state without reading it, the write onto the head it knew
+        # failed, and the call was judged again from the store.
+        ok(theirs.append([buy("p1", 50, t=at(2, 1), ref="pay-3")]))
+        assert one(mine, quote("c3", "p2", at(3), commission=100)).status == "recorded"
+        # p1 was not judged on in that call: it was brought level with the log's
+        # tail (the other writer's purchase applied), kept, not loaded again.
+        kept = mine._warm[wallet_id("p1")]
+        assert kept.balance == 50
+        assert one(mine, quote("c4", "p1", at(4), commission=50)).status == "recorded"
+        assert mine._warm[wallet_id("p1")] is kept
+        assert mine._warm[wallet_id("p2")].balance == 900
+        assert mine.balances(pro_id="p2")[0]["balance"] == 900
 
 
 def test_a_warm_contacts_wallet_is_brought_level_too(store_url):
@@ -51,3 +62,56 @@ def test_a_warm_wallet_whose_history_was_replaced_is_loaded_afresh(store_url):
         # Trusting the warm wallet would add only the event after version 2 (105).
         assert one(mine, quote("c1", "p1", at(1), commission=1000)).status == "recorded"
         assert mine._warm[wallet_id("p1")].balance == 5
+
+
+# --- judging on warm state without reading (the writer's known head) ----------------
+
+
+def test_a_warm_writer_judges_without_reading_and_knows_the_head(store_url, monkeypatch):
+    with Ledger.from_url(store_url) as mine:
+        ok(mine.append([wallet("p1"), buy("p1", 5000)]))
+        head, _ = chain_store.recorded_head(mine._open()[0].factory.datastore, mine.config.kind == "sqlite")
+        assert mine._known_head == head  # its commit chained onto the head its reads saw
+
+        def no_reads(*args, **kwargs):
+            raise AssertionError("a warm writer read the store before judging")
+
+        monkeypatch.setattr(Ledger, "_unit_of_work", no_reads)
+        # A new contact (taken as absent: checked by the write) on a warm wallet.
+        assert one(mine, quote("c1", "p1", at(1), commission=700)).status == "recorded"
+        assert mine._warm[wallet_id("p1")].balance == 4300
+    assert Ledger.from_url(store_url).balances(pro_id="p1")[0]["balance"] == 4300
+
+
+def test_a_resent_submission_is_a_duplicate_for_a_warm_writer(store_url):
+    """Warm state holds no receipts: a resend the other writer recorded is found by
+    the receipt's primary key (accepted on warm state) or by a read (refused on it)."""
+    with Ledger.from_url(store_url) as mine, Ledger.from_url(store_url) as theirs:
+        ok(mine.append([wallet("p1"), buy("p1", 1000)]))
+        first, second = quote("c1", "p1", at(1), commission=600), quote("c2", "p1", at(1), commission=400)
+        recorded = ok(theirs.append([first]))[0].recorded
+        ok(mine.append([buy("p1", 1, t=at(1, 1), ref="pay-x")]))  # mine is level again, and warm
+        again = one(mine, first)  # on warm state: a new contact, funds enough; the receipt says otherwise
+        assert again.status == "duplicate" and again.recorded == recorded
+        ok(theirs.append([second]))
+        ok(mine.append([buy("p1", 1, t=at(1, 2), ref="pay-y")]))
+        assert mine._warm[wallet_id("p1")].balance == 2
+        assert one(mine, second).status == "duplicate"  # on warm state c2 exists: refused, then found
+    with Ledger.from_url(store_url) as reader:
+        assert len(list(reader.events())) == 8  # nothing twice
+
+
+def test_a_terminated_customer_is_never_taken_as_absent(store_url):
+    """Customers are not kept warm and usually do not exist: a warm writer takes
+    them as absent, and its write checks that they still have no events."""
+    with Ledger.from_url(store_url) as mine, Ledger.from_url(store_url) as theirs:
+        ok(mine.append([wallet("p1"), buy("p1", 5000), quote("c1", "p1", at(1), customer="bad")]))
+        ok(theirs.append([sub("RefundRequested", at(2), contact_id="c1", reason="price_check")]))
+        ok(mine.append([buy("p1", 1, t=at(2, 1), ref="pay-2")]))  # level again: the termination is old news
+        assert mine._known_head is not None
+        refused = one(mine, quote("c2", "p1", at(3), customer="bad"))
+        assert refused.status == "rejected" and refused.code == "customer_terminated", refused
+        # And with a write beside it in the same group: the group is judged again.
+        results = mine.append([quote("c3", "p1", at(3), customer="good"), quote("c4", "p1", at(3), customer="bad")])
+        assert [r.status for r in results] == ["recorded", "rejected"]
+        assert results[1].code == "customer_terminated"
