@@ -15,6 +15,8 @@ What it prints (one table):
   after its wallets were opened: quotes, reads, calls, refunds.
   Floor: one INSERT + COMMIT of an event-sized row per transaction, by as many
   concurrent connections, on the same server, durable (synchronous_commit on).
+- the server's own figures for the singles (from /metrics): submissions per
+  group commit, and the writer's time to judge and commit one group.
 - one client sending the whole workload as NDJSON batches of 1,000, against
   ``Ledger.append`` (what ``leadledger append`` runs) of the same lines on an
   empty store of its own.
@@ -96,6 +98,19 @@ def start_server(url: str) -> tuple[subprocess.Popen, int]:
         time.sleep(0.1)
     process.kill()
     raise SystemExit("leadledger serve did not start")
+
+
+def group_commits(port: int) -> tuple[float, float, float]:
+    """The server's group commits so far: count, submissions in them, seconds (from /metrics)."""
+    import httpx
+
+    wanted = {"leadledger_group_commit_submissions_count": 0.0, "leadledger_group_commit_submissions_sum": 0.0,
+              "leadledger_commit_seconds_sum": 0.0}
+    for line in httpx.get(f"http://127.0.0.1:{port}/metrics").text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in wanted:
+            wanted[name] = float(value)
+    return tuple(wanted.values())  # type: ignore[return-value]
 
 
 # --- the load generator (its own process) ----------------------------------------
@@ -238,7 +253,9 @@ def main() -> None:
                                              "--rate", "200", "--nonblocking", "--threads", *fmt],
                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 time.sleep(1)
+            before = group_commits(port)
             seconds, latencies, failures = load(port, [_request(secret, line) for line in timed], clients)
+            groups, submissions_in_groups, commit_seconds = (b - a for a, b in zip(before, group_commits(port)))
             if profiler is not None:
                 profiler.send_signal(signal.SIGINT)
                 profiler.wait()
@@ -248,7 +265,8 @@ def main() -> None:
             rows.append((f"{clients} client(s), 1 submission per request", f"{rate:,.0f}/s",
                          f"{percentile(latencies, 0.5) * 1000:.1f} / {percentile(latencies, 0.99) * 1000:.1f} ms",
                          f"{raw_rate:,.0f}/s", f"{percentile(raw_latencies, 0.5) * 1000:.1f} / "
-                         f"{percentile(raw_latencies, 0.99) * 1000:.1f} ms", f"{rate / raw_rate:.2f}"))
+                         f"{percentile(raw_latencies, 0.99) * 1000:.1f} ms", f"{rate / raw_rate:.2f}",
+                         f"{submissions_in_groups / max(groups, 1):.1f} / {commit_seconds / max(groups, 1) * 1000:.1f} ms"))
             if failures:
                 print(f"  {len(failures)} failed requests at {clients} clients, e.g. {failures[0]}")
 
@@ -274,7 +292,7 @@ def main() -> None:
         rows.append((f"1 client, batches of {BATCH:,} (NDJSON)", f"{len(batched) / seconds_http:,.0f}/s",
                      f"{percentile(latencies, 0.5) * 1000:.0f} / {percentile(latencies, 0.99) * 1000:.0f} ms per batch",
                      f"{len(batched) / seconds_api:,.0f}/s (Ledger.append)", "-",
-                     f"{seconds_api / seconds_http:.2f}"))
+                     f"{seconds_api / seconds_http:.2f}", "-"))
         if failures:
             print(f"  {len(failures)} failed batch requests, e.g. {failures[0]}")
     finally:
@@ -284,7 +302,8 @@ def main() -> None:
             drop_database(name)
 
     print(f"\nleadledger serve on PostgreSQL, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M')}")
-    header = ("load", "leadledger", "p50 / p99", "raw floor, same run", "floor p50 / p99", "ratio")
+    header = ("load", "leadledger", "p50 / p99", "raw floor, same run", "floor p50 / p99", "ratio",
+              "group: size / judge+commit")
     widths = [max(len(str(r[i])) for r in (header, *rows)) for i in range(len(header))]
     print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
     print("  ".join("-" * w for w in widths))

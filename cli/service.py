@@ -48,8 +48,10 @@ def serve(ctx: click.Context, host: str, port: int, sweep_every: timedelta | Non
     app = create_app(ctx.obj["db"], sweep_every=sweep_every, max_wait_seconds=max_wait)
     click.echo(f"leadledger: serving {_safe(ctx.obj['db'])} on http://{host}:{port} "
                f"(OpenAPI at /openapi.json, docs at /docs)", err=True)
+    # proxy_headers off: client addresses are only logged, and a forwarded one is
+    # not trusted from whoever connects (the middleware also cost every request).
     uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info",
-                timeout_graceful_shutdown=30, server_header=False)
+                timeout_graceful_shutdown=30, server_header=False, proxy_headers=False)
 
 
 def _safe(url: str) -> str:

@@ -593,9 +593,10 @@ class Ledger:
                    for (eid, _, _), o in zip(batch, outcomes)]
         refused = atomic and any(r.status == "rejected" for r in results)
         absent: list[Any] = []
+        unreceipted: list[Any] = []
         if expect is not None:
-            absent = self._verify_speculation(app, batch, uow, outcomes, expect,
-                                              writes=bool(uow.events) and not refused)
+            absent, unreceipted = self._verify_speculation(app, batch, uow, outcomes, expect,
+                                                           writes=bool(uow.events) and not refused)
         if refused:
             self._keep_warm(None)  # accepted ones were applied in memory, not stored
             first = next(i for i, r in enumerate(results) if r.status == "rejected")
@@ -615,7 +616,7 @@ class Ledger:
             try:
                 positions = app.recorder.insert_events([mapper.to_stored_event(e) for e in uow.events],
                                                        receipts=uow.new_receipts, expect_head=expect,
-                                                       expect_absent=absent)
+                                                       expect_absent=absent, expect_no_receipts=unreceipted)
             except IntegrityError as exc:
                 if expect is not None:  # a guess was wrong (a receipt, an id, the head): read and judge again
                     raise _Unverified() from exc
@@ -664,20 +665,23 @@ class Ledger:
         self._known_head = head
 
     def _verify_speculation(self, app: LedgerApp, batch: list[Judged], uow: UnitOfWork,
-                            outcomes: list[Outcome], expect: Head, *, writes: bool) -> list[Any]:
+                            outcomes: list[Outcome], expect: Head, *,
+                            writes: bool) -> tuple[list[Any], list[Any]]:
         """Raise _Unverified unless every guess of a speculative judgement is either
-        checked by its write or checked here, in one read. Returns the ids taken as
-        absent and not created, for the write to check (``expect_absent``): the
-        created ones are checked by their first version's primary key, the warm
-        state by the head, a new receipt by its primary key."""
+        checked by its write or, when nothing is written, checked here in one read.
+        Returns what the write must check besides the head (which covers the warm
+        state): the ids taken as absent and not created (``expect_absent``; the
+        created ones are checked by their first version's primary key, a new
+        receipt by its own), and the event ids refused by a rule, which must have
+        no receipt (``expect_no_receipts``)."""
         not_created = [i for i in uow.assumed_absent if uow.loaded().get(i) is None]
         # A rule's rejection records no receipt: a resent submission must not be
         # judged again as new (it is a duplicate), and a rejection without a write
         # must have been judged on the state the head still holds.
         rejected = [item.event_id for (_, item, _), o in zip(batch, outcomes)
                     if o.status == "rejected" and not isinstance(item, Rejection) and not is_internal(item)]
-        if writes and not rejected:
-            return not_created
+        if writes:  # the write checks them all (expect_absent, expect_no_receipts)
+            return not_created, rejected
         with self._reading(app) as curs:
             head = chain_store.read_head(curs, self.config.kind == "sqlite")
             if rejected and load_receipts(app.recorder, rejected, curs):
@@ -687,9 +691,9 @@ class Ledger:
                                                  "originator_id", not_created,
                                                  " AND originator_version = 1 LIMIT 1", curs)):
                 raise _Unverified()
-        if not writes and head != expect:
+        if head != expect:
             raise _Unverified()
-        return not_created
+        return not_created, rejected
 
     def sweep(self, now: datetime | str | None = None, *, recorded_by: str | None = None) -> list[AppendResult]:
         """Record what deadlines imply as of ``now``: the 48 h unread refunds."""

@@ -40,26 +40,28 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         receipts: Sequence[Receipt] = kwargs.get("receipts", ())
         expect: Head | None = kwargs.get("expect_head")
         absent: Sequence[Any] = kwargs.get("expect_absent", ())
+        unreceipted: Sequence[Any] = kwargs.get("expect_no_receipts", ())
         self.head_after = None
         small = len(stored_events) <= INSERT_PAGE and len(receipts) <= INSERT_PAGE
         with self.datastore.get_connection() as conn:
             if expect is not None and small and stored_events:
-                batch = self._insert_onto(conn, expect, absent, stored_events, receipts)
+                batch = self._insert_onto(conn, expect, absent, unreceipted, stored_events, receipts)
             else:
                 batch = self._insert_at_head(conn, small, stored_events, receipts)
         if batch.links:
             self.head_after = batch.head
         return list(batch.positions)
 
-    def _insert_onto(self, conn: Any, expect: Head, absent: Sequence[Any], stored_events: Sequence[StoredEvent],
-                     receipts: Sequence[Receipt]) -> chain_store.Chained:
+    def _insert_onto(self, conn: Any, expect: Head, absent: Sequence[Any], unreceipted: Sequence[Any],
+                     stored_events: Sequence[StoredEvent], receipts: Sequence[Receipt]) -> chain_store.Chained:
         """The writer's fast path: chained onto the head it expects, everything
         (BEGIN, the head's move, the rows, COMMIT) sent as one pipeline, one round
         trip. The head's move and the events are one statement that fails (NOT NULL
         on the position) when the head is no longer ``expect`` (another writer
         committed, or holds it and commits first: the UPDATE waits for its lock,
-        then finds the row changed), when the log no longer ends at the head, or
-        when an id of ``absent`` (taken as new by the writer) has events."""
+        then finds the row changed), when the log no longer ends at the head, when
+        an id of ``absent`` (taken as new by the writer) has events, or an event id
+        of ``unreceipted`` (refused by a rule on warm state) has a receipt."""
         batch = chain_store.chain_onto(expect, stored_events)
         table = f"{self.datastore.schema}.{self.events_table_name}"
         head = batch.head
@@ -80,10 +82,11 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                     # Every aggregate has a first version: primary-key lookups (a
                     # generic plan of "= ANY" scanned the table).
                     f" (SELECT FROM unnest(%b::uuid[]) a(id) JOIN {table} e ON e.originator_id = a.id"
-                    " AND e.originator_version = 1) THEN n END, o, v, t, s, c"
+                    " AND e.originator_version = 1) AND NOT EXISTS (SELECT FROM unnest(%b::uuid[]) r(id)"
+                    f" JOIN {RECEIPTS_TABLE} k ON k.event_id = r.id) THEN n END, o, v, t, s, c"
                     " FROM unnest(%b::bigint[], %b::uuid[], %b::bigint[], %b::text[], %b::bytea[], %b::bytea[])"
                     " AS u(n, o, v, t, s, c)",
-                    (head.position, head.sha256, expect.position, expect.sha256, expect.position, list(absent),
+                    (head.position, head.sha256, expect.position, expect.sha256, expect.position, list(absent), list(unreceipted),
                      *_columns(stored_events, batch.positions, batch.links)))
                 if receipts:
                     cursor.execute(INSERT_RECEIPTS, _receipt_columns(receipts, batch.first))

@@ -119,6 +119,8 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
                           f" ({','.join('?' * len(part))}) AND originator_version = 1 LIMIT 1", part)
                 if c.fetchone() is not None:
                     raise chain_store.StaleWrite("an id taken as new has events")
+            if load_receipts(self, list(kwargs.pop("expect_no_receipts", ())), c):
+                raise chain_store.StaleWrite("a submission refused as new has a receipt")
         c.execute(read_last)
         batch = self._chained = chain_store.chain_batch(head_row, c.fetchone(), stored_events)
         # One executemany (sqlite3's C loop) instead of eventsourcing's execute per

@@ -18,13 +18,14 @@ state (Ledger._commit).
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import contextlib
 import logging
 import queue
 import threading
 import time
-from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable
 
@@ -40,7 +41,7 @@ SWEEP_RECORDED_BY = "serve:sweep"
 class Request:
     items: list[Judged]
     atomic: bool
-    future: Future[list[AppendResult]] = field(default_factory=Future)
+    future: asyncio.Future[list[AppendResult]]
 
 
 class GroupWriter:
@@ -54,6 +55,7 @@ class GroupWriter:
         self._thread = threading.Thread(target=self._run, name="leadledger-writer", daemon=True)
         self.last_sweep: dict[str, Any] | None = None
         self._stopping = False
+        self._loop: asyncio.AbstractEventLoop | None = None  # where submit() was called: futures live there
 
     def start(self) -> None:
         self._thread.start()
@@ -63,9 +65,13 @@ class GroupWriter:
         self._queue.put(None)
         self._thread.join(timeout)
 
-    def submit(self, items: list[Judged], *, atomic: bool) -> Future[list[AppendResult]]:
+    def submit(self, items: list[Judged], *, atomic: bool) -> asyncio.Future[list[AppendResult]]:
+        """Queue a request (from the event loop); its future is settled on the loop
+        once its group committed (or failed)."""
         assert len(items) <= MAX_GROUP_SUBMISSIONS, "the service bounds a request below a group"
-        request = Request(items, atomic)
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        request = Request(items, atomic, loop.create_future())
         if not self._thread.is_alive():
             request.future.set_exception(LedgerError("store_unavailable", "the writer has stopped"))
             return request.future
@@ -140,13 +146,26 @@ class GroupWriter:
         except BaseException as exc:  # noqa: BLE001 - every waiting request gets the failure
             if not isinstance(exc, LedgerError):
                 log.exception("the writer failed on a group of %d requests", len(group))
-            for request in group:
-                request.future.set_exception(exc)
+            self._settle([(request.future, exc) for request in group])
             return
         seconds = time.perf_counter() - started
-        for request, results in zip(group, answers):
-            request.future.set_result(results)
+        # One wake-up of the event loop per group, not one per request.
+        self._settle([(request.future, results) for request, results in zip(group, answers)])
         self._on_commit([r for results in answers for r in results], seconds, len(group))
+
+    def _settle(self, answers: list[tuple[asyncio.Future[Any], Any]]) -> None:
+        def settle() -> None:
+            for future, answer in answers:
+                if future.done():  # the request was cancelled (its client left): the outcome stands
+                    continue
+                if isinstance(answer, BaseException):
+                    future.set_exception(answer)
+                else:
+                    future.set_result(answer)
+
+        if self._loop is not None and answers:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+                self._loop.call_soon_threadsafe(settle)
 
     def _sweep(self, ledger: Ledger) -> None:
         try:

@@ -97,8 +97,11 @@ def test_a_resent_submission_is_a_duplicate_for_a_warm_writer(store_url):
         ok(mine.append([buy("p1", 1, t=at(1, 2), ref="pay-y")]))
         assert mine._warm[wallet_id("p1")].balance == 2
         assert one(mine, second).status == "duplicate"  # on warm state c2 exists: refused, then found
+        # The same beside a write: the write checks that the refused one has no receipt.
+        results = mine.append([buy("p1", 3, t=at(1, 3), ref="pay-z"), second])
+        assert [r.status for r in results] == ["recorded", "duplicate"]
     with Ledger.from_url(store_url) as reader:
-        assert len(list(reader.events())) == 8  # nothing twice
+        assert len(list(reader.events())) == 9  # nothing twice
 
 
 def test_a_terminated_customer_is_never_taken_as_absent(store_url):
