@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class Rejection(Exception):
     """A submission broke a rule: nothing of it is recorded."""
@@ -11,6 +13,9 @@ class Rejection(Exception):
         self.code = code
         self.message = message
 
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled between the server and its writer process
+        return (type(self), (self.code, self.message))
+
 
 class LedgerError(Exception):
     """An operational failure that is not the submitter's fault (store, config)."""
@@ -19,6 +24,9 @@ class LedgerError(Exception):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled between the server and its writer process
+        return (type(self), (self.code, self.message))
 
 
 # Codes named by SPEC.md.

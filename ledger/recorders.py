@@ -57,7 +57,7 @@ class Receipt:
 
     def row(self, *, as_text: bool, first_position: int) -> tuple[Any, ...]:
         return (self.event_id.hex if as_text else self.event_id, self.submission_type,
-                self.content_sha256, json.dumps(list(self.recorded)), self.occurred_at,
+                self.content_sha256, _names_json(self.recorded), self.occurred_at,
                 first_position + self.batch_index)
 
     @classmethod
@@ -68,6 +68,14 @@ class Receipt:
                    row["submission_type"], row["content_sha256"],
                    tuple(json.loads(row["recorded"])), row["occurred_at"],
                    position=int(position) if position is not None else None)
+
+
+def _names_json(names: tuple[str, ...]) -> str:
+    """``json.dumps(list(names))``, byte for byte, for event type names (ASCII
+    identifiers need no escaping): the json module was ~5% of a group commit."""
+    if all(name.isidentifier() and name.isascii() for name in names):
+        return "[" + ", ".join(f'"{name}"' for name in names) + "]"
+    return json.dumps(list(names))
 
 
 class _WriteTransaction(SQLiteTransaction):

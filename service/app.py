@@ -31,7 +31,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from leadledger import keys, reports
-from leadledger.application import Ledger, judged
+from leadledger.application import Ledger
 from leadledger.errors import LedgerError, Rejection
 from leadledger.periods import Period, as_instant
 from leadledger.projections.status import STATUSES, status_named
@@ -46,7 +46,6 @@ KEY_CACHE_SECONDS = 2.0  # a revocation reaches every server process within this
 MAX_FEED_LIMIT = 1000
 MAX_WAIT_SECONDS = 30  # the longest long-poll of /v1/events (serve --max-wait)
 FEED_POLL_SECONDS = 0.25  # long-poll: how often the store is asked for another writer's events
-PARSE_INLINE_UP_TO = 64  # submissions parsed on the event loop; more go to a worker thread
 RETRY_AFTER_SECONDS = 5
 SUBMISSIONS_PATH = "/v1/submissions"
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -386,12 +385,9 @@ class SubmissionsEndpoint:
         key = await self.service.key_for(_bearer_secret(authorization), ("append",))
         atomic = _atomic(scope.get("query_string", b""))
         body = bodies.parse(await _read_limited(receive, declared), content_type)
-        if len(body.submissions) <= PARSE_INLINE_UP_TO:
-            items = list(judged(body.submissions, key.recorded_by))
-        else:
-            items = await run_in_threadpool(lambda: list(judged(body.submissions, key.recorded_by)))
-        assert len(items) == len(body.lines)
-        results = await self.service.writer.submit(items, atomic=atomic)
+        # Parsed by the writer process (see service/writer.py), one result each, in order.
+        results = await self.service.writer.submit(body.submissions, key.recorded_by, atomic=atomic)
+        assert len(results) == len(body.lines)
         counts = {"recorded": 0, "duplicate": 0, "rejected": 0}
         rows = []
         for result, line in zip(results, body.lines):
@@ -447,7 +443,10 @@ def _routes(app: FastAPI, service: Service, max_wait_seconds: float) -> None:
 
     @app.get("/readyz", response_model=models.Ready, responses={503: ERRORS[503]}, tags=["probes"])
     def readyz() -> Response:
-        """The store is reachable and initialised."""
+        """The store is reachable and initialised, and the writer process runs."""
+        if not service.writer.alive:
+            raise ApiError(503, "store_unavailable", "the writer has stopped (see the server's log)",
+                           {"Retry-After": str(RETRY_AFTER_SECONDS)})
         position = service.read(Ledger.log_size)
         kind = "sqlite" if service.url.startswith("sqlite") else "postgres"
         return _json({"status": "ready", "store": kind, "position": position})

@@ -1,19 +1,24 @@
-"""One writer per process, with group commit.
+"""One writer per server, in a process of its own, with group commit.
 
-Requests are queued in arrival order. The writer thread takes the first one
-and everything that queued behind it while the previous commit was in flight
-(up to ``MAX_GROUP_SUBMISSIONS``), judges them in that order against the wallet
-and contact state its Ledger keeps warm, and records them in one transaction.
-Each request's future is resolved only after that transaction committed, so
-every answer the service gives is durable.
+The writer process takes requests in arrival order: the first one and
+everything that queued behind it while the previous commit was in flight (up
+to ``MAX_GROUP_SUBMISSIONS``) are parsed, judged in that order against the
+wallet and contact state its Ledger keeps warm, and recorded in one transaction.
+The answers of a group go back as one message once that transaction committed,
+so every answer the service gives is durable.
+
+Why a process: at 64 clients the server process sat at ~90% of one core, the
+HTTP side and the writer taking turns on one GIL (each ~half of the samples),
+while the machine's other core was mostly idle. Apart, each has a GIL of its
+own. The request carries the body's submissions as the client sent them (bytes),
+and the writer parses them: pickling parsed models would cost more than parsing.
 
 An atomic request is committed alone: its all-or-nothing outcome must not
 change how the requests behind it are judged.
 
-A second writer (another process, a CLI append) is handled by the store, as
-for any Ledger: the chain head and the aggregates' versions make one of two
-concurrent commits fail, and the loser judges its group again against fresh
-state (Ledger._commit).
+A second writer (another server, a CLI append) is handled by the store, as for
+any Ledger: a write made on warm state fails when the chain head moved, and the
+group is judged again against fresh state (Ledger._commit).
 """
 
 from __future__ import annotations
@@ -22,68 +27,189 @@ import asyncio
 import collections
 import contextlib
 import logging
+import multiprocessing
 import queue
+import signal
 import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable
 
-from leadledger.application import MAX_GROUP_SUBMISSIONS, AppendResult, Judged, Ledger
-from leadledger.errors import LedgerError
+from leadledger.application import MAX_GROUP_SUBMISSIONS, AppendResult, Judged, Ledger, judged
+from leadledger.errors import LedgerError, Rejection
 
 log = logging.getLogger("leadledger.service")
 
 SWEEP_RECORDED_BY = "serve:sweep"
+STOPPED = LedgerError("store_unavailable", "the writer has stopped")
+
+
+class GroupWriter:
+    """The server's side: requests go to the writer process, answers come back
+    on a reader thread and settle the requests' futures on the event loop."""
+
+    def __init__(self, url: str, *, on_commit: Callable[[list[AppendResult], float, int], None],
+                 sweep_every: timedelta | None = None):
+        context = multiprocessing.get_context("spawn")  # the server has threads: never fork it
+        requests_in, self._requests_out = context.Pipe(duplex=False)  # (receiving end, sending end)
+        self._answers_in, answers_out = context.Pipe(duplex=False)
+        self._ends = (requests_in, answers_out)  # the child's: closed here once it has them
+        self._process = context.Process(
+            target=_writer_process, name="leadledger-writer", daemon=True,
+            args=(url, sweep_every.total_seconds() if sweep_every else None, requests_in, answers_out))
+        self._on_commit = on_commit  # (results, commit seconds, requests in the group)
+        self._outbox: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self._pending: dict[int, asyncio.Future[list[AppendResult]]] = {}
+        self._ids = iter(range(1, 2 ** 62))
+        self._loop: asyncio.AbstractEventLoop | None = None  # where submit() was called: futures live there
+        self._alive = False
+        self.last_sweep: dict[str, Any] | None = None
+
+    def start(self) -> None:
+        self._process.start()
+        for end in self._ends:
+            end.close()
+        self._alive = True
+        # Sending is a thread's job: a full pipe must never block the event loop.
+        threading.Thread(target=self._send, name="leadledger-writer-send", daemon=True).start()
+        self._reader = threading.Thread(target=self._receive, name="leadledger-writer-answers", daemon=True)
+        self._reader.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish what is queued, then stop."""
+        self._outbox.put(None)
+        self._process.join(timeout)
+        if self._process.is_alive():
+            self._process.kill()
+        self._reader.join(5)
+
+    def submit(self, submissions: list[Any], recorded_by: str | None, *,
+               atomic: bool) -> asyncio.Future[list[AppendResult]]:
+        """Queue a request (from the event loop): the body's submissions as sent,
+        or Rejections for the parts that were not submissions at all."""
+        assert len(submissions) <= MAX_GROUP_SUBMISSIONS, "the service bounds a request below a group"
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        future: asyncio.Future[list[AppendResult]] = loop.create_future()
+        if not self._alive:
+            future.set_exception(STOPPED)
+            return future
+        request_id = next(self._ids)
+        self._pending[request_id] = future
+        self._outbox.put((request_id, submissions, recorded_by, atomic))
+        return future
+
+    @property
+    def alive(self) -> bool:
+        return self._alive and self._process.is_alive()
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
+    def depth(self) -> int:
+        """Requests sent to the writer and not answered yet."""
+        return len(self._pending)
+
+    def _send(self) -> None:
+        while True:
+            message = self._outbox.get()
+            try:
+                self._requests_out.send(message)
+            except (OSError, ValueError):  # the writer is gone: its reader fails what waits
+                return
+            if message is None:
+                self._requests_out.close()
+                return
+
+    def _receive(self) -> None:
+        try:
+            while True:
+                kind, *body = self._answers_in.recv()
+                if kind == "group":
+                    answers, seconds, requests = body
+                    self._settle(answers)
+                    results = [r for _, answer in answers if isinstance(answer, list) for r in answer]
+                    if results:
+                        self._on_commit(results, seconds, requests)
+                elif kind == "sweep":
+                    recorded, self.last_sweep = body
+                    if recorded:
+                        self._on_commit(recorded, 0.0, 0)
+        except (EOFError, OSError):
+            pass
+        finally:  # the writer exited (stopped, or died): nothing more will be answered
+            self._alive = False
+            if self._loop is not None:
+                with contextlib.suppress(RuntimeError):
+                    self._loop.call_soon_threadsafe(self._fail_pending)
+
+    def _settle(self, answers: list[tuple[int, Any]]) -> None:
+        """One wake-up of the event loop per group, not one per request."""
+
+        def settle() -> None:
+            for request_id, answer in answers:
+                future = self._pending.pop(request_id, None)
+                if future is None or future.done():  # cancelled (its client left): the outcome stands
+                    continue
+                if isinstance(answer, BaseException):
+                    future.set_exception(answer)
+                else:
+                    future.set_result(answer)
+
+        if self._loop is not None and answers:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+                self._loop.call_soon_threadsafe(settle)
+
+    def _fail_pending(self) -> None:
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(STOPPED)
+
+
+# --- the writer process --------------------------------------------------------------
 
 
 @dataclass
 class Request:
+    request_id: int
     items: list[Judged]
     atomic: bool
-    future: asyncio.Future[list[AppendResult]]
 
 
-class GroupWriter:
-    def __init__(self, url: str, *, on_commit: Callable[[list[AppendResult], float, int], None],
-                 sweep_every: timedelta | None = None):
+def _writer_process(url: str, sweep_seconds: float | None, requests: Any, answers: Any) -> None:
+    # Ctrl-C reaches the whole process group: the server decides when the writer
+    # stops (it sends the stop mark once its requests are in).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
+    _Writer(url, sweep_seconds, requests, answers).run()
+
+
+class _Writer:
+    def __init__(self, url: str, sweep_seconds: float | None, requests: Any, answers: Any):
         self._url = url
-        self._on_commit = on_commit  # (results, commit seconds, requests in the group)
-        self._sweep_every = sweep_every.total_seconds() if sweep_every else None
-        self._queue: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
+        self._sweep_every = sweep_seconds
+        self._answers = answers
+        self._queue: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
         self._held: collections.deque[Request] = collections.deque()  # taken out of turn: next
-        self._thread = threading.Thread(target=self._run, name="leadledger-writer", daemon=True)
-        self.last_sweep: dict[str, Any] | None = None
         self._stopping = False
-        self._loop: asyncio.AbstractEventLoop | None = None  # where submit() was called: futures live there
+        # The pipe is drained into the queue as requests come: the server never
+        # waits on a full pipe while a commit is in flight.
+        threading.Thread(target=self._drain, args=(requests,), name="requests", daemon=True).start()
 
-    def start(self) -> None:
-        self._thread.start()
+    def _drain(self, requests: Any) -> None:
+        try:
+            while True:
+                message = requests.recv()
+                self._queue.put(message)
+                if message is None:
+                    return
+        except (EOFError, OSError):  # the server is gone: finish what came, then stop
+            self._queue.put(None)
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Finish what is queued, then stop."""
-        self._queue.put(None)
-        self._thread.join(timeout)
-
-    def submit(self, items: list[Judged], *, atomic: bool) -> asyncio.Future[list[AppendResult]]:
-        """Queue a request (from the event loop); its future is settled on the loop
-        once its group committed (or failed)."""
-        assert len(items) <= MAX_GROUP_SUBMISSIONS, "the service bounds a request below a group"
-        loop = asyncio.get_running_loop()
-        self._loop = loop
-        request = Request(items, atomic, loop.create_future())
-        if not self._thread.is_alive():
-            request.future.set_exception(LedgerError("store_unavailable", "the writer has stopped"))
-            return request.future
-        self._queue.put(request)
-        return request.future
-
-    def depth(self) -> int:
-        return self._queue.qsize() + len(self._held)
-
-    # --- the writer thread ---------------------------------------------------
-
-    def _run(self) -> None:
+    def run(self) -> None:
         ledger = Ledger.from_url(self._url)
         next_sweep = time.monotonic() + self._sweep_every if self._sweep_every else None
         try:
@@ -102,12 +228,13 @@ class GroupWriter:
                 group, count = [first], len(first.items)
                 while count < MAX_GROUP_SUBMISSIONS:
                     try:
-                        more = self._queue.get_nowait()
+                        message = self._queue.get_nowait()
                     except queue.Empty:
                         break
-                    if more is None:
+                    if message is None:
                         self._stopping = True
                         break
+                    more = _request(message)
                     if more.atomic or count + len(more.items) > MAX_GROUP_SUBMISSIONS:
                         self._held.append(more)  # first in the next turn: arrival order holds
                         break
@@ -118,54 +245,43 @@ class GroupWriter:
                     return
         finally:
             ledger.close()
+            self._answers.close()
 
     def _next(self, next_sweep: float | None) -> Request | None:
         if self._held:
             return self._held.popleft()
         if self._stopping:  # the stop mark was read: take what is left, never wait
             try:
-                return self._queue.get_nowait()
+                message = self._queue.get_nowait()
             except queue.Empty:
                 return None
+            return _request(message) if message is not None else None
         timeout = max(0.0, next_sweep - time.monotonic()) if next_sweep is not None else None
         try:
-            request = self._queue.get(timeout=timeout)
+            message = self._queue.get(timeout=timeout)
         except queue.Empty:
             return None
-        if request is None:
+        if message is None:
             self._stopping = True
-        return request
+            return None
+        return _request(message)
 
     def _commit(self, ledger: Ledger, group: list[Request], *, atomic: bool) -> None:
         started = time.perf_counter()
         try:
             if atomic:
-                answers = [ledger.append_judged(group[0].items, atomic=True)]
+                results = [ledger.append_judged(group[0].items, atomic=True)]
             else:
-                answers = ledger.append_group([request.items for request in group])
+                results = ledger.append_group([request.items for request in group])
         except BaseException as exc:  # noqa: BLE001 - every waiting request gets the failure
             if not isinstance(exc, LedgerError):
                 log.exception("the writer failed on a group of %d requests", len(group))
-            self._settle([(request.future, exc) for request in group])
+                exc = LedgerError("store_unavailable", f"the writer failed ({type(exc).__name__}; see the server's log)")
+            self._answers.send(("group", [(request.request_id, exc) for request in group], 0.0, len(group)))
             return
         seconds = time.perf_counter() - started
-        # One wake-up of the event loop per group, not one per request.
-        self._settle([(request.future, results) for request, results in zip(group, answers)])
-        self._on_commit([r for results in answers for r in results], seconds, len(group))
-
-    def _settle(self, answers: list[tuple[asyncio.Future[Any], Any]]) -> None:
-        def settle() -> None:
-            for future, answer in answers:
-                if future.done():  # the request was cancelled (its client left): the outcome stands
-                    continue
-                if isinstance(answer, BaseException):
-                    future.set_exception(answer)
-                else:
-                    future.set_result(answer)
-
-        if self._loop is not None and answers:
-            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
-                self._loop.call_soon_threadsafe(settle)
+        self._answers.send(("group", [(r.request_id, answer) for r, answer in zip(group, results)],
+                            seconds, len(group)))
 
     def _sweep(self, ledger: Ledger) -> None:
         try:
@@ -173,6 +289,9 @@ class GroupWriter:
         except Exception as exc:  # noqa: BLE001 - a failed sweep is retried at the next turn
             log.warning("scheduled sweep failed: %s", exc)
             return
-        self.last_sweep = {"at": time.time(), "recorded": len(recorded)}
-        if recorded:
-            self._on_commit(recorded, 0.0, 0)
+        self._answers.send(("sweep", recorded, {"at": time.time(), "recorded": len(recorded)}))
+
+
+def _request(message: tuple[Any, ...]) -> Request:
+    request_id, submissions, recorded_by, atomic = message
+    return Request(request_id, list(judged(submissions, recorded_by)), atomic)

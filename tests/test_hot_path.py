@@ -172,3 +172,11 @@ def test_a_created_aggregate_is_the_one_eventsourcing_would_build():
     event = contact.collect_events()[0]
     slow = Aggregate.Created.mutate(event, None)  # eventsourcing's generic path
     assert vars(slow) == {**vars(contact), "_pending_events": []}
+
+
+@given(st.lists(st.one_of(st.sampled_from(["QuoteSent", "ContactFeeCharged", "CustomerTerminated"]),
+                          st.text(max_size=12)), max_size=4))
+def test_a_receipts_event_names_are_written_as_json_dumps_writes_them(names):
+    from leadledger.recorders import _names_json
+
+    assert _names_json(tuple(names)) == json.dumps(names)

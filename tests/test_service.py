@@ -574,3 +574,30 @@ def test_the_keys_commands(tmp_path):
         assert (result.exit_code, f"error[{error}]" in result.stderr) == (code, True), result.output
     with Ledger.from_url(store) as ledger:
         assert ledger.key_by_secret(secret).revoked_at is not None
+
+
+def test_a_writer_process_that_dies_is_503_never_a_hang(tmp_path):
+    """The writer runs in a process of its own: killed, what waited and what comes
+    after are refused with 503 and Retry-After, and the server says it is not ready."""
+    store = f"sqlite:///{tmp_path / 'ledger.db'}"
+    with Ledger.from_url(store) as ledger:
+        ledger.init()
+        secret = ledger.create_key("svc", "append")[1]
+    process, base = start_server(store, log_path=tmp_path / "serve.log")
+    headers = {"Authorization": f"Bearer {secret}"}
+    try:
+        assert httpx.post(f"{base}/v1/submissions", json=wallet("p"), headers=headers).status_code == 200
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+        writers = [pid for pid in children if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()]
+        assert len(writers) == 1, children
+        os.kill(int(writers[0]), signal.SIGKILL)
+        time.sleep(0.5)
+        response = httpx.post(f"{base}/v1/submissions", json=wallet("q"), headers=headers, timeout=30)
+        assert response.status_code == 503 and response.json()["error"]["code"] == "store_unavailable"
+        assert int(response.headers["Retry-After"]) > 0
+        assert httpx.get(f"{base}/readyz").status_code == 503
+        assert httpx.get(f"{base}/healthz").status_code == 200  # the process itself is up
+    finally:
+        stop_server(process)
+    with Ledger.from_url(store) as ledger:
+        assert [r["pro_id"] for r in ledger.balances()] == ["p"]  # nothing of the refused one
