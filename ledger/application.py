@@ -38,7 +38,7 @@ from eventsourcing.persistence import (
 from leadledger import chain_store, errors, eventlog, keys, snapshots
 from leadledger.chain import Head
 from leadledger.codec import FastJSONTranscoder
-from leadledger.aggregates import Contact, Wallet, wallet_id
+from leadledger.aggregates import Contact, Customer, Wallet, wallet_id
 from leadledger.loader import load_many, refresh, select_by_ids
 from leadledger.recorders import RECEIPTS_TABLE, LedgerSQLiteRecorder, Receipt, load_receipts
 from leadledger.commands import (
@@ -78,6 +78,7 @@ MAX_GROUP_SUBMISSIONS = 10_000  # a group commit's bound: one transaction (the s
 MAX_WRITE_ATTEMPTS = 20  # a batch that conflicts this often is reported, not looped on
 MAX_WARM_AGGREGATES = 50_000  # beyond this only wallets stay cached between chunks
 MAX_TAIL_EVENTS = 10_000  # another writer's events applied to warm state; past this it is dropped
+GUESS_CUSTOMERS_UP_TO = 64  # submissions in a batch judged on warm state whose customers are taken as absent
 MAX_CONNECTION_RETRIES = 4  # a lost connection (backend killed, failover) is retried this often
 ANALYZE_AFTER_EVENTS = 20_000  # a bulk append refreshes the planner's statistics
 
@@ -441,7 +442,8 @@ class Ledger:
         items = [item for _, item, _ in batch if not isinstance(item, Rejection)]
         touched = {i for item in items for i in ids_touched(item)}
         cold = {i for i in touched if self._warm.get(i) is None}
-        absent = {i for item in items for i in ids_usually_absent(item)} & cold
+        guess_customers = len(items) <= GUESS_CUSTOMERS_UP_TO
+        absent = {i for item in items for i in ids_usually_absent(item, customers=guess_customers)} & cold
         uow.assumed_absent = absent
         uow.preload({i: None for i in absent})  # "fetched": kept warm only if created
         uow.refreshed(touched - cold)
@@ -502,10 +504,11 @@ class Ledger:
             self._known_head = None
             return
         self._warm = uow.loaded()
-        # Only wallets and contacts stay warm: a customer (or an id found absent) is
-        # read again by the next chunk, so a concurrent termination is seen there.
+        # Wallets, contacts and (terminated) customers stay warm; an id found absent
+        # does not: the next batch reads it again, or takes it as absent and has
+        # its write check that (Ledger._speculative_unit_of_work).
         for aggregate_id in uow.fetched:
-            if not isinstance(self._warm.get(aggregate_id), (Wallet, Contact)):
+            if not isinstance(self._warm.get(aggregate_id), (Wallet, Contact, Customer)):
                 self._warm.pop(aggregate_id, None)
         if len(self._warm) >= MAX_WARM_AGGREGATES:  # bounded memory: wallets stay
             self._warm = {i: a for i, a in self._warm.items() if isinstance(a, Wallet)}

@@ -160,10 +160,13 @@ def wallet_touched(submission: Any) -> UUID | None:
 _USUALLY_NEW = {sub.QuoteSent: ("contact_id", "customer_id"), sub.WalletOpened: ("pro_id",)}
 
 
-def ids_usually_absent(submission: Any) -> set[UUID]:
+def ids_usually_absent(submission: Any, *, customers: bool = True) -> set[UUID]:
+    """``customers=False``: not the customers (a large batch reads them: one query,
+    where one terminated customer taken as absent would make the whole batch be
+    judged twice)."""
     names = _USUALLY_NEW.get(type(submission), ("customer_id",))
     return {to_id(value) for name, to_id in _keys_of(type(submission))
-            if name in names and (value := getattr(submission, name))}
+            if name in names and (customers or name != "customer_id") and (value := getattr(submission, name))}
 
 
 def ids_touched(submission: Any) -> list[UUID]:

@@ -445,7 +445,7 @@ def _routes(app: FastAPI, service: Service, max_wait_seconds: float) -> None:
     def readyz() -> Response:
         """The store is reachable and initialised, and the writer process runs."""
         if not service.writer.alive:
-            raise ApiError(503, "store_unavailable", "the writer has stopped (see the server's log)",
+            raise ApiError(503, "store_unavailable", "the writer is starting, or has stopped (see the server's log)",
                            {"Retry-After": str(RETRY_AFTER_SECONDS)})
         position = service.read(Ledger.log_size)
         kind = "sqlite" if service.url.startswith("sqlite") else "postgres"

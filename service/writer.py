@@ -64,6 +64,7 @@ class GroupWriter:
         self._ids = iter(range(1, 2 ** 62))
         self._loop: asyncio.AbstractEventLoop | None = None  # where submit() was called: futures live there
         self._alive = False
+        self._ready = False
         self.last_sweep: dict[str, Any] | None = None
 
     def start(self) -> None:
@@ -102,7 +103,8 @@ class GroupWriter:
 
     @property
     def alive(self) -> bool:
-        return self._alive and self._process.is_alive()
+        """Started (its store opened, its code loaded: ready for requests) and running."""
+        return self._ready and self._alive and self._process.is_alive()
 
     @property
     def pid(self) -> int | None:
@@ -133,6 +135,8 @@ class GroupWriter:
                     results = [r for _, answer in answers if isinstance(answer, list) for r in answer]
                     if results:
                         self._on_commit(results, seconds, requests)
+                elif kind == "ready":
+                    self._ready = True
                 elif kind == "sweep":
                     recorded, self.last_sweep = body
                     if recorded:
@@ -211,6 +215,9 @@ class _Writer:
 
     def run(self) -> None:
         ledger = Ledger.from_url(self._url)
+        with contextlib.suppress(Exception):  # opened now, not by the first request (a store down: later)
+            ledger.log_size()
+        self._answers.send(("ready",))
         next_sweep = time.monotonic() + self._sweep_every if self._sweep_every else None
         try:
             while True:

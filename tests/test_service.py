@@ -445,13 +445,17 @@ def test_schemathesis_finds_no_server_error_and_no_response_off_the_schema(serve
 
     Not run: negative_data_rejection and positive_data_acceptance. A submission
     that breaks the contract is a rejected *result* in a 200 (the issue's
-    contract, as `leadledger append` answers it), not a 4xx."""
+    contract, as `leadledger append` answers it), not a 4xx.
+
+    One worker: with two, CPython 3.11's ast.parse (hypothesis describing its
+    lambdas) failed now and then with "AST constructor recursion depth mismatch",
+    the interpreter's bookkeeping under threads (CPython gh-106905), not a finding."""
     checks = ("not_a_server_error,status_code_conformance,content_type_conformance,"
               "response_schema_conformance,response_headers_conformance")
     proc = subprocess.run(
         [str(Path(sys.executable).parent / "st"), "run", f"{server.base}/openapi.json",
          "-H", f"Authorization: Bearer {server.secrets['admin']}", "--checks", checks,
-         "--max-examples", os.environ.get("LEADLEDGER_SCHEMATHESIS_EXAMPLES", "6"), "--workers", "2",
+         "--max-examples", os.environ.get("LEADLEDGER_SCHEMATHESIS_EXAMPLES", "6"), "--workers", "1",
          "--request-timeout", "20", "--seed", "20261123", "--no-color"],
         capture_output=True, timeout=600, cwd=tmp_path)  # its cache folder lands there
     output = proc.stdout.decode(errors="replace")
