@@ -162,6 +162,9 @@ class Ledger:
         # moved (another writer), and the batch is judged again from the store.
         self._known_head: Head | None = None
         self._recorded_since_analyze = 0
+        # False: an append never runs ANALYZE itself (the service's writer runs it
+        # when no request waits, see ``analyze_due``: it stalls every writer ~0.3 s).
+        self.auto_analyze = True
         # progress(task, total) -> advance(n), advance(-1) closes: the CLI shows a
         # bar on a terminal. The API's default shows nothing.
         self.progress: Callable[[str, int | None], Callable[[int], None]] = _no_progress
@@ -360,8 +363,14 @@ class Ledger:
 
     def _after_append(self) -> None:
         self._write_snapshots()
-        if self._recorded_since_analyze >= ANALYZE_AFTER_EVENTS:
+        if self.auto_analyze and self.analyze_due:
             self.analyze()
+
+    @property
+    def analyze_due(self) -> bool:
+        """ANALYZE_AFTER_EVENTS events were recorded since the planner's statistics
+        were last refreshed."""
+        return self._recorded_since_analyze >= ANALYZE_AFTER_EVENTS
 
     def append_group(self, requests: list[list[Judged]]) -> list[list[AppendResult]]:
         """Group commit (the service's writer): the submissions of several requests,

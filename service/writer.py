@@ -215,13 +215,14 @@ class _Writer:
 
     def run(self) -> None:
         ledger = Ledger.from_url(self._url)
+        ledger.auto_analyze = False  # run between requests instead (_next)
         with contextlib.suppress(Exception):  # opened now, not by the first request (a store down: later)
             ledger.log_size()
         self._answers.send(("ready",))
         next_sweep = time.monotonic() + self._sweep_every if self._sweep_every else None
         try:
             while True:
-                first = self._next(next_sweep)
+                first = self._next(ledger, next_sweep)
                 if next_sweep is not None and time.monotonic() >= next_sweep:
                     self._sweep(ledger)
                     next_sweep = time.monotonic() + (self._sweep_every or 0)
@@ -254,9 +255,14 @@ class _Writer:
             ledger.close()
             self._answers.close()
 
-    def _next(self, next_sweep: float | None) -> Request | None:
+    def _next(self, ledger: Ledger, next_sweep: float | None) -> Request | None:
         if self._held:
             return self._held.popleft()
+        if ledger.analyze_due and self._queue.empty():  # nobody waits: refresh the planner's statistics
+            try:
+                ledger.analyze()
+            except Exception as exc:  # noqa: BLE001 - statistics are a cache: retried when next due
+                log.warning("ANALYZE failed: %s", exc)
         if self._stopping:  # the stop mark was read: take what is left, never wait
             try:
                 message = self._queue.get_nowait()
