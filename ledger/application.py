@@ -647,12 +647,13 @@ class Ledger:
 
     def _after_wrong_guess(self, app: LedgerApp, uow: UnitOfWork) -> None:
         """A speculative judgement failed: the aggregates it changed in memory are
-        dropped; the rest of the warm state is brought level with
-        the log's tail (another writer's events, read by position after the head
-        this ledger knew), so the next judgement reads only what it touches."""
+        dropped, and so are the ids it took as absent; the rest of the warm state is
+        brought level with the log's tail (another writer's events, read by position
+        after the head this ledger knew), so the next judgement reads only what it
+        touches."""
         # A rule refuses before it changes anything (commands.decide): only the
         # aggregates with events of this attempt were changed.
-        for aggregate_id in {e.originator_id for e in uow.events}:
+        for aggregate_id in {e.originator_id for e in uow.events} | uow.assumed_absent:
             self._warm.pop(aggregate_id, None)
         known, self._known_head = self._known_head, None
         if known is None:

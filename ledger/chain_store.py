@@ -105,9 +105,9 @@ class StaleWrite(IntegrityError):
 
 
 def expected_head(head_row: Any, expect: Head) -> None:
-    """Refuse to chain onto ``expect`` unless it is still the head (SQLite: read
-    under the write lock; PostgreSQL checks inside its insert, see
-    postgres_recorder.GUARDED_INSERT)."""
+    """Refuse to chain onto ``expect`` unless it is still the head (read under the
+    write lock: SQLite's BEGIN IMMEDIATE, PostgreSQL's FOR UPDATE; PostgreSQL's
+    one-pipeline path checks inside its insert, LedgerPostgresRecorder._insert_onto)."""
     if head_row is None or (int(head_row["position"]), bytes(head_row["sha256"])) != (expect.position, expect.sha256):
         raise StaleWrite(f"the chain head moved past position {expect.position}")
 

@@ -47,7 +47,8 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             if expect is not None and small and stored_events:
                 batch = self._insert_onto(conn, expect, absent, unreceipted, stored_events, receipts)
             else:
-                batch = self._insert_at_head(conn, small, stored_events, receipts)
+                batch = self._insert_at_head(conn, small, stored_events, receipts,
+                                             expect=expect, absent=absent, unreceipted=unreceipted)
         if batch.links:
             self.head_after = batch.head
         return list(batch.positions)
@@ -86,8 +87,8 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                     f" JOIN {RECEIPTS_TABLE} k ON k.event_id = r.id) THEN n END, o, v, t, s, c"
                     " FROM unnest(%b::bigint[], %b::uuid[], %b::bigint[], %b::text[], %b::bytea[], %b::bytea[])"
                     " AS u(n, o, v, t, s, c)",
-                    (head.position, head.sha256, expect.position, expect.sha256, expect.position, list(absent), list(unreceipted),
-                     *_columns(stored_events, batch.positions, batch.links)))
+                    (head.position, head.sha256, expect.position, expect.sha256, expect.position,
+                     list(absent), list(unreceipted), *_columns(stored_events, batch.positions, batch.links)))
                 if receipts:
                     cursor.execute(INSERT_RECEIPTS, _receipt_columns(receipts, batch.first))
                 self._notify_channel(cursor)
@@ -98,13 +99,16 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             if conn.info.transaction_status != TransactionStatus.IDLE and not conn.closed:
                 conn.execute("ROLLBACK")
             if isinstance(exc, NotNullViolation):
-                raise chain_store.StaleWrite(f"the chain head moved past position {expect.position},"
-                                             " or an id taken as new has events") from exc
+                raise chain_store.StaleWrite(STALE) from exc
             raise
         return batch
 
     def _insert_at_head(self, conn: Any, small: bool, stored_events: Sequence[StoredEvent],
-                        receipts: Sequence[Receipt]) -> chain_store.Chained:
+                        receipts: Sequence[Receipt], *, expect: Head | None = None, absent: Sequence[Any] = (),
+                        unreceipted: Sequence[Any] = ()) -> chain_store.Chained:
+        """The head read and held (FOR UPDATE), then the rows. A writer that judged
+        on what it knew (``expect``: a batch too large for one pipeline) has the
+        same checks as ``_insert_onto`` made here, under the head's lock."""
         table = f"{self.datastore.schema}.{self.events_table_name}"
         insert_events = (
             f"INSERT INTO {table} (notification_id, originator_id, originator_version, topic, state,"
@@ -125,7 +129,11 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                 control.execute(read_last)
                 # The links need the head, so they are computed while it is
                 # held: ~5 us per event.
-                batch = chain_store.chain_batch(head_cursor.fetchone(), control.fetchone(), stored_events)
+                head_row = head_cursor.fetchone()
+                batch = chain_store.chain_batch(head_row, control.fetchone(), stored_events)
+                if expect is not None:
+                    assert not small, "a small batch on what the writer knew goes by _insert_onto"
+                    self._check_guesses(control, head_row, expect, absent, unreceipted)
                 for start in range(0, len(stored_events), INSERT_PAGE):
                     end = start + INSERT_PAGE
                     control.execute(insert_events, _columns(stored_events[start:end], batch.positions[start:end],
@@ -137,6 +145,20 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                     control.execute(*move_head)
                 self._notify_channel(control)
         return batch
+
+    def _check_guesses(self, cursor: Any, head_row: Any, expect: Head, absent: Sequence[Any],
+                       unreceipted: Sequence[Any]) -> None:
+        chain_store.expected_head(head_row, expect)  # the log's end was checked by chain_batch
+        table = f"{self.datastore.schema}.{self.events_table_name}"
+        cursor.execute(f"SELECT EXISTS (SELECT FROM unnest(%b::uuid[]) a(id) JOIN {table} e ON e.originator_id = a.id"
+                       " AND e.originator_version = 1) OR EXISTS (SELECT FROM unnest(%b::uuid[]) r(id)"
+                       f" JOIN {RECEIPTS_TABLE} k ON k.event_id = r.id) AS stale", (list(absent), list(unreceipted)))
+        if cursor.fetchone()["stale"]:
+            raise chain_store.StaleWrite(STALE)
+
+
+STALE = ("the store no longer bears out what the writer judged on: the chain head moved, or the log no"
+         " longer ends at it, or an id taken as new has events, or a refused submission has a receipt")
 
 
 def _columns(events: Sequence[StoredEvent], positions: range, links: Sequence[bytes]) -> tuple[list[Any], ...]:

@@ -1,6 +1,7 @@
-"""The HTTP API (``leadledger serve``): FastAPI routes over the Ledger.
+"""The HTTP API (``leadledger serve``): FastAPI routes over the Ledger, and
+``POST /v1/submissions`` as a plain ASGI endpoint in front of them (LedgerService).
 
-Writes go through one GroupWriter (service/writer.py); reads through a small
+Writes go through one GroupWriter (service/writer.py: a writer process); reads through a small
 pool of Ledgers, one per request at a time (a Ledger is not thread-safe). Every
 route but the probes, ``/metrics`` and the documentation needs an API key
 (ledger/keys.py). Errors are JSON, ``{"error": {"code", "message"}}``, with the
@@ -241,8 +242,8 @@ class LedgerService:
     to its endpoint; everything else (and the lifespan) through FastAPI.
 
     Measured at 64 clients: FastAPI's middleware stack, its per-request
-    dependency solving and Request objects were ~45% of the server's samples, on
-    the thread the writer waits for the GIL from."""
+    dependency solving and Request objects were ~45% of the event loop's samples
+    on the hot path."""
 
     def __init__(self, api: FastAPI, submissions: "SubmissionsEndpoint", metrics: Metrics):
         self.api, self.submissions, self.metrics = api, submissions, metrics

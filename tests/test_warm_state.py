@@ -6,6 +6,7 @@ event is no longer in the log is loaded afresh (issue 9)."""
 from __future__ import annotations
 
 from leadledger import Ledger, chain_store
+from leadledger.application import judged
 from leadledger.aggregates import contact_id_to_uuid, wallet_id
 
 from tests.helpers import at, buy, empty_by_hand, guards_off, ok, one, quote, sub, wallet
@@ -118,3 +119,20 @@ def test_a_terminated_customer_is_never_taken_as_absent(store_url):
         results = mine.append([quote("c3", "p1", at(3), customer="good"), quote("c4", "p1", at(3), customer="bad")])
         assert [r.status for r in results] == ["recorded", "rejected"]
         assert results[1].code == "customer_terminated"
+
+
+def test_a_batch_too_large_for_one_pipeline_is_checked_under_the_heads_lock(store_url):
+    """Over 2,000 events the write goes page by page (not the one-pipeline insert):
+    what the writer judged on is checked there too, while it holds the head. Here
+    a refusal judged on a stale wallet beside writes to another wallet, which no
+    version check would catch."""
+    with Ledger.from_url(store_url) as mine, Ledger.from_url(store_url) as theirs:
+        ok(mine.append([wallet("p1"), wallet("p2"), buy("p2", 11_000)]))
+        assert mine._known_head is not None
+        ok(theirs.append([buy("p1", 5_000, t=at(0, 1), ref="pay-2")]))
+        quotes = [quote(f"c{n}", "p2", at(1), commission=10) for n in range(1_100)]
+        # One group (the service's writer): one transaction of 2,201 events.
+        [results] = mine.append_group([list(judged([*quotes, quote("big", "p1", at(1), commission=5_000)],
+                                                   "key:test"))])
+        assert all(r.status == "recorded" for r in results), [r for r in results if r.status != "recorded"][:1]
+        assert [r["balance"] for r in mine.balances()] == [0, 0]
