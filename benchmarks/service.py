@@ -3,7 +3,7 @@ PostgreSQL durable commits measured in the same run.
 
     python benchmarks/service.py                      # PostgreSQL, ~6k timed singles per level
     python benchmarks/service.py --singles 20000 --pros 4000
-    python benchmarks/service.py --profile /tmp/serve.svg   # py-spy the server during the 64-client run
+    python benchmarks/service.py --profile /tmp/serve.svg   # py-spy the server and its writer, 64 clients
     python benchmarks/service.py --profile /tmp/serve.txt   # the same as collapsed stacks (text)
 
 What it prints (one table):
@@ -250,7 +250,8 @@ def main() -> None:
                 spy = str(Path(sys.executable).parent / "py-spy")
                 fmt = ["--format", "raw"] if args.profile.endswith(".txt") else []  # collapsed stacks
                 profiler = subprocess.Popen([spy, "record", "-o", args.profile, "-p", str(process.pid),
-                                             "--rate", "200", "--nonblocking", "--threads", *fmt],
+                                             "--rate", "200", "--nonblocking", "--threads", "--subprocesses",
+                                             *fmt],  # the writer runs in a process of its own
                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 time.sleep(1)
             before = group_commits(port)
