@@ -39,7 +39,7 @@ from leadledger import chain_store, errors, eventlog, keys, snapshots
 from leadledger.chain import Head
 from leadledger.codec import FastJSONTranscoder
 from leadledger.aggregates import Contact, Customer, Wallet, wallet_id
-from leadledger.loader import load_many, refresh, select_by_ids
+from leadledger.loader import any_created, load_many, refresh
 from leadledger.recorders import RECEIPTS_TABLE, LedgerSQLiteRecorder, Receipt, load_receipts
 from leadledger.commands import (
     Outcome,
@@ -447,7 +447,6 @@ class Ledger:
         write's head guard covers anything recorded after the head.
         ``_verify_speculation`` checks what the write cannot."""
         uow = UnitOfWork(app.repository, self._warm, now=self.clock(), max_future_skew=self.max_future_skew)
-        uow.speculative = True
         items = [item for _, item, _ in batch if not isinstance(item, Rejection)]
         touched = {i for item in items for i in ids_touched(item)}
         cold = {i for i in touched if self._warm.get(i) is None}
@@ -699,10 +698,7 @@ class Ledger:
             head = chain_store.read_head(curs, self.config.kind == "sqlite")
             if rejected and load_receipts(app.recorder, rejected, curs):
                 raise _Unverified()
-            table = app.recorder.events_table_name  # type: ignore[attr-defined]
-            if not_created and any(select_by_ids(app.recorder, f"SELECT originator_id FROM {table}",
-                                                 "originator_id", not_created,
-                                                 " AND originator_version = 1 LIMIT 1", curs)):
+            if any_created(app.recorder, not_created, curs):
                 raise _Unverified()
         if head != expect:
             raise _Unverified()

@@ -59,10 +59,9 @@ class UnitOfWork:
         # user): set by the application per submission, stamped on its events.
         self.recorded_by: str | None = None
         # Set by the application: the chain head its reads started from, or, when
-        # it judges on warm state without reading (speculative), the ids it
-        # assumed absent (see Ledger._speculative_unit_of_work).
+        # it judges on warm state without reading, the ids it assumed absent
+        # (see Ledger._speculative_unit_of_work).
         self.head_read: Any = None
-        self.speculative = False
         self.assumed_absent: set[UUID] = set()
 
     def preload(self, aggregates: dict[UUID, Any]) -> None:

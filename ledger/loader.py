@@ -34,6 +34,13 @@ def reading(recorder: Any, curs: Any = None) -> Iterator[Any]:
             yield opened
 
 
+def any_created(recorder: Any, ids: Sequence[UUID], curs: Any = None) -> bool:
+    """Whether any of ``ids`` has events (its first version: a primary-key lookup)."""
+    table = recorder.events_table_name
+    return any(select_by_ids(recorder, f"SELECT originator_id FROM {table}", "originator_id", list(ids),
+                             " AND originator_version = 1 LIMIT 1", curs))
+
+
 def select_by_ids(recorder: Any, select: str, column: str, ids: Sequence[UUID],
                   tail: str = "", curs: Any = None) -> Iterator[Any]:
     """Rows of ``select`` whose ``column`` is one of ``ids``, one query per

@@ -34,7 +34,7 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLite
 from leadledger import chain_store
 from leadledger.chain import Head
 from leadledger.keys import KEYS_DDL
-from leadledger.loader import select_by_ids
+from leadledger.loader import any_created, select_by_ids
 from leadledger.store import (CHAIN_COLUMN, RECEIPTS_TABLE, SQLITE_EVENTS_TABLE, SQLITE_HEAD_DDL,
                               SQLITE_RECEIPTS_DDL, SQLITE_SNAPSHOTS_DDL)
 
@@ -120,13 +120,8 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
         head_row = c.fetchone()
         if expect is not None:  # under the write lock already: reading it is the check
             chain_store.expected_head(head_row, expect)
-            absent = [i.hex for i in kwargs.pop("expect_absent", ())]
-            for start in range(0, len(absent), 500):
-                part = absent[start:start + 500]
-                c.execute(f"SELECT 1 FROM {SQLITE_EVENTS_TABLE} WHERE originator_id IN"
-                          f" ({','.join('?' * len(part))}) AND originator_version = 1 LIMIT 1", part)
-                if c.fetchone() is not None:
-                    raise chain_store.StaleWrite("an id taken as new has events")
+            if any_created(self, list(kwargs.pop("expect_absent", ())), c):
+                raise chain_store.StaleWrite("an id taken as new has events")
             if load_receipts(self, list(kwargs.pop("expect_no_receipts", ())), c):
                 raise chain_store.StaleWrite("a submission refused as new has a receipt")
         c.execute(read_last)

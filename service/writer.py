@@ -42,7 +42,8 @@ from leadledger.errors import LedgerError, Rejection
 log = logging.getLogger("leadledger.service")
 
 SWEEP_RECORDED_BY = "serve:sweep"
-STOPPED = LedgerError("store_unavailable", "the writer has stopped")
+def _stopped() -> LedgerError:  # a new one per future: an exception carries its own traceback
+    return LedgerError("store_unavailable", "the writer has stopped")
 
 
 class GroupWriter:
@@ -94,7 +95,7 @@ class GroupWriter:
         self._loop = loop
         future: asyncio.Future[list[AppendResult]] = loop.create_future()
         if not self._alive:
-            future.set_exception(STOPPED)
+            future.set_exception(_stopped())
             return future
         request_id = next(self._ids)
         self._pending[request_id] = future
@@ -105,10 +106,6 @@ class GroupWriter:
     def alive(self) -> bool:
         """Started (its store opened, its code loaded: ready for requests) and running."""
         return self._ready and self._alive and self._process.is_alive()
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid
 
     def depth(self) -> int:
         """Requests sent to the writer and not answered yet."""
@@ -170,7 +167,7 @@ class GroupWriter:
         pending, self._pending = self._pending, {}
         for future in pending.values():
             if not future.done():
-                future.set_exception(STOPPED)
+                future.set_exception(_stopped())
 
 
 # --- the writer process --------------------------------------------------------------
