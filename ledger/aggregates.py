@@ -9,9 +9,9 @@ aggregate, in any store.
 from __future__ import annotations
 
 import bisect
-import math
+from array import array
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta, timezone
 from functools import lru_cache, singledispatchmethod
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -22,6 +22,15 @@ from leadledger import events as ev
 
 NAMESPACE = uuid5(NAMESPACE_URL, "https://leadledger.invalid/aggregates")
 ID_CACHE_SIZE = 1 << 16  # business key -> uuid5 per kind: a chunk asks for each id 3-4 times
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+ONE_US = timedelta(microseconds=1)
+
+
+def epoch_us(moment: datetime) -> int:
+    """An aware instant as whole microseconds since the epoch (exact: no float)."""
+    return (moment - EPOCH) // ONE_US
 
 
 @lru_cache(maxsize=ID_CACHE_SIZE)
@@ -42,12 +51,16 @@ def customer_id_to_uuid(customer_id: str) -> UUID:
 # --- wallet ------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class ContactMoney:
-    """What one contact cost the pro: charges and refunds with their times."""
+    """What one contact cost the pro: charges and refunds with their times.
 
-    charges: list[tuple[datetime, int, int]] = field(default_factory=list)  # at, total, refundable
-    refunds: list[tuple[datetime, int]] = field(default_factory=list)  # at, amount
+    Tuples, not lists, and slots: a wallet keeps one per contact it ever paid
+    for, so this is most of a long-lived wallet's memory (usually one charge and
+    at most one refund: a tuple of one entry is the smallest container)."""
+
+    charges: tuple[tuple[datetime, int, int], ...] = ()  # at, total, refundable
+    refunds: tuple[tuple[datetime, int], ...] = ()  # at, amount
 
     def charged_by(self, at: datetime) -> int:
         return sum(total for when, total, _ in self.charges if when <= at)
@@ -101,28 +114,33 @@ class Wallet(Aggregate):
         self.card_registered_at: datetime | None = None
         self.courtesy_credits = 0
         self.contacts: dict[str, ContactMoney] = {}
-        # (occurred_at, sequence, balance delta, advance delta), in time order.
-        self._timeline: list[tuple[datetime, int, int, int]] = []
-        self._sequence = 0
+        # The balance changes in time order (equal times: in the order recorded),
+        # as three parallel arrays of 64-bit integers: 24 bytes a change, where a
+        # tuple with a datetime took ~200 (a wallet keeps every change it had).
+        self._times_us = array("q")  # occurred_at, microseconds since the epoch
+        self._balance_deltas = array("q")
+        self._advance_deltas = array("q")
         self.balance = 0
         self.advance_outstanding = 0
 
     def _move(self, at: datetime, balance_delta: int, advance_delta: int) -> None:
-        self._sequence += 1
-        bisect.insort(self._timeline, (at, self._sequence, balance_delta, advance_delta))
+        at_us = epoch_us(at)
+        index = bisect.bisect_right(self._times_us, at_us)  # after the changes at the same instant
+        self._times_us.insert(index, at_us)
+        self._balance_deltas.insert(index, balance_delta)
+        self._advance_deltas.insert(index, advance_delta)
         self.balance += balance_delta
         self.advance_outstanding += advance_delta
         assert self.balance >= 0, f"wallet {self.pro_id} below zero: {self.balance}"
         assert self.advance_outstanding >= 0, self.advance_outstanding
 
     def position_at(self, at: datetime) -> WalletPosition:
-        start = bisect.bisect_right(self._timeline, (at, math.inf))
-        later = self._timeline[start:]
-        balance = self.balance - sum(entry[2] for entry in later)
-        advance = self.advance_outstanding - sum(entry[3] for entry in later)
+        start = bisect.bisect_right(self._times_us, epoch_us(at))
+        balance = self.balance - sum(self._balance_deltas[start:])
+        advance = self.advance_outstanding - sum(self._advance_deltas[start:])
         headroom, peak, floor = balance, advance, advance
         running_balance, running_advance = balance, advance
-        for _, _, balance_delta, advance_delta in later:
+        for balance_delta, advance_delta in zip(self._balance_deltas[start:], self._advance_deltas[start:]):
             running_balance += balance_delta
             running_advance += advance_delta
             headroom = min(headroom, running_balance)
@@ -162,14 +180,14 @@ class Wallet(Aggregate):
         else:
             assert event.paid_from == "card", event.paid_from
         money = self.contacts.setdefault(event.contact_id, ContactMoney())
-        money.charges.append((event.occurred_at, total, event.refundable))
+        money.charges += ((event.occurred_at, total, event.refundable),)
 
     @when.register
     def _(self, event: ev.QuoteFeeRefunded) -> None:
         money = self.contacts[event.contact_id]
         assert not money.refunds, "at most one refund per contact"
         assert 0 < event.amount <= money.refundable_by(event.occurred_at)
-        money.refunds.append((event.occurred_at, event.amount))
+        money.refunds += ((event.occurred_at, event.amount),)
         self._move(event.occurred_at, event.amount, 0)
 
     @when.register

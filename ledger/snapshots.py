@@ -14,12 +14,13 @@ so the state at version ``v`` is a pure function of the log; snapshots are a
 cache of it, one row per wallet (the latest), rebuilt by anyone at any time.
 
 Own format, not eventsourcing's Snapshot: its snapshot is the aggregate's
-``__dict__`` through the transcoder, and the wallet's timeline of tuples would
-come back as lists (which bisect cannot compare with tuples).
+``__dict__`` through the transcoder: its arrays and tuples would
+come back as lists, and its datetimes as text.
 """
 
 from __future__ import annotations
 
+from array import array
 from datetime import datetime
 from typing import Any, Iterable
 from uuid import UUID
@@ -28,7 +29,7 @@ import orjson
 
 from leadledger.aggregates import ContactMoney, Wallet
 
-LAYOUT = 1  # bump when Wallet's state changes shape: older snapshots are ignored
+LAYOUT = 2  # bump when Wallet's state changes shape: older snapshots are ignored
 SNAPSHOT_EVERY = 32  # events a wallet gains before it is snapshotted again
 
 
@@ -60,9 +61,9 @@ def encode(wallet: Wallet) -> bytes:
         "contacts": {contact_id: [[[_iso(at), total, refundable] for at, total, refundable in money.charges],
                                   [[_iso(at), amount] for at, amount in money.refunds]]
                      for contact_id, money in wallet.contacts.items()},
-        "timeline": [[_iso(at), sequence, balance, advance]
-                     for at, sequence, balance, advance in wallet._timeline],
-        "sequence": wallet._sequence,
+        "times_us": wallet._times_us.tolist(),
+        "balance_deltas": wallet._balance_deltas.tolist(),
+        "advance_deltas": wallet._advance_deltas.tolist(),
         "balance": wallet.balance,
         "advance_outstanding": wallet.advance_outstanding,
     })
@@ -85,13 +86,13 @@ def decode(data: bytes) -> Wallet | None:
     wallet.card_registered_at = _at(state["card_registered_at"])
     wallet.courtesy_credits = state["courtesy_credits"]
     wallet.contacts = {
-        contact_id: ContactMoney([(_at(at), total, refundable) for at, total, refundable in charges],
-                                 [(_at(at), amount) for at, amount in refunds])
+        contact_id: ContactMoney(tuple((_at(at), total, refundable) for at, total, refundable in charges),
+                                 tuple((_at(at), amount) for at, amount in refunds))
         for contact_id, (charges, refunds) in state["contacts"].items()
     }
-    wallet._timeline = [(_at(at), sequence, balance, advance)
-                        for at, sequence, balance, advance in state["timeline"]]
-    wallet._sequence = state["sequence"]
+    wallet._times_us = array("q", state["times_us"])
+    wallet._balance_deltas = array("q", state["balance_deltas"])
+    wallet._advance_deltas = array("q", state["advance_deltas"])
     wallet.balance = state["balance"]
     wallet.advance_outstanding = state["advance_outstanding"]
     return wallet

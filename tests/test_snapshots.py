@@ -3,8 +3,16 @@ snapshot plus the events after it, and decides exactly as a full replay would.""
 
 from __future__ import annotations
 
-from leadledger import Ledger
-from leadledger.aggregates import wallet_id
+import bisect
+from array import array
+from datetime import datetime, timedelta, timezone
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from leadledger import Ledger, snapshots
+from leadledger.aggregates import Wallet, WalletPosition, wallet_id
 from leadledger.loader import load_many
 from leadledger.snapshots import SNAPSHOT_EVERY
 from leadledger.store import SNAPSHOTS_TABLE
@@ -109,3 +117,44 @@ def test_snapshots_do_not_change_what_is_recorded(tmp_path):
         assert many_results == one_results
         assert list(many.events()) == list(one.events())
         assert many.balances() == one.balances()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 40), st.integers(-50, 100), st.integers(-20, 20)), max_size=60),
+       st.lists(st.integers(-1, 41), min_size=1, max_size=5))
+def test_the_wallet_timeline_answers_as_the_ordered_list_it_replaced(moves, instants):
+    """The timeline is three arrays of integers (memory: issue 9); a position at
+    any instant is what the list of (time, order recorded, deltas) tuples it
+    replaced gave, equal times in the order recorded included."""
+    base = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    wallet = Wallet.__new__(Wallet)
+    wallet.pro_id, wallet.balance, wallet.advance_outstanding = "p", 0, 0
+    wallet._times_us, wallet._balance_deltas, wallet._advance_deltas = array("q"), array("q"), array("q")
+    reference: list[tuple[datetime, int, int, int]] = []
+    for sequence, (minute, balance_delta, advance_delta) in enumerate(moves):
+        if wallet.balance + balance_delta < 0 or wallet.advance_outstanding + advance_delta < 0:
+            continue  # the rules never record these
+        moment = base + timedelta(minutes=minute, microseconds=sequence % 3)
+        wallet._move(moment, balance_delta, advance_delta)
+        bisect.insort(reference, (moment, sequence, balance_delta, advance_delta))
+    for minute in instants:
+        moment = base + timedelta(minutes=minute, microseconds=1)
+        later = [entry for entry in reference if entry[0] > moment]
+        balance = wallet.balance - sum(e[2] for e in later)
+        advance = wallet.advance_outstanding - sum(e[3] for e in later)
+        running = [balance + sum(e[2] for e in later[:i + 1]) for i in range(len(later))]
+        advances = [advance + sum(e[3] for e in later[:i + 1]) for i in range(len(later))]
+        assert wallet.position_at(moment) == WalletPosition(
+            balance, min([balance, *running]), advance, max([advance, *advances]), min([advance, *advances]))
+    assert list(wallet._balance_deltas) == [e[2] for e in reference]
+
+
+def test_a_snapshot_of_an_older_layout_is_replayed_instead(store_url):
+    with Ledger.from_url(store_url) as ledger:
+        ok(ledger.append(_history("p1", SNAPSHOT_EVERY + 5)))
+        app, _ = ledger._open()
+        wallet = load_many(app, [wallet_id("p1")])[wallet_id("p1")]
+        older = orjson.loads(snapshots.encode(wallet))
+        older["layout"] = snapshots.LAYOUT - 1
+        assert snapshots.decode(orjson.dumps(older)) is None
+        assert vars(snapshots.decode(snapshots.encode(wallet))) == vars(_full_replay(ledger, "p1"))
