@@ -161,6 +161,7 @@ class Ledger:
         # and written onto this head in one round trip; the write fails if the head
         # moved (another writer), and the batch is judged again from the store.
         self._known_head: Head | None = None
+        self._guess_next = True  # the next batch may be judged on warm state (see _commit)
         self._recorded_since_analyze = 0
         # False: an append never runs ANALYZE itself (the service's writer runs it
         # when no request waits, see ``analyze_due``: it stalls every writer ~0.3 s).
@@ -401,8 +402,7 @@ class Ledger:
                          max_future_skew=self.max_future_skew)
         items = [item for _, item, _ in batch if not isinstance(item, Rejection)]
         event_ids = list({item.event_id for item in items if not is_internal(item)})
-        touched = {i for item in items for i in ids_touched(item)}
-        if not event_ids and not touched:
+        if not items:
             return uow
         sqlite = self.config.kind == "sqlite"
         with app.factory.datastore.transaction(commit=False) as curs:  # type: ignore[attr-defined]
@@ -414,7 +414,11 @@ class Ledger:
                 gone = chain_store.receipts_not_in_log(curs, sqlite, list(receipts.values()))
                 for event_id in gone:
                     receipts[event_id] = dataclasses.replace(receipts[event_id], in_log=False)
+                # A submission with a receipt is answered from it (duplicate, conflict)
+                # and never judged: its aggregates are not read (a resent file).
+                items = [item for item in items if is_internal(item) or item.event_id not in receipts]
             uow.receipts.update(receipts)
+            touched = {i for item in items for i in ids_touched(item)}
             # Only wallets have snapshots: the table is not asked about contacts.
             wallets = {wallet_touched(item) for item in items} - {None}
             self._level(app, uow, touched, curs, wallet_ids=wallets)
@@ -523,11 +527,16 @@ class Ledger:
 
     def _commit(self, batch: list[Judged], *, atomic: bool) -> list[AppendResult]:
         conflicts = lost = 0
-        speculate = True
+        speculate = self._guess_next
         while True:
             try:
                 app, _ = self._open()
-                return self._attempt(app, batch, atomic=atomic, speculate=speculate)
+                results = self._attempt(app, batch, atomic=atomic, speculate=speculate)
+                # A batch of resent submissions is usually followed by more of them (a
+                # file sent again): each would make a guess fail (their receipts) and
+                # be judged twice. The next batch guesses again once one had none.
+                self._guess_next = speculate or not any(r.status == "duplicate" for r in results)
+                return results
             except _Unverified:
                 # Judged again at once, reading what it guessed (the warm state that
                 # was not judged on is kept, brought level with the log's tail).

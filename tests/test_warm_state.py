@@ -136,3 +136,50 @@ def test_a_batch_too_large_for_one_pipeline_is_checked_under_the_heads_lock(stor
                                                    "key:test"))])
         assert all(r.status == "recorded" for r in results), [r for r in results if r.status != "recorded"][:1]
         assert [r["balance"] for r in mine.balances()] == [0, 0]
+
+
+# --- a resent file ------------------------------------------------------------------
+
+
+def test_a_resent_batch_is_answered_from_its_receipts_without_reading_aggregates(store_url, monkeypatch):
+    batch = [wallet("p1"), buy("p1", 5000)] + [quote(f"c{i}", "p1", at(1, minutes=i), commission=10)
+                                                for i in range(20)]
+    with Ledger.from_url(store_url) as first:
+        recorded = [r.recorded for r in ok(first.append(batch))]
+    import leadledger.application as application
+
+    def no_loads(*args, **kwargs):
+        raise AssertionError("a duplicate's aggregates were read")
+
+    monkeypatch.setattr(application, "load_many", no_loads)
+    with Ledger.from_url(store_url) as cold:  # another process sends the same file again
+        again = cold.append(batch)
+        assert [r.status for r in again] == ["duplicate"] * len(batch)
+        assert [r.recorded for r in again] == recorded
+
+
+def test_after_a_batch_of_resends_the_next_batch_is_not_judged_on_a_guess(store_url, monkeypatch):
+    """A warm writer's guess fails on a resent submission (its receipt): a file sent
+    again would be judged twice per batch. One failed guess, then reads, until a
+    batch has no resend."""
+    chunks = [[quote(f"c{n}-{i}", "p1", at(1, minutes=n * 10 + i), commission=10) for i in range(5)]
+              for n in range(4)]
+    with Ledger.from_url(store_url) as mine:
+        ok(mine.append([wallet("p1"), buy("p1", 5000)]))
+        for chunk in chunks[:3]:
+            ok(mine.append(chunk))
+        wrong: list[int] = []
+        after_wrong_guess = Ledger._after_wrong_guess
+
+        def counted(self, *args, **kwargs):
+            wrong.append(1)
+            return after_wrong_guess(self, *args, **kwargs)
+
+        monkeypatch.setattr(Ledger, "_after_wrong_guess", counted)
+        for chunk in chunks[:3]:  # sent again
+            assert {r.status for r in mine.append(chunk)} == {"duplicate"}
+        assert len(wrong) == 1
+        ok(mine.append(chunks[3]))  # new: judged from the store, then guessing resumes
+        ok(mine.append([buy("p1", 1, t=at(9), ref="pay-z")]))
+        assert len(wrong) == 1 and mine._guess_next
+        assert mine._warm[wallet_id("p1")].balance == 5000 - 20 * 10 + 1
