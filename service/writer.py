@@ -38,7 +38,7 @@ from datetime import timedelta
 from typing import Any, Callable
 
 from leadledger.application import MAX_GROUP_SUBMISSIONS, AppendResult, Judged, Ledger, judged
-from leadledger.errors import LedgerError, Rejection
+from leadledger.errors import LedgerError
 
 log = logging.getLogger("leadledger.service")
 
@@ -55,6 +55,8 @@ IDLE_SECONDS = 0.1
 HOUSEKEEPING_OVERDUE_SECONDS = 60.0
 FULL_COLLECTION_AFTER = gc.get_threshold()[2]
 FULL_COLLECTION_EVERY_SECONDS = 30.0
+
+
 def _stopped() -> LedgerError:  # a new one per future: an exception carries its own traceback
     return LedgerError("store_unavailable", "the writer has stopped")
 
