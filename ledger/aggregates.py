@@ -9,6 +9,7 @@ aggregate, in any store.
 from __future__ import annotations
 
 import bisect
+import struct
 from array import array
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -33,6 +34,14 @@ def epoch_us(moment: datetime) -> int:
     return (moment - EPOCH) // ONE_US
 
 
+# ContactMoney packed: the number of charges, then each charge (at in epoch
+# microseconds, total, refundable), then each refund (at, amount); amounts are
+# bounded far below 2**63 (limits.MAX_AMOUNT).
+_COUNT = struct.Struct("<I")
+_CHARGE = struct.Struct("<qqq")
+_REFUND = struct.Struct("<qq")
+
+
 @lru_cache(maxsize=ID_CACHE_SIZE)
 def wallet_id(pro_id: str) -> UUID:
     return uuid5(NAMESPACE, f"wallet:{pro_id}")
@@ -55,12 +64,26 @@ def customer_id_to_uuid(customer_id: str) -> UUID:
 class ContactMoney:
     """What one contact cost the pro: charges and refunds with their times.
 
-    Tuples, not lists, and slots: a wallet keeps one per contact it ever paid
-    for, so this is most of a long-lived wallet's memory (usually one charge and
-    at most one refund: a tuple of one entry is the smallest container)."""
+    A wallet keeps one per contact it ever paid for, which makes it most of a
+    long-lived wallet's memory: the wallet holds them packed (``pack``: 24 bytes
+    a charge, 16 a refund, where the objects took ~270 for one charge) and
+    ``Wallet.money`` unpacks the one a rule asks about."""
 
     charges: tuple[tuple[datetime, int, int], ...] = ()  # at, total, refundable
     refunds: tuple[tuple[datetime, int], ...] = ()  # at, amount
+
+    def pack(self) -> bytes:
+        return b"".join([_COUNT.pack(len(self.charges)),
+                         *(_CHARGE.pack(epoch_us(at), total, refundable) for at, total, refundable in self.charges),
+                         *(_REFUND.pack(epoch_us(at), amount) for at, amount in self.refunds)])
+
+    @classmethod
+    def unpack(cls, packed: bytes) -> "ContactMoney":
+        (count,) = _COUNT.unpack_from(packed)
+        split = _COUNT.size + count * _CHARGE.size
+        return cls(tuple((EPOCH + at_us * ONE_US, total, refundable)
+                         for at_us, total, refundable in _CHARGE.iter_unpack(packed[_COUNT.size:split])),
+                   tuple((EPOCH + at_us * ONE_US, amount) for at_us, amount in _REFUND.iter_unpack(packed[split:])))
 
     def charged_by(self, at: datetime) -> int:
         return sum(total for when, total, _ in self.charges if when <= at)
@@ -113,7 +136,7 @@ class Wallet(Aggregate):
         self.unit = event.unit
         self.card_registered_at: datetime | None = None
         self.courtesy_credits = 0
-        self.contacts: dict[str, ContactMoney] = {}
+        self.contacts: dict[str, bytes] = {}  # contact_id -> ContactMoney.pack()
         # The balance changes in time order (equal times: in the order recorded),
         # as three parallel arrays of 64-bit integers: 24 bytes a change, where a
         # tuple with a datetime took ~200 (a wallet keeps every change it had).
@@ -149,7 +172,8 @@ class Wallet(Aggregate):
         return WalletPosition(balance, headroom, advance, peak, floor)
 
     def money(self, contact_id: str) -> ContactMoney:
-        return self.contacts.get(contact_id) or ContactMoney()
+        packed = self.contacts.get(contact_id)
+        return ContactMoney() if packed is None else ContactMoney.unpack(packed)
 
     def card_registered_by(self, at: datetime) -> bool:
         return self.card_registered_at is not None and self.card_registered_at <= at
@@ -179,15 +203,18 @@ class Wallet(Aggregate):
             self._move(event.occurred_at, -total, 0)
         else:
             assert event.paid_from == "card", event.paid_from
-        money = self.contacts.setdefault(event.contact_id, ContactMoney())
+        money = self.money(event.contact_id)
         money.charges += ((event.occurred_at, total, event.refundable),)
+        self.contacts[event.contact_id] = money.pack()
 
     @when.register
     def _(self, event: ev.QuoteFeeRefunded) -> None:
-        money = self.contacts[event.contact_id]
+        assert event.contact_id in self.contacts, "a refund follows a charge"
+        money = self.money(event.contact_id)
         assert not money.refunds, "at most one refund per contact"
         assert 0 < event.amount <= money.refundable_by(event.occurred_at)
         money.refunds += ((event.occurred_at, event.amount),)
+        self.contacts[event.contact_id] = money.pack()
         self._move(event.occurred_at, event.amount, 0)
 
     @when.register

@@ -27,7 +27,7 @@ from uuid import UUID
 
 import orjson
 
-from leadledger.aggregates import ContactMoney, Wallet
+from leadledger.aggregates import Wallet
 
 LAYOUT = 2  # bump when Wallet's state changes shape: older snapshots are ignored
 SNAPSHOT_EVERY = 32  # events a wallet gains before it is snapshotted again
@@ -58,9 +58,7 @@ def encode(wallet: Wallet) -> bytes:
         "unit": wallet.unit,
         "card_registered_at": _iso(wallet.card_registered_at),
         "courtesy_credits": wallet.courtesy_credits,
-        "contacts": {contact_id: [[[_iso(at), total, refundable] for at, total, refundable in money.charges],
-                                  [[_iso(at), amount] for at, amount in money.refunds]]
-                     for contact_id, money in wallet.contacts.items()},
+        "contacts": {contact_id: packed.hex() for contact_id, packed in wallet.contacts.items()},
         "times_us": wallet._times_us.tolist(),
         "balance_deltas": wallet._balance_deltas.tolist(),
         "advance_deltas": wallet._advance_deltas.tolist(),
@@ -85,11 +83,7 @@ def decode(data: bytes) -> Wallet | None:
     wallet.unit = state["unit"]
     wallet.card_registered_at = _at(state["card_registered_at"])
     wallet.courtesy_credits = state["courtesy_credits"]
-    wallet.contacts = {
-        contact_id: ContactMoney(tuple((_at(at), total, refundable) for at, total, refundable in charges),
-                                 tuple((_at(at), amount) for at, amount in refunds))
-        for contact_id, (charges, refunds) in state["contacts"].items()
-    }
+    wallet.contacts = {contact_id: bytes.fromhex(packed) for contact_id, packed in state["contacts"].items()}
     wallet._times_us = array("q", state["times_us"])
     wallet._balance_deltas = array("q", state["balance_deltas"])
     wallet._advance_deltas = array("q", state["advance_deltas"])
