@@ -12,7 +12,7 @@ import bisect
 import struct
 from array import array
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime
 from functools import lru_cache, singledispatchmethod
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -20,18 +20,10 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate
 
 from leadledger import events as ev
+from leadledger.timefmt import epoch_us, from_epoch_us
 
 NAMESPACE = uuid5(NAMESPACE_URL, "https://leadledger.invalid/aggregates")
 ID_CACHE_SIZE = 1 << 16  # business key -> uuid5 per kind: a chunk asks for each id 3-4 times
-
-
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-ONE_US = timedelta(microseconds=1)
-
-
-def epoch_us(moment: datetime) -> int:
-    """An aware instant as whole microseconds since the epoch (exact: no float)."""
-    return (moment - EPOCH) // ONE_US
 
 
 # ContactMoney packed: the number of charges, then each charge (at in epoch
@@ -81,9 +73,9 @@ class ContactMoney:
     def unpack(cls, packed: bytes) -> "ContactMoney":
         (count,) = _COUNT.unpack_from(packed)
         split = _COUNT.size + count * _CHARGE.size
-        return cls(tuple((EPOCH + at_us * ONE_US, total, refundable)
+        return cls(tuple((from_epoch_us(at_us), total, refundable)
                          for at_us, total, refundable in _CHARGE.iter_unpack(packed[_COUNT.size:split])),
-                   tuple((EPOCH + at_us * ONE_US, amount) for at_us, amount in _REFUND.iter_unpack(packed[split:])))
+                   tuple((from_epoch_us(at_us), amount) for at_us, amount in _REFUND.iter_unpack(packed[split:])))
 
     def charged_by(self, at: datetime) -> int:
         return sum(total for when, total, _ in self.charges if when <= at)

@@ -531,11 +531,12 @@ class Ledger:
         while True:
             try:
                 app, _ = self._open()
+                guessing = speculate and self._known_head is not None  # else judged from the store
                 results = self._attempt(app, batch, atomic=atomic, speculate=speculate)
                 # A batch of resent submissions is usually followed by more of them (a
                 # file sent again): each would make a guess fail (their receipts) and
                 # be judged twice. The next batch guesses again once one had none.
-                self._guess_next = speculate or not any(r.status == "duplicate" for r in results)
+                self._guess_next = guessing or not any(r.status == "duplicate" for r in results)
                 return results
             except _Unverified:
                 # Judged again at once, reading what it guessed (the warm state that

@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+ONE_US = timedelta(microseconds=1)
+
+
+def epoch_us(moment: datetime) -> int:
+    """An aware instant as whole microseconds since the epoch (exact: no float)."""
+    return (moment - EPOCH) // ONE_US
+
+
+def from_epoch_us(microseconds: int) -> datetime:
+    """The UTC instant ``epoch_us`` gave."""
+    return EPOCH + microseconds * ONE_US
 
 
 def to_utc(moment: datetime) -> datetime:

@@ -274,29 +274,23 @@ class _Writer:
         if self._held:
             return self._held.popleft()
         if self._housekeeping_due(ledger) and not self._stopping:
-            overdue = time.monotonic() - (self._due_since or 0.0) >= HOUSEKEEPING_OVERDUE_SECONDS
-            if not overdue:
-                try:
-                    message = self._queue.get(timeout=IDLE_SECONDS)
-                except queue.Empty:
-                    overdue = True  # idle: nobody waits on it
-                else:
-                    if message is None:
-                        self._stopping = True
-                        return None
-                    return _request(message)
-            self._housekeeping(ledger)
+            if time.monotonic() - (self._due_since or 0.0) < HOUSEKEEPING_OVERDUE_SECONDS:
+                with contextlib.suppress(queue.Empty):  # a request came first: it goes first
+                    return self._take(IDLE_SECONDS)
+            self._housekeeping(ledger)  # idle (nobody waits on it), or overdue
         if self._stopping:  # the stop mark was read: take what is left, never wait
-            try:
-                message = self._queue.get_nowait()
-            except queue.Empty:
-                return None
-            return _request(message) if message is not None else None
-        timeout = max(0.0, next_sweep - time.monotonic()) if next_sweep is not None else None
-        try:
-            message = self._queue.get(timeout=timeout)
-        except queue.Empty:
+            with contextlib.suppress(queue.Empty):
+                return self._take(0.0)
             return None
+        timeout = max(0.0, next_sweep - time.monotonic()) if next_sweep is not None else None
+        with contextlib.suppress(queue.Empty):
+            return self._take(timeout)
+        return None
+
+    def _take(self, timeout: float | None) -> Request | None:
+        """The next request (waiting up to ``timeout``; 0: not at all), or None at
+        the stop mark. Raises queue.Empty when none came."""
+        message = self._queue.get(block=timeout != 0.0, timeout=timeout or None)
         if message is None:
             self._stopping = True
             return None

@@ -156,6 +156,10 @@ def test_a_resent_batch_is_answered_from_its_receipts_without_reading_aggregates
         again = cold.append(batch)
         assert [r.status for r in again] == ["duplicate"] * len(batch)
         assert [r.recorded for r in again] == recorded
+        # The same event_id with other content (SPEC 3): refused from the receipt alone.
+        changed = dict(batch[-1], commission=11)
+        conflict = one(cold, changed)
+        assert (conflict.status, conflict.code) == ("rejected", "event_id_conflict")
 
 
 def test_after_a_batch_of_resends_the_next_batch_is_not_judged_on_a_guess(store_url, monkeypatch):
