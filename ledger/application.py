@@ -36,7 +36,7 @@ from eventsourcing.persistence import (
 )
 
 from leadledger import chain_store, errors, eventlog, keys, snapshots
-from leadledger.chain import Head
+from leadledger.chain import Head, Row
 from leadledger.codec import FastJSONTranscoder
 from leadledger.aggregates import Contact, Customer, Wallet, wallet_id
 from leadledger.loader import any_created, load_many, refresh
@@ -928,16 +928,23 @@ class Ledger:
         models rebuilt from an altered log would agree with it, and ``verify``'s
         comparisons with them. ``force=True`` rebuilds anyway, after ``warn``."""
         app, view = self._open()
-        problems, _ = self.chain_problems()
-        if problems and not force:
-            raise LedgerError("chain_broken", f"the log's hash chain is broken ({problems[0]}); read "
-                              "models rebuilt from it would agree with the altered log. Run `leadledger "
-                              "verify`, restore from a backup, or `rebuild --force` to rebuild anyway")
-        for problem in problems:
-            (warn or _no_warning)(f"rebuilding from a log whose hash chain is broken: {problem}")
+        sqlite = self.config.kind == "sqlite"
+
+        def inspect(rows: Iterator[Row], rescan: Callable[[int], Iterator[Row]], curs: Any) -> None:
+            # The chain walk reads the rows the rebuild projects (one read of the log,
+            # in its transaction); refusing here rolls the rebuild back.
+            recorded, last = chain_store.head_in(curs, sqlite)
+            problems, _ = chain_store.judge(recorded, last, rows, rescan=rescan)
+            if problems and not force:
+                raise LedgerError("chain_broken", f"the log's hash chain is broken ({problems[0]}); read "
+                                  "models rebuilt from it would agree with the altered log. Run `leadledger "
+                                  "verify`, restore from a backup, or `rebuild --force` to rebuild anyway")
+            for problem in problems:
+                (warn or _no_warning)(f"rebuilding from a log whose hash chain is broken: {problem}")
+
         advance = self.progress("rebuild", self.log_size())
         try:
-            done = view.rebuild(app, advance=advance)
+            done = view.rebuild(inspect, advance=advance)
         finally:
             advance(-1)
         self.analyze()

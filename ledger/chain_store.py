@@ -9,8 +9,9 @@ events table, the one-row head table, and triggers that refuse UPDATE, DELETE
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 from uuid import UUID
 
 import orjson
@@ -126,18 +127,27 @@ def rows(datastore: Any, sqlite: bool, start: int = 1, stop: int | None = None,
          advance: Callable[[int], None] | None = None) -> Iterator[Row]:
     """The stored events from ``start`` to ``stop``, a page per read transaction;
     ``advance(n)`` is told of each page (progress)."""
+    for page in pages(lambda: datastore.transaction(commit=False), sqlite, start, stop):
+        yield from page
+        if advance is not None:
+            advance(len(page))
+
+
+def pages(transaction: Callable[[], Any], sqlite: bool, start: int = 1,
+          stop: int | None = None) -> Iterator[list[Row]]:
+    """The stored events from ``start`` to ``stop`` a page at a time, each read in
+    ``transaction()`` (a context manager giving a cursor: a new read transaction,
+    or the caller's own, as a rebuild reads the log it projects)."""
     statement = _select_rows(sqlite)
     stop = stop if stop is not None else 2 ** 62
     while True:
-        with datastore.transaction(commit=False) as curs:
+        with transaction() as curs:
             curs.execute(statement, (start, stop))
-            page = curs.fetchall()
+            page = [Row.of(r) for r in curs.fetchall()]
         if not page:
             return
-        yield from (Row.of(r) for r in page)
-        if advance is not None:
-            advance(len(page))
-        start = int(page[-1]["position"]) + 1
+        yield page
+        start = page[-1].position + 1
 
 
 def still_holds(curs: Any, sqlite: bool, head: Head) -> bool:
@@ -164,11 +174,15 @@ def stored_between(curs: Any, sqlite: bool, after: int, through: int) -> list[An
 
 def recorded_head(datastore: Any, sqlite: bool) -> tuple[Head | None, int]:
     """The head row and the log's last position, in one snapshot."""
-    position = _position(sqlite)
     with datastore.transaction(commit=False) as curs:
-        curs.execute(f"SELECT h.position, h.sha256, (SELECT max({position}) FROM {events_table(sqlite)}) AS last"
-                     f" FROM (SELECT 1 AS one) o LEFT JOIN {HEAD_TABLE} h ON h.id = 1")
-        row = curs.fetchone()
+        return head_in(curs, sqlite)
+
+
+def head_in(curs: Any, sqlite: bool) -> tuple[Head | None, int]:
+    position = _position(sqlite)
+    curs.execute(f"SELECT h.position, h.sha256, (SELECT max({position}) FROM {events_table(sqlite)}) AS last"
+                 f" FROM (SELECT 1 AS one) o LEFT JOIN {HEAD_TABLE} h ON h.id = 1")
+    row = curs.fetchone()
     head = Head(int(row["position"]), bytes(row["sha256"])) if row["position"] is not None else None
     return head, int(row["last"] or 0)
 
@@ -179,8 +193,17 @@ def check(datastore: Any, sqlite: bool, expect: Head | None = None, *,
     head) and the last head that chains correctly. ``advance(n)``: progress."""
     recorded, last = recorded_head(datastore, sqlite)
     stop = recorded.position if recorded is not None else last
-    scan = chain.walk(rows(datastore, sqlite, 1, stop, advance),
-                      rescan=lambda p: rows(datastore, sqlite, p, stop),
+    return judge(recorded, last, rows(datastore, sqlite, 1, stop, advance),
+                 rescan=lambda p: rows(datastore, sqlite, p, stop), expect=expect)
+
+
+def judge(recorded: Head | None, last: int, walked: Iterable[Row], *,
+          rescan: Callable[[int], Iterator[Row]], expect: Head | None = None) -> tuple[list[str], Head]:
+    """``check`` over rows the caller reads (from the first position; a rebuild
+    passes the rows it projects): those past the head are not walked, the head
+    and ``last`` (read in one snapshot) are judged against what the walk found."""
+    stop = recorded.position if recorded is not None else last
+    scan = chain.walk(itertools.takewhile(lambda row: row.position <= stop, walked), rescan=rescan,
                       watch=[expect.position] if expect else ())
     problems = [scan.problem] if scan.problem else []
     problems += chain.head_problems(recorded, last, scan)

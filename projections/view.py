@@ -10,25 +10,27 @@ its last tracked position; every read command calls it first.
 from __future__ import annotations
 
 import sqlite3
+from contextlib import nullcontext
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from eventsourcing.persistence import ConnectionPoolClosedError, IntegrityError, Tracking
 from eventsourcing.projection import Projection
 from eventsourcing.sqlite import SQLiteTrackingRecorder
 
-from eventsourcing.utils import get_topic
-
+from leadledger import chain_store
+from leadledger.chain import Row
 from leadledger.errors import LedgerError
-from leadledger.events import DOMAIN_EVENT_CLASSES, LEGACY_TOPICS
-from leadledger.timefmt import sortable_utc
 from leadledger.projections import checkpoints
-from leadledger.projections.journal import Rows, WalletFacts, check_balanced, rows_for
+from leadledger.projections.journal import Fields, Rows, WalletFacts, check_balanced, rows_for
+from leadledger.projections.stored import EVENT_TYPES, loads, sortable, uuid_text
 from leadledger.projections.tables import READ_MODEL_DDL, READ_MODEL_TABLES, SECONDARY_INDEXES
+from leadledger.store import events_table
 
 APPLICATION_NAME = "LeadLedger"
-# Receipts (SubmissionAccepted) feed no read model: the catch-up skips them in SQL.
-DOMAIN_TOPICS = tuple(get_topic(cls) for cls in DOMAIN_EVENT_CLASSES.values()) + LEGACY_TOPICS
 CATCH_UP_BATCH = 2000  # events per view transaction
+
+# An event the read models are given: its log position, type name and fields.
+Stored = tuple[int, str, Fields]
 
 
 def _insert(target: str, columns: int) -> str:
@@ -146,14 +148,34 @@ class LedgerViewMixin:
                           (pro_id,))
         return WalletFacts(**rows[0]) if rows else None
 
-    def rebuild(self, app: Any, batch_size: int = CATCH_UP_BATCH,
+    def stored_after(self, position: int, limit: int) -> list[Stored]:
+        """The next ``limit`` domain events after ``position``, decoded (no event
+        objects: projections/stored.py). Receipts stored as events before 0.2
+        feed no read model: skipped in SQL."""
+        sqlite = self.placeholder == "?"
+        column = "rowid" if sqlite else "notification_id"
+        topics = list(EVENT_TYPES)
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(self.sql(
+                f"SELECT {column} AS position, topic, state FROM {events_table(sqlite)} WHERE {column} > ?"
+                f" AND topic IN ({', '.join('?' * len(topics))}) ORDER BY {column} LIMIT ?"),
+                (position, *topics, limit))
+            page = curs.fetchall()
+        return [(int(r["position"]), EVENT_TYPES[r["topic"]], loads(bytes(r["state"]))) for r in page]
+
+    def rebuild(self, inspect: Callable[[Iterator[Row], Callable[[int], Iterator[Row]], Any], None],
                 advance: Callable[[int], None] = lambda n: None) -> int:
         """Empty the read models and project the whole log again, in ONE transaction
         under the projection lock: a concurrent catch-up waits for it (then finds the
         views level), and a reader sees the old views or the new ones, never a
         half-built one (PostgreSQL readers wait for the commit; SQLite readers keep
-        reading the last committed snapshot). Returns the number of events projected."""
-        done, position = 0, None
+        reading the last committed snapshot). Returns the number of events projected.
+
+        The log is read once, in this transaction: ``inspect(rows, rescan, curs)``
+        is handed every stored row as it is projected (the chain walk; it may stop
+        early, the rest is projected after it) and raising there rolls it all back."""
+        sqlite = self.placeholder == "?"
+        done, last = 0, None
         # Every WalletOpened is projected before its money events, so the units are
         # known from this pass alone: no lookups into the tables being rebuilt.
         projection = LedgerProjection(self, lookup=_corrupt_log)
@@ -164,21 +186,33 @@ class LedgerViewMixin:
                 curs.execute(f"DROP INDEX IF EXISTS {name}")
             curs.execute(self.sql(f"DELETE FROM {self.tracking_table} WHERE application_name = ?"),
                          (APPLICATION_NAME,))
-            while True:
-                notifications = app.recorder.select_notifications(
-                    start=position, limit=batch_size, inclusive_of_start=False, topics=DOMAIN_TOPICS)
-                if not notifications:
-                    break
-                self.write_rows(curs, projection.batch_rows(
-                    (app.mapper.to_domain_event(n), n.id) for n in notifications), keep_checkpoints=False)
-                position = notifications[-1].id
-                done += len(notifications)
-                advance(len(notifications))
+
+            def projected() -> Iterator[Row]:
+                nonlocal done, last
+                for page in chain_store.pages(lambda: nullcontext(curs), sqlite):
+                    # Walked first: an altered row is named by the chain, not by
+                    # the mapping it may break.
+                    yield from page
+                    events = [(row.position, EVENT_TYPES[row.topic], loads(row.state))
+                              for row in page if row.topic in EVENT_TYPES]
+                    if events:
+                        self.write_rows(curs, projection.batch_rows(events), keep_checkpoints=False)
+                        done, last = done + len(events), events[-1][0]
+                    advance(len(page))
+
+            def rescan(position: int) -> Iterator[Row]:
+                for page in chain_store.pages(lambda: nullcontext(curs), sqlite, position):
+                    yield from page
+
+            rows = projected()
+            inspect(rows, rescan, curs)
+            for _ in rows:
+                pass  # the pages the inspection did not read
             for _, create in SECONDARY_INDEXES:
                 curs.execute(create)
             checkpoints.lay_due(curs, self.sql)
-            if position is not None:
-                self._insert_tracking(curs, Tracking(APPLICATION_NAME, position))  # type: ignore[attr-defined]
+            if last is not None:
+                self._insert_tracking(curs, Tracking(APPLICATION_NAME, last))  # type: ignore[attr-defined]
         return done
 
 
@@ -221,12 +255,20 @@ class LedgerProjection(Projection[Any]):
             self._wallets[pro_id] = found
         return self._wallets[pro_id]
 
-    def batch_rows(self, events: Iterable[tuple[Any, int]]) -> list[tuple[int, str, str, Rows]]:
-        return [(position, type(event).__name__, str(getattr(event, "event_id", "")), self.rows(event))
-                for event, position in events]
+    def batch_rows(self, events: Iterable[Stored]) -> list[tuple[int, str, str, Rows]]:
+        """The rows of each event that feeds the read models."""
+        batch = []
+        for position, event_type, fields in events:
+            rows = self.rows(event_type, fields)
+            if rows is not None:
+                event_id = uuid_text(fields["event_id"]) if rows.postings else ""
+                batch.append((position, event_type, event_id, rows))
+        return batch
 
-    def rows(self, domain_event: Any) -> Rows:
-        rows = rows_for(domain_event, self.wallet_of)
+    def rows(self, event_type: str, fields: Fields) -> Rows | None:
+        rows = rows_for(event_type, fields, self.wallet_of)
+        if rows is None:
+            return None
         for pro_id, market, unit, card_currency, *_ in rows.wallets:
             self._wallets[pro_id] = WalletFacts(unit, card_currency, market)
         for pro_id, card_ref in rows.card_refs:
@@ -235,18 +277,19 @@ class LedgerProjection(Projection[Any]):
             pro_id = rows.postings[0].pro_id
             assert pro_id is not None and all(p.pro_id == pro_id for p in rows.postings)
             rows.market = self.wallet_of(pro_id).market
-        rows.occurred_at = sortable_utc(domain_event.occurred_at)
-        rows.contact_id = rows.contact_id or getattr(domain_event, "contact_id", None)
+        rows.occurred_at = sortable(fields["occurred_at"])
+        rows.contact_id = rows.contact_id or fields.get("contact_id")
         return rows
 
-    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
-        self.process_batch([(domain_event, tracking)])
+    def process_stored(self, events: list[Stored], tracking: Tracking) -> None:
+        """Write a batch of decoded events (the catch-up's path) and its tracking record."""
+        self.view.write(self.batch_rows(events), tracking)
 
-    def process_batch(self, batch: Iterable[tuple[Any, Tracking]]) -> None:
-        batch = list(batch)
-        if batch:
-            written = self.batch_rows((event, tracking.notification_id) for event, tracking in batch)
-            self.view.write(written, batch[-1][1])
+    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
+        """eventsourcing's ProjectionRunner (``follow``) hands live events: their
+        fields are their attributes."""
+        self.process_stored([(tracking.notification_id, type(domain_event).__name__, vars(domain_event))],
+                            tracking)
 
 
 def catch_up(app: Any, view: LedgerViewMixin, batch_size: int = CATCH_UP_BATCH,
@@ -265,25 +308,19 @@ def catch_up(app: Any, view: LedgerViewMixin, batch_size: int = CATCH_UP_BATCH,
     try:
         while True:
             position = view.max_tracking_id(APPLICATION_NAME)  # type: ignore[attr-defined]
-            notifications = app.recorder.select_notifications(
-                start=position, limit=batch_size, inclusive_of_start=False, topics=DOMAIN_TOPICS
-            )
-            if not notifications:
+            events = view.stored_after(position or 0, batch_size)
+            if not events:
                 return done
-            if advance is None and start_progress is not None and len(notifications) == batch_size:
+            if advance is None and start_progress is not None and len(events) == batch_size:
                 advance = start_progress((app.recorder.max_notification_id() or 0) - (position or 0))
-            batch = [
-                (app.mapper.to_domain_event(n), Tracking(APPLICATION_NAME, n.id))
-                for n in notifications
-            ]
             try:
-                projection.process_batch(batch)
+                projection.process_stored(events, Tracking(APPLICATION_NAME, events[-1][0]))
             except (IntegrityError, sqlite3.IntegrityError):
                 projection = LedgerProjection(view)  # another process got there first
                 continue
-            done += len(batch)
+            done += len(events)
             if advance is not None:
-                advance(len(batch))
+                advance(len(events))
     finally:
         if advance is not None:
             advance(-1)
