@@ -14,8 +14,8 @@ Accounts (SPEC section 6): ``pro:{id}:wallet``, ``pro:{id}:advance``,
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable, NamedTuple
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple, Sequence
 
 from leadledger.projections.stored import sortable
 
@@ -43,14 +43,16 @@ class Posting(NamedTuple):  # a NamedTuple: a rebuild makes one per posting, ~1M
 
 @dataclass
 class Rows:
-    """What one event adds to the read models."""
+    """What one event adds to the read models. Empty parts are the shared empty
+    tuple: a rebuild makes one Rows per event, and six new lists each was a
+    tenth of its mapping."""
 
-    wallets: list[tuple[Any, ...]] = field(default_factory=list)
-    contacts: list[tuple[Any, ...]] = field(default_factory=list)
-    first_seen: list[tuple[str, str]] = field(default_factory=list)  # contact_id, at
-    facts: list[tuple[str, str, str, int, int]] = field(default_factory=list)  # contact, kind, at, amount, refundable
-    postings: list[Posting] = field(default_factory=list)
-    card_refs: list[tuple[str, str]] = field(default_factory=list)  # pro_id, card_ref
+    wallets: Sequence[tuple[Any, ...]] = ()
+    contacts: Sequence[tuple[Any, ...]] = ()
+    first_seen: Sequence[tuple[str, str]] = ()  # contact_id, at
+    facts: Sequence[tuple[str, str, str, int, int]] = ()  # contact, kind, at, amount, refundable
+    postings: Sequence[Posting] = ()
+    card_refs: Sequence[tuple[str, str]] = ()  # pro_id, card_ref
     occurred_at: str = ""  # the event's time, fixed-width UTC (set by the projection)
     contact_id: str | None = None
     # What a statement line, the reconciliation and the Beancount narration show:
@@ -74,25 +76,26 @@ class WalletFacts:
 WalletOf = Callable[[str], WalletFacts]
 
 
-def _transfer(rows: Rows, debit: str, credit: str, amount: int, unit: str,
-              pro_id: str, debit_kind: str, credit_kind: str) -> None:
+def _transfer(debit: str, credit: str, amount: int, unit: str,
+              pro_id: str, debit_kind: str, credit_kind: str) -> tuple[Posting, ...]:
     assert amount >= 0
     if amount == 0:
-        return
-    rows.postings.append(Posting(debit, unit, amount, 0, pro_id, debit_kind))
-    rows.postings.append(Posting(credit, unit, 0, amount, pro_id, credit_kind))
+        return ()
+    return (Posting(debit, unit, amount, 0, pro_id, debit_kind), Posting(credit, unit, 0, amount, pro_id, credit_kind))
 
 
 Fields = dict[str, Any]  # an event's fields by name, as stored or as a live event holds them
-Handler = Callable[[Fields, WalletOf], Rows]
+# A handler is given the event's fields, its time as sortable text (computed once
+# per event by the caller) and the wallet lookup.
+Handler = Callable[[Fields, str, WalletOf], Rows]
 _HANDLERS: dict[str, Handler] = {}
 
 
-def rows_for(event_type: str, e: Fields, wallet_of: WalletOf) -> Rows | None:
+def rows_for(event_type: str, e: Fields, at: str, wallet_of: WalletOf) -> Rows | None:
     """The rows an event adds; None for the events that move no money and feed no
-    table (reads of calls, receipts...)."""
+    table (reads of calls, receipts...). ``at``: its ``occurred_at``, sortable."""
     handler = _HANDLERS.get(event_type)
-    return handler(e, wallet_of) if handler is not None else None
+    return handler(e, at, wallet_of) if handler is not None else None
 
 
 def _for(event_type: str) -> Callable[[Handler], Handler]:
@@ -103,117 +106,104 @@ def _for(event_type: str) -> Callable[[Handler], Handler]:
 
 
 @_for("WalletOpened")
-def _wallet_opened(e: Fields, wallet_of: WalletOf) -> Rows:
-    return Rows(wallets=[(
-        e["pro_id"], e["market"], e["unit"], e["card_currency"], e["region"],
-        e["policy_version"], sortable(e["occurred_at"]),
-    )])
+def _wallet_opened(e: Fields, at: str, wallet_of: WalletOf) -> Rows:
+    return Rows(wallets=((e["pro_id"], e["market"], e["unit"], e["card_currency"], e["region"],
+                          e["policy_version"], at),))
 
 
 @_for("CreditsPurchased")
-def _credits_purchased(e: Fields, wallet_of: WalletOf) -> Rows:
+def _credits_purchased(e: Fields, at: str, wallet_of: WalletOf) -> Rows:
     pro_id = e["pro_id"]
-    rows = Rows(reason="purchase", ref=e["payment_ref"])
-    _transfer(rows, CASH, pro_account(pro_id, "wallet"), e["amount"], wallet_of(pro_id).unit,
-              pro_id, "platform", "wallet")
-    return rows
+    return Rows(reason="purchase", ref=e["payment_ref"], postings=_transfer(
+        CASH, pro_account(pro_id, "wallet"), e["amount"], wallet_of(pro_id).unit, pro_id, "platform", "wallet"))
 
 
 @_for("AdvanceRepaid")
-def _advance_repaid(e: Fields, wallet_of: WalletOf) -> Rows:
+def _advance_repaid(e: Fields, at: str, wallet_of: WalletOf) -> Rows:
     pro_id = e["pro_id"]
-    rows = Rows(reason="advance_repaid")
-    _transfer(rows, pro_account(pro_id, "wallet"), pro_account(pro_id, "advance"),
-              e["amount"], wallet_of(pro_id).unit, pro_id, "wallet", "advance")
-    return rows
+    return Rows(reason="advance_repaid", postings=_transfer(
+        pro_account(pro_id, "wallet"), pro_account(pro_id, "advance"), e["amount"], wallet_of(pro_id).unit,
+        pro_id, "wallet", "advance"))
 
 
 @_for("CronosAdvanced")
-def _cronos_advanced(e: Fields, wallet_of: WalletOf) -> Rows:
+def _cronos_advanced(e: Fields, at: str, wallet_of: WalletOf) -> Rows:
     pro_id = e["pro_id"]
-    rows = Rows(reason="advance")
-    _transfer(rows, pro_account(pro_id, "advance"), pro_account(pro_id, "wallet"),
-              e["amount"], wallet_of(pro_id).unit, pro_id, "advance", "wallet")
-    return rows
+    return Rows(reason="advance", postings=_transfer(
+        pro_account(pro_id, "advance"), pro_account(pro_id, "wallet"), e["amount"], wallet_of(pro_id).unit,
+        pro_id, "advance", "wallet"))
 
 
 @_for("ContactFeeCharged")
-def _contact_fee_charged(e: Fields, wallet_of: WalletOf) -> Rows:
+def _contact_fee_charged(e: Fields, at: str, wallet_of: WalletOf) -> Rows:
     pro_id, commission, management_fee = e["pro_id"], e["commission"], e["management_fee"]
     wallet = wallet_of(pro_id)
     total = commission + management_fee
     source_kind = e["paid_from"]
     unit = wallet.unit if source_kind == "wallet" else wallet.card_currency
     assert unit, f"no unit for a {source_kind} payment of {pro_id}"
-    rows = Rows(facts=[(e["contact_id"], "charge", sortable(e["occurred_at"]), total, e["refundable"])],
-                reason="contact_fee", ref=wallet.card_ref if source_kind == "card" else None)
-    rows.postings.append(Posting(pro_account(pro_id, source_kind), unit, total, 0, pro_id, source_kind))
+    postings = [Posting(pro_account(pro_id, source_kind), unit, total, 0, pro_id, source_kind)]
     if commission:
-        rows.postings.append(Posting(REVENUE_COMMISSION, unit, 0, commission, pro_id, "platform"))
+        postings.append(Posting(REVENUE_COMMISSION, unit, 0, commission, pro_id, "platform"))
     if management_fee:
-        rows.postings.append(Posting(REVENUE_MANAGEMENT_FEE, unit, 0, management_fee, pro_id, "platform"))
-    return rows
+        postings.append(Posting(REVENUE_MANAGEMENT_FEE, unit, 0, management_fee, pro_id, "platform"))
+    return Rows(facts=((e["contact_id"], "charge", at, total, e["refundable"]),), postings=postings,
+                reason="contact_fee", ref=wallet.card_ref if source_kind == "card" else None)
 
 
 @_for("QuoteFeeRefunded")
-def _quote_fee_refunded(e: Fields, wallet_of: WalletOf) -> Rows:
+def _quote_fee_refunded(e: Fields, at: str, wallet_of: WalletOf) -> Rows:
     pro_id, amount = e["pro_id"], e["amount"]
-    rows = Rows(facts=[(e["contact_id"], "refund", sortable(e["occurred_at"]), amount, 0)], reason=e["reason"])
-    _transfer(rows, REFUNDS, pro_account(pro_id, "wallet"), amount, wallet_of(pro_id).unit,
-              pro_id, "platform", "wallet")
-    return rows
+    return Rows(facts=((e["contact_id"], "refund", at, amount, 0),), reason=e["reason"], postings=_transfer(
+        REFUNDS, pro_account(pro_id, "wallet"), amount, wallet_of(pro_id).unit, pro_id, "platform", "wallet"))
 
 
 @_for("CourtesyCreditIssued")
-def _courtesy_credit_issued(e: Fields, wallet_of: WalletOf) -> Rows:
+def _courtesy_credit_issued(e: Fields, at: str, wallet_of: WalletOf) -> Rows:
     pro_id = e["pro_id"]
-    rows = Rows(reason=e["reason"], contact_id=e["fee_ref"])
-    _transfer(rows, EXPENSE_COURTESY, pro_account(pro_id, "wallet"), e["amount"], wallet_of(pro_id).unit,
-              pro_id, "platform", "wallet")
-    return rows
+    return Rows(reason=e["reason"], contact_id=e["fee_ref"], postings=_transfer(
+        EXPENSE_COURTESY, pro_account(pro_id, "wallet"), e["amount"], wallet_of(pro_id).unit,
+        pro_id, "platform", "wallet"))
 
 
 @_for("CallMinutesBilled")
-def _call_minutes_billed(e: Fields, wallet_of: WalletOf) -> Rows:
+def _call_minutes_billed(e: Fields, at: str, wallet_of: WalletOf) -> Rows:
     pro_id = e["pro_id"]
-    rows = Rows(reason="call_minutes", ref=wallet_of(pro_id).card_ref)
-    _transfer(rows, pro_account(pro_id, "card"), REVENUE_CALL_MINUTES, e["amount"],
-              e["currency"], pro_id, "card", "platform")
-    return rows
+    return Rows(reason="call_minutes", ref=wallet_of(pro_id).card_ref, postings=_transfer(
+        pro_account(pro_id, "card"), REVENUE_CALL_MINUTES, e["amount"], e["currency"], pro_id, "card", "platform"))
 
 
 @_for("CardRegistered")
-def _card_registered(e: Fields, wallet_of: WalletOf) -> Rows:
-    return Rows(card_refs=[(e["pro_id"], e["card_ref"])])
+def _card_registered(e: Fields, at: str, wallet_of: WalletOf) -> Rows:
+    return Rows(card_refs=((e["pro_id"], e["card_ref"]),))
 
 
 @_for("QuoteSent")
-def _quote_sent(e: Fields, wallet_of: WalletOf) -> Rows:
+def _quote_sent(e: Fields, at: str, wallet_of: WalletOf) -> Rows:
     unread_refund_due = e["unread_refund_due"]
-    return Rows(contacts=[(
+    return Rows(contacts=((
         e["contact_id"], e["pro_id"], e["market"], e["pricing"], e["management_fee"],
-        sortable(e["occurred_at"]), sortable(e["refund_deadline"]),
-        sortable(unread_refund_due) if unread_refund_due else None,
-    )])
+        at, sortable(e["refund_deadline"]), sortable(unread_refund_due) if unread_refund_due else None,
+    ),))
 
 
 @_for("QuoteRead")
 @_for("CustomerReplied")
-def _first_seen(e: Fields, wallet_of: WalletOf) -> Rows:
-    return Rows(first_seen=[(e["contact_id"], sortable(e["occurred_at"]))])
+def _first_seen(e: Fields, at: str, wallet_of: WalletOf) -> Rows:
+    return Rows(first_seen=((e["contact_id"], at),))
 
 
 @_for("ServiceConfirmed")
-def _service_confirmed(e: Fields, wallet_of: WalletOf) -> Rows:
-    return Rows(facts=[(e["contact_id"], "confirm", sortable(e["occurred_at"]), 0, 0)])
+def _service_confirmed(e: Fields, at: str, wallet_of: WalletOf) -> Rows:
+    return Rows(facts=((e["contact_id"], "confirm", at, 0, 0),))
 
 
 @_for("RefundRectified")
-def _refund_rectified(e: Fields, wallet_of: WalletOf) -> Rows:
-    return Rows(facts=[(e["contact_id"], "rectify", sortable(e["occurred_at"]), 0, 0)])
+def _refund_rectified(e: Fields, at: str, wallet_of: WalletOf) -> Rows:
+    return Rows(facts=((e["contact_id"], "rectify", at, 0, 0),))
 
 
-def check_balanced(postings: list[Posting]) -> None:
+def check_balanced(postings: Sequence[Posting]) -> None:
     """Invariant: every event's postings balance per unit."""
     per_unit: dict[str, int] = {}
     for posting in postings:

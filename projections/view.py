@@ -17,7 +17,7 @@ from eventsourcing.persistence import ConnectionPoolClosedError, IntegrityError,
 from eventsourcing.projection import Projection
 from eventsourcing.sqlite import SQLiteTrackingRecorder
 
-from leadledger import chain_store
+from leadledger import chain_store, collector
 from leadledger.chain import Row
 from leadledger.errors import LedgerError
 from leadledger.projections import checkpoints
@@ -89,17 +89,26 @@ class LedgerViewMixin:
         them all once its postings are in and indexed)."""
         wallets, contacts, first_seen, facts, postings, cards = [], [], [], [], [], []
         for position, event_type, event_id, rows in batch:
-            wallets.extend((*row, position) for row in rows.wallets)
-            contacts.extend((*row, position) for row in rows.contacts)
-            first_seen.extend((at, contact_id, at) for contact_id, at in rows.first_seen)
-            cards.extend((card_ref, pro_id) for pro_id, card_ref in rows.card_refs)
-            facts.extend((position, seq, *fact) for seq, fact in enumerate(rows.facts))
-            check_balanced(rows.postings)
-            postings.extend(
-                (position, seq, rows.occurred_at, event_type, event_id, p.pro_id, rows.contact_id, p.kind,
-                 p.account, p.unit, p.debit, p.credit, rows.market, rows.reason, rows.ref)
-                for seq, p in enumerate(rows.postings)
-            )
+            # Most events fill one part: test before building a generator per part.
+            if rows.wallets:
+                wallets.extend((*row, position) for row in rows.wallets)
+            if rows.contacts:
+                contacts.extend((*row, position) for row in rows.contacts)
+            if rows.first_seen:
+                first_seen.extend((at, contact_id, at) for contact_id, at in rows.first_seen)
+            if rows.card_refs:
+                cards.extend((card_ref, pro_id) for pro_id, card_ref in rows.card_refs)
+            if rows.facts:
+                facts.extend((position, seq, *fact) for seq, fact in enumerate(rows.facts))
+            if rows.postings:
+                check_balanced(rows.postings)
+                occurred_at, contact_id, market, reason, ref = (rows.occurred_at, rows.contact_id, rows.market,
+                                                                rows.reason, rows.ref)
+                postings.extend(
+                    (position, seq, occurred_at, event_type, event_id, p.pro_id, contact_id, p.kind,
+                     p.account, p.unit, p.debit, p.credit, market, reason, ref)
+                    for seq, p in enumerate(rows.postings)
+                )
         for statement, params in (
             (_INSERT_WALLET, wallets),
             (_CARD_REF, cards),
@@ -179,7 +188,7 @@ class LedgerViewMixin:
         # Every WalletOpened is projected before its money events, so the units are
         # known from this pass alone: no lookups into the tables being rebuilt.
         projection = LedgerProjection(self, lookup=_corrupt_log)
-        with self.datastore.transaction(commit=True) as curs:
+        with collector.paused(), self.datastore.transaction(commit=True) as curs:
             self.lock_projection(curs)
             self.clear_tables(curs)
             for name, _ in SECONDARY_INDEXES:
@@ -266,7 +275,8 @@ class LedgerProjection(Projection[Any]):
         return batch
 
     def rows(self, event_type: str, fields: Fields) -> Rows | None:
-        rows = rows_for(event_type, fields, self.wallet_of)
+        at = sortable(fields["occurred_at"])
+        rows = rows_for(event_type, fields, at, self.wallet_of)
         if rows is None:
             return None
         for pro_id, market, unit, card_currency, *_ in rows.wallets:
@@ -277,7 +287,7 @@ class LedgerProjection(Projection[Any]):
             pro_id = rows.postings[0].pro_id
             assert pro_id is not None and all(p.pro_id == pro_id for p in rows.postings)
             rows.market = self.wallet_of(pro_id).market
-        rows.occurred_at = sortable(fields["occurred_at"])
+        rows.occurred_at = at
         rows.contact_id = rows.contact_id or fields.get("contact_id")
         return rows
 
