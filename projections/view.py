@@ -49,6 +49,16 @@ _FIRST_SEEN = (
     "UPDATE ll_contacts SET first_seen_at = ? WHERE contact_id = ?"
     " AND (first_seen_at IS NULL OR first_seen_at > ?)"
 )
+# A rebuild stages the first-seen times (an insert each) and sets them in one
+# statement at its end: an UPDATE per QuoteRead was 6% of a PostgreSQL rebuild.
+# A contact's reads always follow its QuoteSent in the log (its aggregate's
+# versions), so the result is the UPDATEs'.
+_FIRST_SEEN_STAGE = "CREATE TEMPORARY TABLE ll_first_seen_stage (contact_id TEXT NOT NULL, at TEXT NOT NULL)"
+_STAGE_FIRST_SEEN = _insert("ll_first_seen_stage", 2)
+_FIRST_SEEN_STAGED = (
+    "UPDATE ll_contacts SET first_seen_at = s.at FROM (SELECT contact_id, MIN(at) AS at"
+    " FROM ll_first_seen_stage GROUP BY contact_id) AS s WHERE ll_contacts.contact_id = s.contact_id"
+)
 _INSERT_FACT = _insert("ll_contact_facts", 7)
 _INSERT_POSTING = _insert("ll_postings", 15)
 COPY_TARGETS = {
@@ -56,6 +66,7 @@ COPY_TARGETS = {
     _INSERT_CONTACT: _CONTACT_TARGET,
     _INSERT_FACT: "ll_contact_facts",
     _INSERT_POSTING: "ll_postings",
+    _STAGE_FIRST_SEEN: "ll_first_seen_stage",
 }
 
 
@@ -73,7 +84,7 @@ class LedgerViewMixin:
         """Write the rows of a batch of events and the tracking record atomically."""
         with self.datastore.transaction(commit=True) as curs:
             self.lock_projection(curs)
-            self.write_rows(curs, batch, keep_checkpoints=True)
+            self.write_rows(curs, batch)
             self._insert_tracking(curs, tracking)  # type: ignore[attr-defined]
 
     def lock_projection(self, curs: Any) -> None:
@@ -84,9 +95,10 @@ class LedgerViewMixin:
             curs.execute(f"DELETE FROM {table}")
 
     def write_rows(self, curs: Any, batch: Sequence[tuple[int, str, str, Rows]], *,
-                   keep_checkpoints: bool) -> None:
-        """``keep_checkpoints``: keep the checkpointed totals level too (a rebuild lays
-        them all once its postings are in and indexed)."""
+                   rebuilding: bool = False) -> None:
+        """Also keeps the checkpointed totals level, but while ``rebuilding``: a
+        rebuild lays them all once its postings are in and indexed, and sets the
+        contacts' first-seen times in one statement at its end (_FIRST_SEEN_STAGED)."""
         wallets, contacts, first_seen, facts, postings, cards = [], [], [], [], [], []
         for position, event_type, event_id, rows in batch:
             # Most events fill one part: test before building a generator per part.
@@ -95,7 +107,7 @@ class LedgerViewMixin:
             if rows.contacts:
                 contacts.extend((*row, position) for row in rows.contacts)
             if rows.first_seen:
-                first_seen.extend((at, contact_id, at) for contact_id, at in rows.first_seen)
+                first_seen.extend(rows.first_seen)
             if rows.card_refs:
                 cards.extend((card_ref, pro_id) for pro_id, card_ref in rows.card_refs)
             if rows.facts:
@@ -113,13 +125,14 @@ class LedgerViewMixin:
             (_INSERT_WALLET, wallets),
             (_CARD_REF, cards),
             (_INSERT_CONTACT, contacts),
-            (_FIRST_SEEN, first_seen),
+            (_STAGE_FIRST_SEEN, first_seen) if rebuilding
+            else (_FIRST_SEEN, [(at, contact_id, at) for contact_id, at in first_seen]),
             (_INSERT_FACT, facts),
             (_INSERT_POSTING, postings),
         ):
             if params:
                 self.write_statement(curs, statement, params)
-        if keep_checkpoints:
+        if not rebuilding:
             checkpoints.record(curs, self.sql, postings)
 
     def write_statement(self, curs: Any, statement: str, params: list[tuple[Any, ...]]) -> None:
@@ -195,6 +208,8 @@ class LedgerViewMixin:
                 curs.execute(f"DROP INDEX IF EXISTS {name}")
             curs.execute(self.sql(f"DELETE FROM {self.tracking_table} WHERE application_name = ?"),
                          (APPLICATION_NAME,))
+            curs.execute("DROP TABLE IF EXISTS ll_first_seen_stage")
+            curs.execute(_FIRST_SEEN_STAGE)
 
             def projected() -> Iterator[Row]:
                 nonlocal done, last
@@ -205,7 +220,7 @@ class LedgerViewMixin:
                     events = [(row.position, EVENT_TYPES[row.topic], loads(row.state))
                               for row in page if row.topic in EVENT_TYPES]
                     if events:
-                        self.write_rows(curs, projection.batch_rows(events), keep_checkpoints=False)
+                        self.write_rows(curs, projection.batch_rows(events), rebuilding=True)
                         done, last = done + len(events), events[-1][0]
                     advance(len(page))
 
@@ -217,6 +232,8 @@ class LedgerViewMixin:
             inspect(rows, rescan, curs)
             for _ in rows:
                 pass  # the pages the inspection did not read
+            curs.execute(_FIRST_SEEN_STAGED)
+            curs.execute("DROP TABLE ll_first_seen_stage")
             for _, create in SECONDARY_INDEXES:
                 curs.execute(create)
             checkpoints.lay_due(curs, self.sql)
