@@ -28,6 +28,12 @@ from leadledger.store import events_table
 
 APPLICATION_NAME = "LeadLedger"
 CATCH_UP_BATCH = 2000  # events per view transaction
+# Behind by more than BACKLOG_EVENTS (the first catch-up after a bulk load), it
+# takes BACKLOG_BATCH events per transaction: a commit per 2,000 events was a
+# fifth of such a catch-up (SQLite, 536k events: 18k -> 25k events/s). Short
+# backlogs keep short transactions: each one holds the writers back meanwhile.
+BACKLOG_EVENTS = 100_000
+BACKLOG_BATCH = 10_000
 
 # An event the read models are given: its log position, type name and fields.
 Stored = tuple[int, str, Fields]
@@ -319,7 +325,7 @@ class LedgerProjection(Projection[Any]):
                             tracking)
 
 
-def catch_up(app: Any, view: LedgerViewMixin, batch_size: int = CATCH_UP_BATCH,
+def catch_up(app: Any, view: LedgerViewMixin, batch_size: int | None = None,
              start_progress: Callable[[int], Callable[[int], None]] | None = None) -> int:
     """Project every event recorded after the view's tracking position; returns how many.
 
@@ -330,24 +336,31 @@ def catch_up(app: Any, view: LedgerViewMixin, batch_size: int = CATCH_UP_BATCH,
     a level view costs no extra query.
     """
     projection = LedgerProjection(view)
+    batch_size = batch_size or CATCH_UP_BATCH
     done = 0
+    behind: int | None = None  # known once a first full batch shows a backlog
     advance: Callable[[int], None] | None = None
     try:
-        while True:
-            position = view.max_tracking_id(APPLICATION_NAME)  # type: ignore[attr-defined]
-            events = view.stored_after(position or 0, batch_size)
-            if not events:
-                return done
-            if advance is None and start_progress is not None and len(events) == batch_size:
-                advance = start_progress((app.recorder.max_notification_id() or 0) - (position or 0))
-            try:
-                projection.process_stored(events, Tracking(APPLICATION_NAME, events[-1][0]))
-            except (IntegrityError, sqlite3.IntegrityError):
-                projection = LedgerProjection(view)  # another process got there first
-                continue
-            done += len(events)
-            if advance is not None:
-                advance(len(events))
+        with collector.paused():  # see ledger/collector.py: a backlog is a rebuild's kind of pass
+            while True:
+                position = view.max_tracking_id(APPLICATION_NAME)  # type: ignore[attr-defined]
+                events = view.stored_after(position or 0, batch_size)
+                if not events:
+                    return done
+                if behind is None and len(events) == batch_size:
+                    behind = (app.recorder.max_notification_id() or 0) - (position or 0)
+                    if behind >= BACKLOG_EVENTS:
+                        batch_size = max(batch_size, BACKLOG_BATCH)
+                    if start_progress is not None:
+                        advance = start_progress(behind)
+                try:
+                    projection.process_stored(events, Tracking(APPLICATION_NAME, events[-1][0]))
+                except (IntegrityError, sqlite3.IntegrityError):
+                    projection = LedgerProjection(view)  # another process got there first
+                    continue
+                done += len(events)
+                if advance is not None:
+                    advance(len(events))
     finally:
         if advance is not None:
             advance(-1)

@@ -92,6 +92,50 @@ def test_rebuild_gives_the_same_read_models(ledger):
     assert ledger.read_models() == before
 
 
+def test_rebuild_sets_first_seen_times_as_the_catch_up_does(ledger):
+    """A rebuild stages the reads and sets each contact's first-seen time in one
+    statement at its end; a catch-up updates it read by read. Same result: the
+    earliest read, and none for a contact never read."""
+    ok(ledger.append([
+        wallet("p1"), buy("p1", 10000), card("p1"), quote("c1", "p1", commission=1500),
+        quote("c2", "p1", commission=1500), quote("g1", "p1", at(1, 1), pricing="guaranteed_reply", commission=2500),
+        sub("QuoteRead", at(1, 3), contact_id="c1"), sub("QuoteRead", at(1, 2), contact_id="c1"),
+        sub("CustomerReplied", at(2), contact_id="g1", channel="message"),
+        sub("QuoteRead", at(3), contact_id="g1"),
+    ]))
+    before = ledger.read_models()
+    seen = {r["contact_id"]: r["first_seen_at"] for r in ledger._open()[1].query(
+        "SELECT contact_id, first_seen_at FROM ll_contacts")}
+    assert seen == {"c1": "2026-01-06T11:00:00.000000Z", "c2": None, "g1": "2026-01-07T09:00:00.000000Z"}, seen
+    assert ledger.rebuild() > 0
+    assert ledger.read_models() == before
+    assert {r["contact_id"]: r["first_seen_at"] for r in ledger._open()[1].query(
+        "SELECT contact_id, first_seen_at FROM ll_contacts")} == seen
+
+
+def test_a_long_backlog_is_caught_up_in_bigger_transactions(ledger, monkeypatch):
+    from leadledger.projections import view as view_module
+
+    busy(ledger)
+    expected = ledger.read_models()
+    app, view = ledger._open()
+    with view.datastore.transaction(commit=True) as curs:  # the read models fall behind the whole log
+        view.clear_tables(curs)
+        curs.execute("DELETE FROM " + view.tracking_table)
+        curs.execute("INSERT INTO ll_checkpoint_marks VALUES ('', 0)")
+    events = len(view.stored_after(0, 10_000))
+    writes = []
+    original = type(view).write
+    monkeypatch.setattr(type(view), "write", lambda self, batch, tracking: (
+        writes.append(tracking.notification_id), original(self, batch, tracking))[1])
+    monkeypatch.setattr(view_module, "CATCH_UP_BATCH", 2)
+    monkeypatch.setattr(view_module, "BACKLOG_EVENTS", 5)
+    monkeypatch.setattr(view_module, "BACKLOG_BATCH", 4)
+    assert ledger.catch_up() == events
+    assert len(writes) == 1 + -(-(events - 2) // 4)  # 2 events, then 4 a transaction
+    assert ledger.read_models() == expected
+
+
 def test_catch_up_is_atomic_with_its_tracking_record(ledger, monkeypatch):
     busy(ledger)
     app, view = ledger._open()

@@ -149,6 +149,25 @@ def test_each_kind_of_tampering_is_named_and_stops_rebuild(store_url, tamper):
         assert refused.value.code == "chain_broken" and expected.split(":")[0] in refused.value.message
 
 
+@pytest.mark.parametrize("tamper", ["edited", "deleted", "reordered", "moved"])
+def test_a_refused_rebuild_leaves_the_read_models_as_they_were(store_url, monkeypatch, tamper):
+    """The rebuild walks the chain over the rows it projects, a page at a time, in
+    its one transaction: pages before the break are projected before it is found,
+    and the refusal rolls them back (pages of 2 rows here, so some are)."""
+    with Ledger.from_url(store_url) as ledger:
+        story(ledger)
+        before = ledger.read_models()
+        TAMPERINGS[tamper](ledger)
+    monkeypatch.setattr(chain_store, "PAGE", 2)
+    with Ledger.from_url(store_url) as ledger:
+        with pytest.raises(LedgerError) as refused:
+            ledger.rebuild()
+        assert refused.value.code == "chain_broken"
+        app, view = ledger._open()
+        assert view.max_tracking_id("LeadLedger") == 8  # still level with the log it was built from
+        assert ledger.read_models() == before
+
+
 def test_the_command_line_reports_a_broken_chain(store_url):
     with Ledger.from_url(store_url) as ledger:
         story(ledger)
