@@ -209,9 +209,9 @@ class LedgerViewMixin:
         projection = LedgerProjection(self, lookup=_corrupt_log)
         with collector.paused(), self.datastore.transaction(commit=True) as curs:
             self.lock_projection(curs)
+            for name, _ in SECONDARY_INDEXES:  # first: SQLite's DELETE then keeps no index level
+                curs.execute(f"DROP INDEX IF EXISTS {name}")  # (1.0 s -> 0.5 s at 543k postings)
             self.clear_tables(curs)
-            for name, _ in SECONDARY_INDEXES:
-                curs.execute(f"DROP INDEX IF EXISTS {name}")
             curs.execute(self.sql(f"DELETE FROM {self.tracking_table} WHERE application_name = ?"),
                          (APPLICATION_NAME,))
             curs.execute("DROP TABLE IF EXISTS ll_first_seen_stage")
