@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple, Sequence
 
+from leadledger.events import DOMAIN_EVENT_CLASSES
 from leadledger.projections.stored import sortable
 
 CASH = "platform:cash"
@@ -201,6 +202,11 @@ def _service_confirmed(e: Fields, at: str, wallet_of: WalletOf) -> Rows:
 @_for("RefundRectified")
 def _refund_rectified(e: Fields, at: str, wallet_of: WalletOf) -> Rows:
     return Rows(facts=((e["contact_id"], "rectify", at, 0, 0),))
+
+
+# Every handler is named for an event the log can hold (a misspelt name would
+# leave that event's rows out, silently).
+assert set(_HANDLERS) <= set(DOMAIN_EVENT_CLASSES), set(_HANDLERS) - set(DOMAIN_EVENT_CLASSES)
 
 
 def check_balanced(postings: Sequence[Posting]) -> None:

@@ -127,6 +127,22 @@ def test_sortable_utc_is_the_strftime_text(moment):
     assert sortable_utc(moment) == moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+@settings(max_examples=300, deadline=None)
+@given(AWARE, st.uuids())
+def test_stored_times_and_ids_read_as_the_event_objects_give_them(moment, event_id):
+    """The catch-up and the rebuild read tagged values from the stored JSON
+    (projections/stored.py) where eventsourcing's mapper built a datetime and a
+    UUID: the same read-model text, whatever the offset the time was stored with."""
+    from leadledger.projections.stored import loads, sortable, uuid_text
+    from leadledger.timefmt import sortable_utc
+
+    slow, _ = _transcoders()
+    stored = slow.encode({"occurred_at": moment, "utc": moment.astimezone(timezone.utc), "event_id": event_id})
+    fields = loads(stored)
+    assert sortable(fields["occurred_at"]) == sortable(fields["utc"]) == sortable_utc(moment) == sortable(moment)
+    assert uuid_text(fields["event_id"]) == str(event_id) == uuid_text(event_id)
+
+
 def test_help_starts_without_the_store_or_the_models():
     code = ("import sys\nfrom leadledger.cli.main import cli\n"
             "heavy = [m for m in ('psycopg', 'eventsourcing', 'pydantic', 'holidays', 'leadledger.application')"
