@@ -21,14 +21,10 @@ from leadledger import chain
 from leadledger.chain import GENESIS, Head, Row
 from leadledger.errors import LOG_DAMAGED, LedgerError
 from leadledger.store import (APPEND_ONLY_TABLES, CHAIN_COLUMN, EVENTS_TABLE, HEAD_TABLE, RECEIPTS_TABLE,
-                              SQLITE_EVENTS_TABLE, SQLITE_HEAD_START, SQLITE_TRIGGER_NAMES, events_table,
+                              SQLITE_EVENTS_TABLE, SQLITE_HEAD_START, SQLITE_TRIGGER_NAMES, events_table, position_column,
                               sqlite_drop_trigger_ddl, sqlite_trigger_ddl)
 
 PAGE = 5000  # rows per page while walking or migrating
-
-
-def _position(sqlite: bool) -> str:
-    return "rowid" if sqlite else "notification_id"
 
 
 # --- the writer's side -------------------------------------------------------------
@@ -39,7 +35,7 @@ def head_statements(sqlite: bool) -> tuple[str, str]:
     in a statement of its own so it sees what the previous holder committed."""
     lock = "" if sqlite else " FOR UPDATE"
     return (f"SELECT position, sha256 FROM {HEAD_TABLE} WHERE id = 1{lock}",
-            f"SELECT max({_position(sqlite)}) AS last FROM {events_table(sqlite)}")
+            f"SELECT max({position_column(sqlite)}) AS last FROM {events_table(sqlite)}")
 
 
 def read_head(curs: Any, sqlite: bool) -> Head | None:
@@ -117,7 +113,7 @@ def expected_head(head_row: Any, expect: Head) -> None:
 
 def _select_rows(sqlite: bool) -> str:
     mark = "?" if sqlite else "%s"
-    position = _position(sqlite)
+    position = position_column(sqlite)
     return (f"SELECT {position} AS position, originator_id, originator_version, topic, state,"
             f" {CHAIN_COLUMN} AS chain_sha256 FROM {events_table(sqlite)}"
             f" WHERE {position} >= {mark} AND {position} <= {mark} ORDER BY {position} LIMIT {PAGE}")
@@ -155,7 +151,7 @@ def still_holds(curs: Any, sqlite: bool, head: Head) -> bool:
     link: the chain makes it the same log up to there, not one rebuilt by hand."""
     if head.position == 0:
         return True
-    position, mark = _position(sqlite), "?" if sqlite else "%s"
+    position, mark = position_column(sqlite), "?" if sqlite else "%s"
     curs.execute(f"SELECT {CHAIN_COLUMN} AS link FROM {events_table(sqlite)} WHERE {position} = {mark}",
                  (head.position,))
     row = curs.fetchone()
@@ -164,7 +160,7 @@ def still_holds(curs: Any, sqlite: bool, head: Head) -> bool:
 
 def stored_between(curs: Any, sqlite: bool, after: int, through: int) -> list[Any]:
     """The stored events at positions after ``after`` up to ``through``, in order."""
-    position, mark = _position(sqlite), "?" if sqlite else "%s"
+    position, mark = position_column(sqlite), "?" if sqlite else "%s"
     curs.execute(f"SELECT originator_id, originator_version, topic, state FROM {events_table(sqlite)}"
                  f" WHERE {position} > {mark} AND {position} <= {mark} ORDER BY {position}", (after, through))
     return [StoredEvent(originator_id=r["originator_id"] if isinstance(r["originator_id"], UUID)
@@ -179,7 +175,7 @@ def recorded_head(datastore: Any, sqlite: bool) -> tuple[Head | None, int]:
 
 
 def head_in(curs: Any, sqlite: bool) -> tuple[Head | None, int]:
-    position = _position(sqlite)
+    position = position_column(sqlite)
     curs.execute(f"SELECT h.position, h.sha256, (SELECT max({position}) FROM {events_table(sqlite)}) AS last"
                  f" FROM (SELECT 1 AS one) o LEFT JOIN {HEAD_TABLE} h ON h.id = 1")
     row = curs.fetchone()
@@ -242,7 +238,7 @@ def _log_rows(curs: Any, sqlite: bool, spans: Sequence[tuple[int, int]]) -> dict
     """topic and event_id of the events at the positions the spans cover."""
     positions = sorted({int(p) + i for p, n in spans for i in range(n)})
     found: dict[int, tuple[str, Any]] = {}
-    column = _position(sqlite)
+    column = position_column(sqlite)
     select = f"SELECT {column} AS position, topic, state FROM {events_table(sqlite)} WHERE {column}"
     for start in range(0, len(positions), 900):
         part = positions[start:start + 900]

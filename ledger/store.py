@@ -153,6 +153,11 @@ def events_table(sqlite: bool) -> str:
     return SQLITE_EVENTS_TABLE if sqlite else EVENTS_TABLE
 
 
+def position_column(sqlite: bool) -> str:
+    """The events table's column holding an event's log position."""
+    return "rowid" if sqlite else "notification_id"
+
+
 def resolve_url(url: str | None) -> str:
     return url or os.environ.get(URL_ENV) or DEFAULT_URL
 

@@ -28,8 +28,11 @@ REFUNDS = "platform:refunds"
 EXPENSE_COURTESY = "platform:expense:courtesy"
 
 
+_PRO_KINDS = frozenset({"wallet", "advance", "card"})
+
+
 def pro_account(pro_id: str, kind: str) -> str:
-    assert kind in ("wallet", "advance", "card")
+    assert kind in _PRO_KINDS
     return f"pro:{pro_id}:{kind}"
 
 
@@ -75,6 +78,7 @@ class WalletFacts:
 
 
 WalletOf = Callable[[str], WalletFacts]
+Fields = dict[str, Any]  # an event's fields by name, as stored or as a live event holds them
 
 
 def _transfer(debit: str, credit: str, amount: int, unit: str,
@@ -85,7 +89,21 @@ def _transfer(debit: str, credit: str, amount: int, unit: str,
     return (Posting(debit, unit, amount, 0, pro_id, debit_kind), Posting(credit, unit, 0, amount, pro_id, credit_kind))
 
 
-Fields = dict[str, Any]  # an event's fields by name, as stored or as a live event holds them
+def _in_wallet_unit(e: Fields, wallet_of: WalletOf, debit: str, credit: str) -> tuple[Posting, ...]:
+    """The event's ``amount`` moved in the pro's wallet unit. Each side is one of
+    the pro's accounts by kind (``wallet``, ``advance``) or a platform account."""
+    pro_id = e["pro_id"]
+    debit_account, debit_kind = _side(pro_id, debit)
+    credit_account, credit_kind = _side(pro_id, credit)
+    return _transfer(debit_account, credit_account, e["amount"], wallet_of(pro_id).unit,
+                     pro_id, debit_kind, credit_kind)
+
+
+def _side(pro_id: str, account: str) -> tuple[str, str]:
+    """An account and its posting kind: a pro's by kind, else the platform's."""
+    return (pro_account(pro_id, account), account) if account in _PRO_KINDS else (account, "platform")
+
+
 # A handler is given the event's fields, its time as sortable text (computed once
 # per event by the caller) and the wallet lookup.
 Handler = Callable[[Fields, str, WalletOf], Rows]
@@ -114,25 +132,17 @@ def _wallet_opened(e: Fields, at: str, wallet_of: WalletOf) -> Rows:
 
 @_for("CreditsPurchased")
 def _credits_purchased(e: Fields, at: str, wallet_of: WalletOf) -> Rows:
-    pro_id = e["pro_id"]
-    return Rows(reason="purchase", ref=e["payment_ref"], postings=_transfer(
-        CASH, pro_account(pro_id, "wallet"), e["amount"], wallet_of(pro_id).unit, pro_id, "platform", "wallet"))
+    return Rows(reason="purchase", ref=e["payment_ref"], postings=_in_wallet_unit(e, wallet_of, CASH, "wallet"))
 
 
 @_for("AdvanceRepaid")
 def _advance_repaid(e: Fields, at: str, wallet_of: WalletOf) -> Rows:
-    pro_id = e["pro_id"]
-    return Rows(reason="advance_repaid", postings=_transfer(
-        pro_account(pro_id, "wallet"), pro_account(pro_id, "advance"), e["amount"], wallet_of(pro_id).unit,
-        pro_id, "wallet", "advance"))
+    return Rows(reason="advance_repaid", postings=_in_wallet_unit(e, wallet_of, "wallet", "advance"))
 
 
 @_for("CronosAdvanced")
 def _cronos_advanced(e: Fields, at: str, wallet_of: WalletOf) -> Rows:
-    pro_id = e["pro_id"]
-    return Rows(reason="advance", postings=_transfer(
-        pro_account(pro_id, "advance"), pro_account(pro_id, "wallet"), e["amount"], wallet_of(pro_id).unit,
-        pro_id, "advance", "wallet"))
+    return Rows(reason="advance", postings=_in_wallet_unit(e, wallet_of, "advance", "wallet"))
 
 
 @_for("ContactFeeCharged")
@@ -154,17 +164,14 @@ def _contact_fee_charged(e: Fields, at: str, wallet_of: WalletOf) -> Rows:
 
 @_for("QuoteFeeRefunded")
 def _quote_fee_refunded(e: Fields, at: str, wallet_of: WalletOf) -> Rows:
-    pro_id, amount = e["pro_id"], e["amount"]
-    return Rows(facts=((e["contact_id"], "refund", at, amount, 0),), reason=e["reason"], postings=_transfer(
-        REFUNDS, pro_account(pro_id, "wallet"), amount, wallet_of(pro_id).unit, pro_id, "platform", "wallet"))
+    return Rows(facts=((e["contact_id"], "refund", at, e["amount"], 0),), reason=e["reason"],
+                postings=_in_wallet_unit(e, wallet_of, REFUNDS, "wallet"))
 
 
 @_for("CourtesyCreditIssued")
 def _courtesy_credit_issued(e: Fields, at: str, wallet_of: WalletOf) -> Rows:
-    pro_id = e["pro_id"]
-    return Rows(reason=e["reason"], contact_id=e["fee_ref"], postings=_transfer(
-        EXPENSE_COURTESY, pro_account(pro_id, "wallet"), e["amount"], wallet_of(pro_id).unit,
-        pro_id, "platform", "wallet"))
+    return Rows(reason=e["reason"], contact_id=e["fee_ref"],
+                postings=_in_wallet_unit(e, wallet_of, EXPENSE_COURTESY, "wallet"))
 
 
 @_for("CallMinutesBilled")

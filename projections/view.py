@@ -9,6 +9,7 @@ its last tracked position; every read command calls it first.
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 from contextlib import nullcontext
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -24,7 +25,7 @@ from leadledger.projections import checkpoints
 from leadledger.projections.journal import Fields, Rows, WalletFacts, check_balanced, rows_for
 from leadledger.projections.stored import EVENT_TYPES, loads, sortable, uuid_text
 from leadledger.projections.tables import READ_MODEL_DDL, READ_MODEL_TABLES, SECONDARY_INDEXES
-from leadledger.store import events_table
+from leadledger.store import events_table, position_column
 
 APPLICATION_NAME = "LeadLedger"
 CATCH_UP_BATCH = 2000  # events per view transaction
@@ -82,6 +83,10 @@ class LedgerViewMixin:
     placeholder = "?"
     tracking_table = "tracking"
     datastore: Any
+
+    @property
+    def sqlite(self) -> bool:
+        return self.placeholder == "?"
 
     def sql(self, statement: str) -> str:
         return statement if self.placeholder == "?" else statement.replace("?", self.placeholder)
@@ -180,8 +185,7 @@ class LedgerViewMixin:
         """The next ``limit`` domain events after ``position``, decoded (no event
         objects: projections/stored.py). Receipts stored as events before 0.2
         feed no read model: skipped in SQL."""
-        sqlite = self.placeholder == "?"
-        column = "rowid" if sqlite else "notification_id"
+        sqlite, column = self.sqlite, position_column(self.sqlite)
         topics = list(EVENT_TYPES)
         with self.datastore.transaction(commit=False) as curs:
             curs.execute(self.sql(
@@ -202,7 +206,7 @@ class LedgerViewMixin:
         The log is read once, in this transaction: ``inspect(rows, rescan, curs)``
         is handed every stored row as it is projected (the chain walk; it may stop
         early, the rest is projected after it) and raising there rolls it all back."""
-        sqlite = self.placeholder == "?"
+        sqlite = self.sqlite
         done, last = 0, None
         # Every WalletOpened is projected before its money events, so the units are
         # known from this pass alone: no lookups into the tables being rebuilt.
@@ -230,12 +234,9 @@ class LedgerViewMixin:
                         done, last = done + len(events), events[-1][0]
                     advance(len(page))
 
-            def rescan(position: int) -> Iterator[Row]:
-                for page in chain_store.pages(lambda: nullcontext(curs), sqlite, position):
-                    yield from page
-
             rows = projected()
-            inspect(rows, rescan, curs)
+            inspect(rows, lambda position: itertools.chain.from_iterable(
+                chain_store.pages(lambda: nullcontext(curs), sqlite, position)), curs)
             for _ in rows:
                 pass  # the pages the inspection did not read
             curs.execute(_FIRST_SEEN_STAGED)
