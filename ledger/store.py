@@ -174,7 +174,7 @@ def config_for(url: str) -> StoreConfig:
             # One shared in-memory database for all the pool's connections.
             path = f"file:leadledger-{uuid.uuid4().hex}?mode=memory&cache=shared"
         return StoreConfig(url, "sqlite", {
-            "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+            "PERSISTENCE_MODULE": "leadledger.sqlite_factory:LedgerSQLiteFactory",
             "SQLITE_DBNAME": path,
             "SQLITE_LOCK_TIMEOUT": "30",
             "CREATE_TABLE": "true",

@@ -196,3 +196,35 @@ def test_a_receipts_event_names_are_written_as_json_dumps_writes_them(names):
     from leadledger.recorders import _names_json
 
     assert _names_json(tuple(names)) == json.dumps(names)
+
+
+def test_sqlite_connections_keep_their_prepared_statements(tmp_path):
+    """eventsourcing opens SQLite connections with ``cached_statements=True``, a cache
+    of one statement: each of a single append's eight statements was prepared again
+    (ledger/sqlite_factory.py). SQLite asks the authorizer while it prepares a
+    statement, not when it runs a prepared one again."""
+    from leadledger import Ledger
+
+    with Ledger.from_url(f"sqlite:///{tmp_path}/cache.db") as ledger:
+        app, _ = ledger._open()
+        with app.factory.datastore.get_connection(commit=False) as conn:
+            sqlite_conn = conn._sqlite_conn
+            prepared: list[int] = []
+
+            def count_prepares(action: int, *args: object) -> int:
+                prepared.append(action)
+                return 0  # SQLITE_OK
+
+            sqlite_conn.set_authorizer(count_prepares)
+            try:
+                for _ in range(3):
+                    for statement in ("SELECT position FROM leadledger_chain_head WHERE id = 1",
+                                      "SELECT count(*) FROM leadledger_receipts WHERE event_id = ?"):
+                        sqlite_conn.execute(statement, () if "?" not in statement else ("x",)).fetchall()
+                once = len(prepared)
+                for statement in ("SELECT position FROM leadledger_chain_head WHERE id = 1",
+                                  "SELECT count(*) FROM leadledger_receipts WHERE event_id = ?"):
+                    sqlite_conn.execute(statement, () if "?" not in statement else ("x",)).fetchall()
+            finally:
+                sqlite_conn.set_authorizer(None)
+    assert once > 0 and len(prepared) == once  # the second round prepared nothing

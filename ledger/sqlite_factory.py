@@ -1,0 +1,48 @@
+"""eventsourcing's SQLite factory, with connections that keep their prepared statements.
+
+eventsourcing 9.5 opens SQLite connections with ``cached_statements=True``, which
+``sqlite3`` reads as a cache of one statement: every statement but the last one
+run is parsed and planned again. A single append runs eight different ones
+(``LedgerSQLiteRecorder``), so each was prepared afresh: measured on its raw
+statements replayed on one connection, 234-252 us a call with a cache of one
+against 194-205 us with 128 (the floor, one INSERT and COMMIT, ~125 us).
+Everything else is eventsourcing's: the pool, WAL mode, the lock timeout.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from eventsourcing.persistence import InterfaceError
+from eventsourcing.sqlite import (SQLITE3_DEFAULT_LOCK_TIMEOUT, SQLiteConnection, SQLiteConnectionPool,
+                                  SQLiteFactory)
+
+STATEMENT_CACHE = 128  # prepared statements kept per connection (sqlite3's own default)
+
+
+class StatementCachingPool(SQLiteConnectionPool):
+    def _create_connection(self) -> SQLiteConnection:
+        try:
+            conn = sqlite3.connect(database=self.db_name, uri=True, check_same_thread=False,
+                                   isolation_level=None, cached_statements=STATEMENT_CACHE,
+                                   timeout=self.lock_timeout or SQLITE3_DEFAULT_LOCK_TIMEOUT)
+        except (sqlite3.Error, TypeError) as exc:
+            raise InterfaceError(exc) from exc
+        if not self.is_sqlite_memory_mode and not self.is_journal_mode_wal:
+            (mode,) = conn.execute("PRAGMA journal_mode;").fetchone()
+            if mode.lower() != "wal":
+                conn.execute("PRAGMA journal_mode=WAL;")
+                self.journal_mode_was_changed_to_wal = True
+            self.is_journal_mode_wal = True
+        conn.row_factory = sqlite3.Row
+        return SQLiteConnection(sqlite_conn=conn, max_age=self.max_age)
+
+
+class LedgerSQLiteFactory(SQLiteFactory):
+    def __init__(self, env: object) -> None:
+        super().__init__(env)  # type: ignore[arg-type]
+        # The pool opens connections when first asked: replaced before any exists.
+        built = self.datastore.pool
+        assert not built._pool, "a connection was opened before the pool was replaced"
+        self.datastore.pool = StatementCachingPool(db_name=built.db_name, lock_timeout=built.lock_timeout)
+        built.close()
