@@ -121,6 +121,34 @@ def test_a_terminated_customer_is_never_taken_as_absent(store_url):
         assert results[1].code == "customer_terminated"
 
 
+def test_a_warm_writers_batches_of_every_size_are_written_onto_the_head_at_once(store_url, monkeypatch):
+    """The write onto the known head sends up to SMALL_ROWS events (and receipts) as
+    one scalar per value and more as one array per column (PostgreSQL): each size
+    is recorded at the first attempt, and the receipts answer resends from the log."""
+    from leadledger import postgres_recorder
+
+    def no_reads(*args, **kwargs):
+        raise AssertionError("the write onto the known head failed: judged again from the store")
+
+    batches = [[quote(f"c{size}-{i}", "p1", at(size, minutes=i), commission=10) for i in range(size)]
+               for size in (1, 3, 5, 12)]
+    assert 2 * 3 <= postgres_recorder.SMALL_ROWS < 2 * 5  # events: scalars, then arrays
+    assert 5 <= postgres_recorder.SMALL_ROWS < 12  # receipts: scalars, then arrays
+    with Ledger.from_url(store_url) as mine:
+        ok(mine.append([wallet("p1"), buy("p1", 5000)]))
+        monkeypatch.setattr(Ledger, "_unit_of_work", no_reads)
+        recorded = [[r.recorded for r in ok(mine.append(batch))] for batch in batches]
+        assert mine._warm[wallet_id("p1")].balance == 5000 - 21 * 10
+    monkeypatch.undo()
+    with Ledger.from_url(store_url) as cold:
+        assert [e["type"] for e in cold.events()][2:] == ["QuoteSent", "ContactFeeCharged"] * 21
+        for batch, names in zip(batches, recorded):
+            again = cold.append(batch)
+            assert [r.status for r in again] == ["duplicate"] * len(batch)
+            assert [r.recorded for r in again] == names == [("QuoteSent", "ContactFeeCharged")] * len(batch)
+        assert cold.balances(pro_id="p1")[0]["balance"] == 5000 - 21 * 10
+
+
 def test_a_batch_too_large_for_one_pipeline_is_checked_under_the_heads_lock(store_url):
     """Over 2,000 events the write goes page by page (not the one-pipeline insert):
     what the writer judged on is checked there too, while it holds the head. Here
