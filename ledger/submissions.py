@@ -354,7 +354,10 @@ def parse_submission(raw: str | bytes | dict[str, Any]) -> Any:
     try:
         model = _adapter.validate_json(text)
     except ValidationError as exc:
-        error = exc
+        # Kept past the except block without its traceback: the traceback holds
+        # this frame, which holds the error, a cycle only the collector frees
+        # (and a bulk append pauses it, ledger/collector.py).
+        error = exc.with_traceback(None)
     except (ValueError, RecursionError, OverflowError, UnicodeError) as exc:
         raise Rejection(INVALID_SUBMISSION, f"unreadable: {type(exc).__name__}") from None
     else:

@@ -1,0 +1,61 @@
+"""A bulk append pauses Python's cyclic collector (ledger/collector.py) and still
+frees the cycles its chunks make: young collections run between chunks, when
+nothing of the chunk before is held."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+import leadledger.application as application
+from leadledger import Ledger
+from leadledger.application import judged
+from leadledger.errors import Rejection
+
+
+class _Cycle:
+    def __init__(self) -> None:
+        self.me = self  # freed only by the collector
+
+
+def test_a_long_append_runs_paused_and_frees_each_chunks_cycles(tmp_path, monkeypatch):
+    monkeypatch.setattr(application, "CHUNK_SIZE", 10)
+    monkeypatch.setattr(application, "YOUNG_COLLECTION_SUBMISSIONS", 10)
+    made: list[weakref.ref] = []
+
+    def item(n: int) -> tuple[None, Rejection, str]:
+        rejection = Rejection("invalid_submission", f"line {n}")
+        rejection.cycle = _Cycle()  # held by the chunk while it is judged
+        made.append(weakref.ref(rejection.cycle))
+        return None, rejection, "test"
+
+    def items():  # holds no item while suspended
+        for n in range(60):
+            yield item(n)
+
+    assert gc.isenabled()
+    with Ledger.from_url(f"sqlite:///{tmp_path}/gc.db") as ledger:
+        seen = 0
+        for result in ledger._append_items(items(), atomic=False):
+            assert result.status == "rejected"
+            assert not gc.isenabled()  # paused for the whole append, results included
+            seen += 1
+            if seen % 10 == 0 and seen >= 20:
+                # Every chunk before the one just answered was collected young.
+                assert all(ref() is None for ref in made[:seen - 10]), seen
+        assert seen == 60
+    assert gc.isenabled()
+
+
+def test_a_submission_that_does_not_parse_leaves_no_cycle():
+    """Its ValidationError is kept to word the message without its traceback (which
+    holds the frame that holds the error)."""
+    gc.collect()
+    gc.disable()
+    try:
+        answers = list(judged(['{"type": "QuoteSent", "bad": 1}', '{"type": "Nope"}', "[1, 2"] * 20, None))
+        assert all(isinstance(item, Rejection) for _, item, _ in answers)
+        del answers
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
