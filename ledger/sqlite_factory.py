@@ -1,4 +1,5 @@
-"""eventsourcing's SQLite factory, with connections that keep their prepared statements.
+"""eventsourcing's SQLite factory, with connections that keep their prepared statements
+and checkpoint the write-ahead log less often.
 
 eventsourcing 9.5 opens SQLite connections with ``cached_statements=True``, which
 ``sqlite3`` reads as a cache of one statement: every statement but the last one
@@ -6,6 +7,14 @@ run is parsed and planned again. A single append runs eight different ones
 (``LedgerSQLiteRecorder``), so each was prepared afresh: measured on its raw
 statements replayed on one connection, 234-252 us a call with a cache of one
 against 194-205 us with 128 (the floor, one INSERT and COMMIT, ~125 us).
+
+SQLite copies the write-ahead log back into the database (a checkpoint, with its
+fsyncs) once it holds 1,000 pages by default: every ~2 chunks of a bulk append,
+rewriting the same index pages each time. At 10,000 pages (~40 MB of log on disk
+at most between checkpoints) a 273k-submission append ran at 9.2-9.3k
+submissions/s against 8.1-8.6k, alternated; single appends unchanged (462-466 us
+against 463-472). Durability is the same: every commit is still synced to the log.
+
 Everything else is eventsourcing's: the pool, WAL mode, the lock timeout.
 """
 
@@ -18,6 +27,7 @@ from eventsourcing.sqlite import (SQLITE3_DEFAULT_LOCK_TIMEOUT, SQLiteConnection
                                   SQLiteFactory)
 
 STATEMENT_CACHE = 128  # prepared statements kept per connection (sqlite3's own default)
+WAL_AUTOCHECKPOINT_PAGES = 10_000  # log pages before a checkpoint (SQLite's default: 1,000)
 
 
 class StatementCachingPool(SQLiteConnectionPool):
@@ -34,6 +44,7 @@ class StatementCachingPool(SQLiteConnectionPool):
                 conn.execute("PRAGMA journal_mode=WAL;")
                 self.journal_mode_was_changed_to_wal = True
             self.is_journal_mode_wal = True
+        conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
         conn.row_factory = sqlite3.Row
         return SQLiteConnection(sqlite_conn=conn, max_age=self.max_age)
 

@@ -228,3 +228,16 @@ def test_sqlite_connections_keep_their_prepared_statements(tmp_path):
             finally:
                 sqlite_conn.set_authorizer(None)
     assert once > 0 and len(prepared) == once  # the second round prepared nothing
+
+
+def test_sqlite_connections_checkpoint_the_log_every_10000_pages(tmp_path):
+    from leadledger import Ledger
+    from leadledger.sqlite_factory import WAL_AUTOCHECKPOINT_PAGES
+
+    assert WAL_AUTOCHECKPOINT_PAGES == 10_000
+    with Ledger.from_url(f"sqlite:///{tmp_path}/wal.db") as ledger:
+        app, _ = ledger._open()
+        for commit in (False, True):  # readers and the writer alike
+            with app.factory.datastore.get_connection(commit=commit) as conn:
+                assert conn._sqlite_conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 10_000
+                assert conn._sqlite_conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
