@@ -4,21 +4,21 @@ Appends: a long-lived writer holds tens of thousands of objects (warm wallets an
 contacts, up to 65,536 cached ids per kind, each a tracked UUID), and each full
 collection walked them all: 42 of them took 8.2-8.8 s of a 273k-submission append
 (SQLite, ~42 s in all; ~1 us per tracked object here) and found 15 objects of
-garbage. Paused for the append, with the young generations collected every
-1,000 submissions (``collect_young``: what is left of cycles an append makes is
-young), the same append ran at 8.0-8.4k submissions/s instead of 6.3-6.6k.
+garbage. Paused for the append, with the young generations collected every 1,000
+submissions (``collect_young``: what is left of cycles an append makes is young),
+the same append ran at 8.2-8.4k submissions/s instead of 6.3-6.8k.
 
-Rebuilds and catch-ups: a rebuild makes millions of short-lived, acyclic objects (a row, a decoded state,
-its read-model tuples per event) and keeps a page of them alive at a time: each
-automatic collection walks that page again, and they were a quarter of a
-rebuild (536k events, SQLite: 27.4 s with collections, 20.9 s without).
-Reference counting frees them all the same; the collector is only needed for
-cycles, which the pass does not make.
+Rebuilds and catch-ups: a rebuild makes millions of short-lived, acyclic objects
+(a row, a decoded state, its read-model tuples per event) and keeps a page of
+them alive at a time: each automatic collection walks that page again, and they
+were a quarter of a rebuild (536k events, SQLite: 27.4 s with collections, 20.9 s
+without). Reference counting frees them all the same; the collector is only
+needed for cycles, which the pass does not make.
 
 The switch is process-wide: in the service, another thread's cyclic garbage waits
 for the pass to end (a catch-up: one batch to a few seconds for a backlog; an
-append: the call, while its results are read too). Nested
-or concurrent pauses only turn it back on if it was on when they began.
+append: the call, while its results are read too). Nested or concurrent pauses
+only turn it back on if it was on when they began.
 """
 
 from __future__ import annotations

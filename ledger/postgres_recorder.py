@@ -84,7 +84,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                                            *rows(stored_events, batch.positions, batch.links)))
                 if receipts:
                     cursor.execute(*_receipts_insert(receipts, batch.first))
-                cursor.execute(self._notify)
+                self._notify_channel(cursor)
                 cursor.execute("COMMIT")
         except BaseException as exc:
             # A failed statement leaves the transaction open and aborted (a pipeline's
