@@ -71,7 +71,6 @@ from leadledger.projections.tables import LAYOUT_MARKER, READ_MODEL_DDL, READ_MO
 from leadledger.projections.view import APPLICATION_NAME, LedgerProjection, SQLiteLedgerView, catch_up
 
 CHUNK_SIZE = 1000  # submissions decided and committed per transaction (group commit)
-YOUNG_COLLECTION_SUBMISSIONS = 1000  # a paused collector still collects young objects this often
 MAX_ATOMIC_BATCH = 100_000  # --atomic holds the whole batch in one transaction
 PROGRESS_FROM = 20_000  # events behind before a catch-up shows progress
 LOAD_PAGE_SIZE = 10_000  # replayed events per transaction (no rules, no receipts)
@@ -350,19 +349,21 @@ class Ledger:
         return list(self._append_items(iter(items), atomic=atomic))
 
     def _append_items(self, items: Iterator[Judged], *, atomic: bool) -> Iterator[AppendResult]:
-        if atomic:
-            # Counted while reading: an oversized batch is refused before it is held.
-            batch = list(itertools.islice(items, MAX_ATOMIC_BATCH + 1))
-            if len(batch) > MAX_ATOMIC_BATCH:
-                message = f"an atomic batch holds at most {MAX_ATOMIC_BATCH:,} submissions"
-                for eid, _, _ in itertools.chain(batch, items):
-                    yield AppendResult(eid, "rejected", errors.INVALID_SUBMISSION, message)
-                return
-            with collector.paused():  # one transaction, at most MAX_ATOMIC_BATCH submissions
-                results = self._commit(batch, atomic=True)
-            yield from results
-        else:
-            yield from self._commit_chunks(items)
+        # The collector is paused for the whole append (ledger/collector.py): its full
+        # collections walked every warm aggregate and cached id again and again (a
+        # quarter of a 300k-submission append).
+        with collector.paused():
+            if atomic:
+                # Counted while reading: an oversized batch is refused before it is held.
+                batch = list(itertools.islice(items, MAX_ATOMIC_BATCH + 1))
+                if len(batch) > MAX_ATOMIC_BATCH:
+                    message = f"an atomic batch holds at most {MAX_ATOMIC_BATCH:,} submissions"
+                    for eid, _, _ in itertools.chain(batch, items):
+                        yield AppendResult(eid, "rejected", errors.INVALID_SUBMISSION, message)
+                    return
+                yield from self._commit(batch, atomic=True)
+            else:
+                yield from self._commit_chunks(items)
         self._after_append()
 
     def _after_append(self) -> None:
@@ -394,22 +395,17 @@ class Ledger:
         return grouped
 
     def _commit_chunks(self, items: Iterable[Judged]) -> Iterator[AppendResult]:
-        # The collector is paused for the whole append (ledger/collector.py): its full
-        # collections walked every warm aggregate and cached id again and again (a
-        # quarter of a 300k-submission append). The young generations are collected
-        # between chunks, when nothing of the chunk before is held (no generator
+        # Under the append's paused collector, the young generations are collected
+        # after each full chunk, when nothing of it is held any more (no generator
         # suspended with it): cycles it made are freed, not kept as survivors.
         pending = iter(items)
-        with collector.paused():
-            since_collected = 0
-            while chunk := list(itertools.islice(pending, CHUNK_SIZE)):
-                results = self._commit(chunk, atomic=False)
-                since_collected += len(chunk)
-                del chunk
-                yield from results
-                if since_collected >= YOUNG_COLLECTION_SUBMISSIONS:
-                    collector.collect_young()
-                    since_collected = 0
+        while chunk := list(itertools.islice(pending, CHUNK_SIZE)):
+            full = len(chunk) == CHUNK_SIZE
+            results = self._commit(chunk, atomic=False)
+            del chunk
+            yield from results
+            if full:
+                collector.collect_young()
 
     def _unit_of_work(self, app: LedgerApp, batch: list[Judged]) -> UnitOfWork:
         """A unit of work with every aggregate the batch reads brought level with the

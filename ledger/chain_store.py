@@ -21,8 +21,8 @@ from leadledger import chain
 from leadledger.chain import GENESIS, Head, Row
 from leadledger.errors import LOG_DAMAGED, LedgerError
 from leadledger.store import (APPEND_ONLY_TABLES, CHAIN_COLUMN, EVENTS_TABLE, HEAD_TABLE, RECEIPTS_TABLE,
-                              SQLITE_EVENTS_TABLE, SQLITE_HEAD_START, SQLITE_TRIGGER_NAMES, events_table, position_column,
-                              sqlite_drop_trigger_ddl, sqlite_trigger_ddl)
+                              SQLITE_EVENTS_TABLE, SQLITE_HEAD_START, SQLITE_TRIGGER_NAMES, events_table,
+                              position_column, sqlite_drop_trigger_ddl, sqlite_trigger_ddl)
 
 PAGE = 5000  # rows per page while walking or migrating
 

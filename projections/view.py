@@ -89,7 +89,7 @@ class LedgerViewMixin:
         return self.placeholder == "?"
 
     def sql(self, statement: str) -> str:
-        return statement if self.placeholder == "?" else statement.replace("?", self.placeholder)
+        return statement if self.sqlite else statement.replace("?", self.placeholder)
 
     def write(self, batch: Sequence[tuple[int, str, str, Rows]], tracking: Tracking) -> None:
         """Write the rows of a batch of events and the tracking record atomically."""
@@ -221,9 +221,12 @@ class LedgerViewMixin:
             curs.execute("DROP TABLE IF EXISTS ll_first_seen_stage")
             curs.execute(_FIRST_SEEN_STAGE)
 
+            def in_this_transaction() -> Any:
+                return nullcontext(curs)
+
             def projected() -> Iterator[Row]:
                 nonlocal done, last
-                for page in chain_store.pages(lambda: nullcontext(curs), sqlite):
+                for page in chain_store.pages(in_this_transaction, sqlite):
                     # Walked first: an altered row is named by the chain, not by
                     # the mapping it may break.
                     yield from page
@@ -236,7 +239,7 @@ class LedgerViewMixin:
 
             rows = projected()
             inspect(rows, lambda position: itertools.chain.from_iterable(
-                chain_store.pages(lambda: nullcontext(curs), sqlite, position)), curs)
+                chain_store.pages(in_this_transaction, sqlite, position)), curs)
             for _ in rows:
                 pass  # the pages the inspection did not read
             curs.execute(_FIRST_SEEN_STAGED)

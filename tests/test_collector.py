@@ -20,7 +20,6 @@ class _Cycle:
 
 def test_a_long_append_runs_paused_and_frees_each_chunks_cycles(tmp_path, monkeypatch):
     monkeypatch.setattr(application, "CHUNK_SIZE", 10)
-    monkeypatch.setattr(application, "YOUNG_COLLECTION_SUBMISSIONS", 10)
     made: list[weakref.ref] = []
 
     def item(n: int) -> tuple[None, Rejection, str]:
