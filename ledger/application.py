@@ -27,11 +27,14 @@ from eventsourcing.application import Application
 from eventsourcing.domain import OriginatorVersionError
 from eventsourcing.persistence import (
     DatabaseError,
+    DataError,
     IntegrityError,
     InterfaceError,
     JSONTranscoder,
+    NotSupportedError,
     OperationalError,
     PersistenceError,
+    ProgrammingError,
     Transcoding,
 )
 
@@ -566,6 +569,10 @@ class Ledger:
                 if _is_refusal(exc):  # retrying cannot help: say so at once
                     raise LedgerError("permission_denied", f"this role may not append: {_one_line(exc)} "
                                       "(append with the writer's URL, e.g. leadledger_writer)") from None
+                if _is_statement_error(exc):  # nor here: the same statement fails again
+                    raise LedgerError(errors.STORE_STATEMENT_FAILED, f"the store refused a statement: "
+                                      f"{_one_line(exc)} (its schema was changed by hand, or a bug: "
+                                      "not retried; nothing of this batch recorded)") from None
                 # Nothing of this attempt is known to be stored but what a fresh read
                 # finds: the batch is judged again, and what a concurrent writer (or
                 # our own lost-but-committed attempt) recorded reads as duplicates.
@@ -1302,6 +1309,22 @@ def _is_refusal(exc: BaseException) -> bool:
     """The store refused this role (PostgreSQL privileges, a read-only SQLite file)."""
     text = str(exc)
     return "permission denied" in text or "readonly database" in text
+
+
+# SQLite reports a statement it cannot prepare as an OperationalError, like a
+# locked or failing file: these are its words for "this statement is wrong".
+_SQLITE_STATEMENT_ERRORS = ("syntax error", "no such table", "no such column", "has no column named",
+                            "values were supplied")
+
+
+def _is_statement_error(exc: BaseException) -> bool:
+    """The store refused the statement itself (a missing table or column, a
+    malformed statement, a value its column cannot hold): not an outage, so a
+    retry after a back-off would fail the same way and only hide it."""
+    if isinstance(exc, (ProgrammingError, DataError, NotSupportedError)):
+        return True
+    text = str(exc)
+    return any(words in text for words in _SQLITE_STATEMENT_ERRORS)
 
 
 def _is_conflict(exc: BaseException) -> bool:

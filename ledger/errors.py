@@ -61,4 +61,5 @@ BATCH_REJECTED = "batch_rejected"
 COURTESY_OVER_CEILING = "courtesy_over_ceiling"  # over the pack's max_amount, whoever approves
 LOG_DAMAGED = "log_damaged"  # the submission's receipt points at events the log no longer holds
 OCCURRED_IN_FUTURE = "occurred_in_future"  # occurred_at beyond the clock + allowed skew
-TOO_LATE = "too_late"  # the market pack's max_lateness_days has passed  # --atomic: another submission of the batch failed
+TOO_LATE = "too_late"  # the market pack's max_lateness_days has passed
+STORE_STATEMENT_FAILED = "store_statement_failed"  # the store refused a write's statement: not retried

@@ -18,10 +18,10 @@ import sqlite3
 import time
 from datetime import timedelta
 from urllib.parse import parse_qsl
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, AsyncIterator, Callable, Iterator
 
 import orjson
-from eventsourcing.persistence import PersistenceError
+from eventsourcing.persistence import InterfaceError, OperationalError, PersistenceError
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -33,7 +33,7 @@ from starlette.responses import Response
 
 from leadledger import keys, reports
 from leadledger.application import Ledger
-from leadledger.errors import LedgerError, Rejection
+from leadledger.errors import STORE_STATEMENT_FAILED, LedgerError, Rejection
 from leadledger.periods import Period, as_instant
 from leadledger.projections.status import STATUSES, status_named
 from leadledger.service import bodies, models
@@ -54,6 +54,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (400, "Bad request: a body or parameter that cannot be read"),
         (401, "No key, an unknown key or a revoked key"),
         (403, "The key's scope does not allow this"),
+        (500, "A fault a retry cannot mend: a statement the store refused, or a bug (the server's log says)"),
         (503, "The store is unavailable (Retry-After)"),
     )
 }
@@ -73,8 +74,10 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
     return _json({"error": {"code": code, "message": " ".join(message.split())[:500]}}, status, headers)
 
 
-# LedgerError codes and the HTTP status they are answered with (others: 503).
-_LEDGER_STATUS = {"bad_head": 400, "invalid_log": 400, "not_supported": 400, "bad_parameter": 400}
+# LedgerError codes and the HTTP status they are answered with (others: 503, with
+# Retry-After). A statement the store refuses fails the same way when retried: 500.
+_LEDGER_STATUS = {"bad_head": 400, "invalid_log": 400, "not_supported": 400, "bad_parameter": 400,
+                  STORE_STATEMENT_FAILED: 500}
 
 
 class Readers:
@@ -86,20 +89,39 @@ class Readers:
         for ledger in self._all:
             self._free.put(ledger)
 
-    @contextlib.contextmanager
-    def ledger(self) -> Iterator[Ledger]:
+    def run(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``function(ledger, *args, **kwargs)`` on a free Ledger. A read is safe to
+        repeat: one that met a dead connection (the store restarted or failed over
+        since this Ledger last read: every pooled connection died with it) runs once
+        more on fresh ones, so a failover costs no request after the store is back."""
         ledger = self._free.get()
         try:
-            yield ledger
-        except (PersistenceError, sqlite3.Error, LedgerError):
-            ledger.close()  # the store failed: its connections may be dead, reopen next time
-            raise
+            try:
+                return _closed_on_failure(ledger, function, *args, **kwargs)
+            except (PersistenceError, sqlite3.Error, LedgerError) as exc:
+                if not _connection_lost(exc):
+                    raise
+            return _closed_on_failure(ledger, function, *args, **kwargs)
         finally:
             self._free.put(ledger)
 
     def close(self) -> None:
         for ledger in self._all:
             ledger.close()
+
+
+def _closed_on_failure(ledger: Ledger, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    try:
+        return function(ledger, *args, **kwargs)
+    except (PersistenceError, sqlite3.Error, LedgerError):
+        ledger.close()  # the store failed: its connections may be dead, reopened on next use
+        raise
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    if isinstance(exc, LedgerError):
+        return exc.code == "store_unavailable"
+    return isinstance(exc, (OperationalError, InterfaceError, sqlite3.OperationalError))
 
 
 class Keyring:
@@ -114,8 +136,7 @@ class Keyring:
         return hit[1] if hit is not None and time.monotonic() - hit[0] < KEY_CACHE_SECONDS else None
 
     def lookup(self, secret: str) -> keys.ApiKey | None:
-        with self._readers.ledger() as ledger:
-            key = ledger.key_by_secret(secret)
+        key = self._readers.run(Ledger.key_by_secret, secret)
         if key is not None:  # unknown secrets are not remembered: a new key works at once
             if len(self._cache) > 10_000:
                 self._cache.clear()
@@ -145,8 +166,7 @@ class Service:
             await asyncio.wait_for(self.commits.wait(), timeout)
 
     def read(self, function: Any, *args: Any, **kwargs: Any) -> Any:
-        with self.readers.ledger() as ledger:
-            return function(ledger, *args, **kwargs)
+        return self.readers.run(function, *args, **kwargs)
 
     async def key_for(self, secret: str | None, actions: tuple[str, ...]) -> keys.ApiKey:
         """The request's key, if it is active and allows one of ``actions``."""

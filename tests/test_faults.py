@@ -5,9 +5,11 @@ Bounded in time: every subprocess has a timeout and every loop a count.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -20,7 +22,7 @@ from urllib.parse import urlparse
 import pytest
 
 from leadledger import Ledger
-from tests.conftest import PG_URL, _connect, require_postgres, reset_postgres
+from tests.conftest import PG_URL, _connect, require_postgres, reset_postgres, scratch_database
 from tests.helpers import guards_off
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,9 +60,9 @@ def cli(url: str, *args: str, stdout=subprocess.PIPE) -> subprocess.Popen:
                             stdout=stdout, stderr=subprocess.PIPE)
 
 
-def cli_run(url: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+def cli_run(url: str, *args: str, timeout: float = 300, input: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "leadledger.cli.main", "--db", url, *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, input=input)
 
 
 def models(url: str) -> str:
@@ -304,3 +306,68 @@ def test_an_oversized_atomic_batch_is_refused_as_it_is_read(tmp_path, monkeypatc
         assert first.code == "invalid_submission" and "at most 10" in first.message
         assert len([first, *results]) == 50
         assert ledger.balances() == []
+
+
+@contextlib.contextmanager
+def _store_to_break(kind: str, tmp_path: Path):
+    """A store of its own, and a function running one statement on it by hand."""
+    if kind == "sqlite":
+        path = tmp_path / "broken.db"
+
+        def by_hand(statement: str) -> None:
+            with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+                conn.execute(statement)
+
+        yield f"sqlite:///{path}", by_hand
+        return
+    with scratch_database("leadledger_statement_refused") as url:
+        def by_hand(statement: str) -> None:
+            with _connect("leadledger_statement_refused") as conn:
+                conn.execute(statement)
+
+        yield url, by_hand
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_a_statement_the_store_refuses_fails_at_once_and_records_nothing(kind, tmp_path, monkeypatch):
+    """A missing table is not an outage: no back-off, no re-judging, one stable code
+    (it used to be retried as a lost connection, 4 back-offs, then store_unavailable)."""
+    from leadledger import application
+    from leadledger.errors import LedgerError
+    from leadledger.recorders import RECEIPTS_TABLE
+
+    backoffs: list[float] = []
+    sleep = time.sleep
+    monkeypatch.setattr(application.time, "sleep", lambda s: (backoffs.append(s), sleep(s)))
+    with _store_to_break(kind, tmp_path) as (url, by_hand):
+        with Ledger.from_url(url) as ledger:
+            ledger.init()
+            wallet_line = {"type": "WalletOpened", "event_id": str(uuid.uuid4()), "occurred_at": T0.isoformat(),
+                           "pro_id": "p1", "market": "pro360", "region": "US-CA"}
+            assert [r.status for r in ledger.append([json.dumps(wallet_line)])] == ["recorded"]
+            by_hand(f"ALTER TABLE {RECEIPTS_TABLE} RENAME TO moved_receipts")
+            purchase = {"type": "CreditsPurchased", "event_id": str(uuid.uuid4()), "occurred_at": T0.isoformat(),
+                        "pro_id": "p1", "amount": 5000, "payment_ref": "pay-1"}
+            # The warm writer (chains onto the head it holds, reads no receipt) and a
+            # cold one (reads the receipts first) both meet the missing table.
+            for attempt in ("warm", "cold"):
+                with pytest.raises(LedgerError) as failed:
+                    ledger.append([json.dumps(purchase)])
+                assert failed.value.code == "store_statement_failed", (attempt, failed.value)
+                assert RECEIPTS_TABLE in failed.value.message and "\n" not in failed.value.message
+            assert backoffs == []
+            by_hand(f"ALTER TABLE moved_receipts RENAME TO {RECEIPTS_TABLE}")
+            assert [r.status for r in ledger.append([json.dumps(purchase)])] == ["recorded"]  # none was stored
+            assert [r.status for r in ledger.append([json.dumps(wallet_line)])] == ["duplicate"]
+            assert all(c.ok for c in ledger.verify(replay=False))
+        # From the command line (a fresh process: it reads receipts first): one line,
+        # the store's exit code.
+        by_hand(f"ALTER TABLE {RECEIPTS_TABLE} RENAME COLUMN event_id TO moved_event_id")
+        second = {**purchase, "event_id": str(uuid.uuid4()), "payment_ref": "pay-2"}
+        result = cli_run(url, "append", "-", input=json.dumps(second) + "\n", timeout=60)
+        assert result.returncode == 3, result.stderr
+        assert result.stderr.startswith("leadledger: error[store_statement_failed]: the store refused a statement")
+        assert len(result.stderr.splitlines()) == 1 and result.stdout == ""
+        by_hand(f"ALTER TABLE {RECEIPTS_TABLE} RENAME COLUMN moved_event_id TO event_id")
+        with Ledger.from_url(url) as ledger:
+            assert [r.status for r in ledger.append([json.dumps(second)])] == ["recorded"]

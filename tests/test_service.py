@@ -8,10 +8,12 @@ pros, contacts and event ids, so they do not see each other's events.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -25,6 +27,8 @@ import httpx
 import pytest
 
 from leadledger import Ledger
+from leadledger.recorders import RECEIPTS_TABLE
+from leadledger.service.app import READERS
 from leadledger.service.bodies import MAX_REQUEST_SUBMISSIONS
 from tests.conftest import _connect, scratch_database
 from tests.helpers import at, buy, courtesy, quote, sub, wallet
@@ -79,10 +83,12 @@ def start_server(store_url: str, *args: str, log_path: Path) -> tuple[subprocess
         if process.poll() is not None:
             pytest.fail(f"leadledger serve exited {process.returncode}: {log_path.read_text()[-2000:]}")
         try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+            # Ready, not only up: the writer process starts after the server answers.
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
                 return process, base
         except httpx.TransportError:
-            time.sleep(0.1)
+            pass
+        time.sleep(0.1)
     process.kill()
     pytest.fail(f"leadledger serve did not start: {log_path.read_text()[-2000:]}")
 
@@ -496,7 +502,11 @@ def test_a_store_that_is_down_is_503_with_retry_after(tmp_path):
                 conn.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS true')
             # Back up: the same request now succeeds, and nothing of the refused one was kept.
             retried = httpx.post(f"{base}/v1/submissions", json=opened, headers=headers, timeout=60)
+            assert retried.status_code == 200, retried.text
             assert retried.json()["results"][0]["status"] == "recorded"
+            # Every reader's pooled connections died in the failover: each reads again
+            # on fresh ones, no request is refused once the store is back.
+            assert [httpx.get(f"{base}/readyz").status_code for _ in range(READERS + 1)] == [200] * (READERS + 1)
         finally:
             with _connect("postgres") as conn:
                 conn.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS true')
@@ -605,3 +615,30 @@ def test_a_writer_process_that_dies_is_503_never_a_hang(tmp_path):
         stop_server(process)
     with Ledger.from_url(store) as ledger:
         assert [r["pro_id"] for r in ledger.balances()] == ["p"]  # nothing of the refused one
+
+
+def test_a_statement_the_store_refuses_is_500_without_retry_after(tmp_path):
+    """Not an outage: retrying after Retry-After would fail the same way, so the
+    answer says so (500, a stable code), and the server's log carries it."""
+    path = tmp_path / "ledger.db"
+    store = f"sqlite:///{path}"
+    with Ledger.from_url(store) as ledger:
+        ledger.init()
+        secret = ledger.create_key("svc", "append")[1]
+    log_path = tmp_path / "serve.log"
+    process, base = start_server(store, log_path=log_path)
+    headers = {"Authorization": f"Bearer {secret}"}
+    try:
+        assert httpx.post(f"{base}/v1/submissions", json=wallet("p"), headers=headers).status_code == 200
+        with contextlib.closing(sqlite3.connect(path)) as conn, conn:  # the warm writer writes receipts
+            conn.execute(f"ALTER TABLE {RECEIPTS_TABLE} RENAME TO moved_receipts")
+        response = httpx.post(f"{base}/v1/submissions", json=wallet("q"), headers=headers, timeout=30)
+        assert response.status_code == 500, response.text
+        assert response.json()["error"]["code"] == "store_statement_failed"
+        assert "Retry-After" not in response.headers
+        with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+            conn.execute(f"ALTER TABLE moved_receipts RENAME TO {RECEIPTS_TABLE}")
+        assert httpx.post(f"{base}/v1/submissions", json=wallet("q"), headers=headers).json()["recorded"] == 1
+    finally:
+        stop_server(process)
+    assert "the store refused a group of 1 requests" in log_path.read_text()
