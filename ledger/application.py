@@ -269,13 +269,23 @@ class Ledger:
         _migrate_legacy_receipts(app)
         self.analyze()
 
-    def analyze(self) -> None:
+    def analyze(self, tables: Iterable[str] = ()) -> None:
         """Refresh the planner's statistics (PostgreSQL may run with autovacuum off:
-        without them the aggregate-load query took 47 ms instead of 1.8 ms)."""
+        without them the aggregate-load query took 47 ms instead of 1.8 ms), of
+        ``tables`` only when named (a rebuild changes the read models, not the log)."""
         app, _ = self._open()
+        tables = list(tables)
+        sqlite = self.config.kind == "sqlite"
         with app.factory.datastore.transaction(commit=True) as curs:  # type: ignore[attr-defined]
-            curs.execute("ANALYZE")
-        self._recorded_since_analyze = 0
+            if not tables:
+                curs.execute("ANALYZE")
+            elif sqlite:  # SQLite's ANALYZE names one table at a time
+                for table in tables:
+                    curs.execute(f"ANALYZE {table}")
+            else:
+                curs.execute(f"ANALYZE {', '.join(tables)}")
+        if not tables:
+            self._recorded_since_analyze = 0
 
     # --- API keys (ledger/keys.py) -------------------------------------------
 
@@ -967,7 +977,10 @@ class Ledger:
             done = view.rebuild(inspect, advance=advance)
         finally:
             advance(-1)
-        self.analyze()
+        # The log's statistics still hold (the writer refreshes them as it grows): a
+        # whole-store ANALYZE after a rebuild of 430k events took 0.78-0.83 s on
+        # PostgreSQL, the read models' alone 0.48-0.52 s (SQLite 0.23-0.25 / 0.18-0.20).
+        self.analyze(READ_MODEL_TABLES)
         return done
 
     def chain_problems(self, expect: Head | str | None = None) -> tuple[list[str], Head]:
