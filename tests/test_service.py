@@ -327,6 +327,10 @@ def test_the_feed_pages_and_long_polls(server):
 
 
 def test_probes_metrics_and_openapi(server):
+    # What the metrics below count, made here: the test holds on its own.
+    assert server.post(wallet(fresh("pro"))).status_code == 200
+    with server.client("appender") as appender:
+        assert appender.get("/v1/wallets").status_code == 403
     with httpx.Client(base_url=server.base) as client:
         assert client.get("/healthz").json() == {"status": "ok"}
         ready = client.get("/readyz").json()
