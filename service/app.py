@@ -18,7 +18,7 @@ import sqlite3
 import time
 from datetime import timedelta
 from urllib.parse import parse_qsl
-from typing import Any, AsyncIterator, Callable, Iterator
+from typing import Any, AsyncIterator, Callable
 
 import orjson
 from eventsourcing.persistence import InterfaceError, OperationalError, PersistenceError
