@@ -283,7 +283,7 @@ def main() -> None:
         stores.append(PostgresStore)
     print(f"workload: {len(workload):,} submissions ({args.pros} pros x {args.rounds} rounds); "
           f"{len(singles)} single appends; {args.repeat} run(s) per store, medians", flush=True)
-    print(f"\n| store | what | leadledger | raw floor, same run | ratio |")
+    print("\n| store | what | leadledger | raw floor, same run | ratio |")
     print("| --- | --- | ---: | ---: | ---: |")
     for make in stores:
         store = make()

@@ -25,7 +25,6 @@ import argparse
 import itertools
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time

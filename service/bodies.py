@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass
-from typing import Any
 
 from leadledger.lines import NotNDJSON, read_lines
 from leadledger.errors import INVALID_SUBMISSION, Rejection

@@ -18,7 +18,6 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from leadledger import Ledger
 from leadledger.eventlog import iter_events, to_line
-from leadledger.projections import queries
 
 settings.register_profile("dev", max_examples=30, stateful_step_count=20, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])

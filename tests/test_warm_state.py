@@ -16,7 +16,6 @@ def test_another_writers_purchase_is_seen_by_the_next_call(store_url):
     with Ledger.from_url(store_url) as mine, Ledger.from_url(store_url) as theirs:
         ok(mine.append([wallet("p1"), buy("p1", 1000), wallet("p2"), buy("p2", 1000, ref="pay-p2")]))
         ok(mine.append([quote("c1", "p1", at(1), commission=600)]))
-        held = mine._warm[wallet_id("p1")]
         ok(theirs.append([buy("p1", 500, t=at(1, 1), ref="pay-2")]))
         # 900 is there only with the other writer's purchase; nothing this call
         # records conflicts with it, so a stale wallet would wrongly refuse.
