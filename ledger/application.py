@@ -1066,6 +1066,10 @@ class Ledger:
         checks[0].problems = chained + verify.log_is_whole(view, app.recorder.events_table_name, top,
                                                            sqlite=sqlite)
         checks[0].problems += chain_store.receipts_problems(app.factory.datastore, sqlite)  # type: ignore[attr-defined]
+        try:
+            checks[0].problems += verify.events_without_receipts(view, top, sqlite=sqlite)
+        except (PersistenceError, sqlite3.Error) as exc:  # a state altered into something not JSON
+            checks[0].problems.append(f"the log's states could not be read against the receipts: {_one_line(exc)}")
         sound = checks[0].ok
 
         def run(number: int, name: str, compute: Callable[[], list[str]]) -> None:

@@ -590,7 +590,13 @@ class UnreadRefundDue:
 
     @property
     def event_id(self) -> UUID:
-        return uuid5(NAMESPACE, f"sweep:{UNREAD_REFUND_REASON}:{self.contact_id}")
+        return sweep_event_id(self.contact_id)
+
+
+def sweep_event_id(contact_id: str) -> UUID:
+    """The event_id the sweep records a contact's unread refund under (no receipt:
+    the contact's state makes it idempotent)."""
+    return uuid5(NAMESPACE, f"sweep:{UNREAD_REFUND_REASON}:{contact_id}")
 
 
 def unread_refund_due(uow: UnitOfWork, s: UnreadRefundDue) -> None:

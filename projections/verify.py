@@ -9,14 +9,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Iterable
+from uuid import UUID
 
 from leadledger import events as ev
+from leadledger.commands import UNREAD_REFUND_REASON, sweep_event_id
 from leadledger.markets import policy as market_policy
+from leadledger.projections.stored import EVENT_TYPES
 from leadledger.projections.tables import POSITIONED_TABLES
+from leadledger.recorders import RECEIPTS_TABLE
+from leadledger.store import EVENTS_TABLE, SQLITE_EVENTS_TABLE
 
 MAX_PROBLEMS = 20  # a report lists the first ones, not thousands
 LOG_CHECK = ("the log is whole and unaltered: every aggregate's versions run 1..n, the hash chain "
-             "holds, every acknowledged submission's events are in it")
+             "holds, every acknowledged submission's events are in it and every submission's events "
+             "have its receipt")
 REPLAY_CHECK = (6, "replaying the log into an empty store gives identical read models")  # --quick skips it
 
 
@@ -46,6 +52,57 @@ def log_is_whole(view: Any, events_table: str, top: int, *, sqlite: bool) -> lis
         " OR MIN(originator_version) <> 1 ORDER BY originator_id LIMIT 20", [top])
     return [f"aggregate {r['originator_id']}: {int(r['n'])} events but versions "
             f"{int(r['low'])}..{int(r['high'])}: an event is missing" for r in rows]
+
+
+RECEIPT_PAGE = 1000  # uncovered events read per query (the sweep's are passed over in Python)
+
+
+def events_without_receipts(view: Any, top: int, *, sqlite: bool) -> list[str]:
+    """Every submission's events lie in the span its receipt names (receipts_problems
+    checks the other way). A receipts table emptied, or dropped and made again, by
+    hand shows here: without it a resent submission would be recorded twice. The
+    sweep's refunds have no receipt (their event_id is derived from the contact)."""
+    topics = list(EVENT_TYPES)
+    marks = ", ".join("?" * len(topics))
+    if sqlite:
+        event_id = "json_extract(e.state, '$.event_id._data_')"
+        select = (f"SELECT e.rowid AS position, e.topic, {event_id} AS event_id,"
+                  " json_extract(e.state, '$.contact_id') AS contact_id, json_extract(e.state, '$.reason') AS reason"
+                  f" FROM {SQLITE_EVENTS_TABLE} e WHERE e.rowid > ? AND e.rowid <= ? AND e.topic IN ({marks})"
+                  f" AND NOT EXISTS (SELECT 1 FROM {RECEIPTS_TABLE} r WHERE r.event_id = {event_id} AND"
+                  " (r.position IS NULL OR (e.rowid >= r.position AND e.rowid < r.position"
+                  " + json_array_length(r.recorded)))) ORDER BY e.rowid LIMIT ?")
+    else:
+        select = ("SELECT e.notification_id AS position, e.topic, s.j->'event_id'->>'_data_' AS event_id,"
+                  " s.j->>'contact_id' AS contact_id, s.j->>'reason' AS reason"
+                  f" FROM {EVENTS_TABLE} e CROSS JOIN LATERAL (SELECT convert_from(e.state, 'UTF8')::jsonb AS j) s"
+                  f" WHERE e.notification_id > ? AND e.notification_id <= ? AND e.topic IN ({marks})"
+                  f" AND NOT EXISTS (SELECT 1 FROM {RECEIPTS_TABLE} r WHERE r.event_id::text ="
+                  " (s.j->'event_id'->>'_data_')::uuid::text AND (r.position IS NULL OR (e.notification_id >="
+                  " r.position AND e.notification_id < r.position + json_array_length(r.recorded::json))))"
+                  " ORDER BY e.notification_id LIMIT ?")
+    problems: list[str] = []
+    after = 0
+    while len(problems) < MAX_PROBLEMS:
+        rows = view.query(select, [after, top, *topics, RECEIPT_PAGE])
+        for row in rows:
+            if not _swept(row):
+                problems.append(f"position {int(row['position'])}: no receipt covers this event of submission "
+                                f"{row['event_id']} (the receipts were emptied or made again by hand: a "
+                                "resent submission would be recorded twice)")
+        if len(rows) < RECEIPT_PAGE:
+            break
+        after = int(rows[-1]["position"])
+    return problems[:MAX_PROBLEMS]
+
+
+def _swept(row: dict[str, Any]) -> bool:
+    if EVENT_TYPES.get(row["topic"]) != "QuoteFeeRefunded" or row["reason"] != UNREAD_REFUND_REASON:
+        return False
+    try:
+        return UUID(row["event_id"]) == sweep_event_id(str(row["contact_id"]))
+    except (TypeError, ValueError):
+        return False
 
 
 def rows_beyond_tracking(view: Any, tracking: Any) -> list[str]:

@@ -71,6 +71,9 @@ def test_an_event_id_equal_to_the_sweep_id_does_not_stop_the_unread_refund(ledge
     recorded = ledger.sweep(when(at(5)))
     assert [r.recorded for r in recorded] == [("QuoteFeeRefunded",)]
     assert balance(ledger, "p1")["balance"] == 5000
+    # The sweep's refund has no receipt, and the squatter's receipt covers its own
+    # event only: neither is a finding.
+    assert ledger.verify(replay=False)[0].problems == []
 
 
 # --- 5. one bad line never takes its neighbours ----------------------------------------

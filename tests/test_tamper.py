@@ -14,7 +14,7 @@ import pytest
 
 from leadledger import Ledger, chain_store
 from leadledger.errors import LedgerError
-from tests.helpers import buy, guards_off, ok, quote, wallet
+from tests.helpers import at, buy, guards_off, ok, quote, wallet
 from tests.test_faults import cli_run
 
 
@@ -301,3 +301,23 @@ def test_a_whole_tail_rewritten_with_fresh_hashes_is_caught_by_the_published_hea
         assert ledger.chain_problems()[0] == []  # the rewritten chain holds by itself
         problems, _ = ledger.chain_problems(published)
         assert problems and "was published: the log up to it was changed" in problems[0]
+
+
+def test_receipts_emptied_by_hand_are_named_and_the_resend_they_let_in_too(store_url):
+    """Without its receipts a store would take a resent purchase as new (the wallet
+    credited twice): verify names every submission whose events no receipt covers,
+    the first purchase too once its resend holds the only receipt."""
+    with Ledger.from_url(store_url) as ledger:
+        subs = story(ledger)
+        ok(ledger.append([quote("c9", "p1", at(1), commission=100)]))
+        submitted = [r.position for r in rows(ledger)]
+        swept = ledger.sweep(at(5))  # c1's and c9's unread refunds: no receipt, not a finding
+        assert [r.recorded for r in swept] == [("QuoteFeeRefunded",)] * 2
+        assert ledger.verify(replay=False)[0].problems == []
+        with guards_off(ledger) as curs:
+            curs.execute("DELETE FROM leadledger_receipts")
+        assert [r.status for r in ledger.append([subs[1]])] == ["recorded"]  # pay-1 again: nothing stops it
+        problems = ledger.verify(replay=False)[0].problems
+        assert problems and all("no receipt covers this event of submission" in p for p in problems)
+        named = [int(p.split(":")[0].split()[1]) for p in problems]
+        assert named == submitted, problems  # not the sweep's, not the resend (its receipt covers it)
