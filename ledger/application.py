@@ -1032,7 +1032,13 @@ class Ledger:
             if len(page) >= LOAD_PAGE_SIZE:
                 count += self._put(app, page)
                 page = []
-        return count + (self._put(app, page) if page else 0)
+        count += self._put(app, page) if page else 0
+        _, view = self._open()
+        with app.factory.datastore.transaction(commit=True) as curs:  # type: ignore[attr-defined]
+            curs.execute(view.sql(f"INSERT INTO {view.tracking_table} VALUES (?, ?) ON CONFLICT (application_name)"
+                                  " DO UPDATE SET notification_id = excluded.notification_id"),
+                         (eventlog.REPLAYED, app.recorder.max_notification_id() or 0))
+        return count
 
     @staticmethod
     def _put(app: LedgerApp, page: list[Any]) -> int:
@@ -1066,8 +1072,11 @@ class Ledger:
         checks[0].problems = chained + verify.log_is_whole(view, app.recorder.events_table_name, top,
                                                            sqlite=sqlite)
         checks[0].problems += chain_store.receipts_problems(app.factory.datastore, sqlite)  # type: ignore[attr-defined]
+        replayed = view.query(f"SELECT notification_id FROM {view.tracking_table} WHERE application_name = ?",
+                              [eventlog.REPLAYED])
         try:
-            checks[0].problems += verify.events_without_receipts(view, top, sqlite=sqlite)
+            checks[0].problems += verify.events_without_receipts(
+                view, top, sqlite=sqlite, after=int(replayed[0]["notification_id"]) if replayed else 0)
         except (PersistenceError, sqlite3.Error) as exc:  # a state altered into something not JSON
             checks[0].problems.append(f"the log's states could not be read against the receipts: {_one_line(exc)}")
         sound = checks[0].ok

@@ -57,11 +57,12 @@ def log_is_whole(view: Any, events_table: str, top: int, *, sqlite: bool) -> lis
 RECEIPT_PAGE = 1000  # uncovered events read per query (the sweep's are passed over in Python)
 
 
-def events_without_receipts(view: Any, top: int, *, sqlite: bool) -> list[str]:
-    """Every submission's events lie in the span its receipt names (receipts_problems
-    checks the other way). A receipts table emptied, or dropped and made again, by
-    hand shows here: without it a resent submission would be recorded twice. The
-    sweep's refunds have no receipt (their event_id is derived from the contact)."""
+def events_without_receipts(view: Any, top: int, *, sqlite: bool, after: int = 0) -> list[str]:
+    """Every submission's events after ``after`` (the log a replay recorded, which
+    has none) lie in the span its receipt names (receipts_problems checks the other
+    way). A receipts table emptied, or dropped and made again, by hand shows here:
+    without it a resent submission would be recorded twice. The sweep's refunds
+    have no receipt (their event_id is derived from the contact)."""
     topics = list(EVENT_TYPES)
     marks = ", ".join("?" * len(topics))
     if sqlite:
@@ -82,7 +83,6 @@ def events_without_receipts(view: Any, top: int, *, sqlite: bool) -> list[str]:
                   " r.position AND e.notification_id < r.position + json_array_length(r.recorded::json))))"
                   " ORDER BY e.notification_id LIMIT ?")
     problems: list[str] = []
-    after = 0
     while len(problems) < MAX_PROBLEMS:
         rows = view.query(select, [after, top, *topics, RECEIPT_PAGE])
         for row in rows:

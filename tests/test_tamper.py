@@ -321,3 +321,20 @@ def test_receipts_emptied_by_hand_are_named_and_the_resend_they_let_in_too(store
         assert problems and all("no receipt covers this event of submission" in p for p in problems)
         named = [int(p.split(":")[0].split()[1]) for p in problems]
         assert named == submitted, problems  # not the sweep's, not the resend (its receipt covers it)
+
+
+def test_a_replayed_log_has_no_receipts_and_is_not_a_finding(store_url, tmp_path):
+    """replay records a log as it was, without receipts (the log carries no submission
+    content): verify does not ask those events for one, and asks what comes after."""
+    with Ledger.from_url(f"sqlite:///{tmp_path / 'source.db'}") as source:
+        story(source)
+        lines = [json.dumps(event) for event in source.events()]
+    with Ledger.from_url(store_url) as replayed:
+        assert replayed.load_log(lines) == 8
+        assert replayed.verify(replay=False)[0].problems == []
+        ok(replayed.append([buy("p1", 100, t=at(2), ref="pay-9")]))
+        assert replayed.verify(replay=False)[0].problems == []
+        with guards_off(replayed) as curs:
+            curs.execute("DELETE FROM leadledger_receipts")
+        problems = replayed.verify(replay=False)[0].problems
+        assert [p.split(":")[0] for p in problems] == ["position 9"], problems
