@@ -70,6 +70,7 @@ from leadledger.submissions import event_id_of, parse_submission
 from leadledger.timefmt import format_utc, parse_utc
 from leadledger.periods import Period, as_instant
 from leadledger.projections import beancount, checkpoints, explain, queries, verify
+from leadledger.projections.stored import EVENT_TYPES
 from leadledger.projections.tables import LAYOUT_MARKER, READ_MODEL_DDL, READ_MODEL_TABLES
 from leadledger.projections.view import APPLICATION_NAME, LedgerProjection, SQLiteLedgerView, catch_up
 
@@ -165,6 +166,7 @@ class Ledger:
         # moved (another writer), and the batch is judged again from the store.
         self._known_head: Head | None = None
         self._guess_next = True  # the next batch may be judged on warm state (see _commit)
+        self._receipts_checked = False  # the store's receipts are there (see _check_receipts)
         self._recorded_since_analyze = 0
         # False: an append never runs ANALYZE itself (the service's writer runs it
         # when no request waits, see ``analyze_due``: it stalls every writer ~0.3 s).
@@ -192,6 +194,7 @@ class Ledger:
 
     def close(self) -> None:
         self._known_head = None
+        self._receipts_checked = False
         if self._app is not None:
             self._app.close()
             self._app = None
@@ -551,7 +554,34 @@ class Ledger:
         if len(self._warm) >= MAX_WARM_AGGREGATES:  # bounded memory: wallets stay
             self._warm = {i: a for i, a in self._warm.items() if isinstance(a, Wallet)}
 
+    def _check_receipts(self) -> None:
+        """Refuse to write while the receipts are gone but the log holds submissions'
+        events (past what a replay recorded, which has none): a table dropped by
+        hand comes back empty when a SQLite store is opened, and every resent
+        submission would then be recorded again (a purchase credited twice).
+        Once per opened store; ``verify`` names the events no receipt covers."""
+        app, view = self._open()
+        sqlite = self.config.kind == "sqlite"
+        # Every sender's submission records an event of another type than the
+        # sweep's refunds, which have no receipt.
+        topics = [topic for topic, name in EVENT_TYPES.items() if name != "QuoteFeeRefunded"]
+        position = "rowid" if sqlite else "notification_id"
+        rows = view.query(
+            f"SELECT EXISTS (SELECT 1 FROM {RECEIPTS_TABLE}) AS receipted, EXISTS (SELECT 1 FROM"
+            f" {app.recorder.events_table_name} WHERE {position} > COALESCE((SELECT notification_id FROM"
+            f" {view.tracking_table} WHERE application_name = ?), 0) AND topic IN"
+            f" ({', '.join('?' * len(topics))})) AS submitted", [eventlog.REPLAYED, *topics])
+        if rows[0]["submitted"] and not rows[0]["receipted"]:
+            raise LedgerError(errors.LOG_DAMAGED, "the log holds submissions' events but the receipts are gone "
+                              "(emptied, or their table dropped by hand): a resent submission would be recorded "
+                              "twice, so nothing is recorded. Restore the receipts from a backup; a store that "
+                              "predates 0.2 keeps them in its log: run `leadledger init` (`leadledger verify` "
+                              "names the events without one)")
+        self._receipts_checked = True
+
     def _commit(self, batch: list[Judged], *, atomic: bool) -> list[AppendResult]:
+        if not self._receipts_checked:
+            self._check_receipts()
         conflicts = lost = 0
         speculate = self._guess_next
         while True:
@@ -1034,10 +1064,11 @@ class Ledger:
                 page = []
         count += self._put(app, page) if page else 0
         _, view = self._open()
+        last = app.recorder.max_notification_id() or 0
         with app.factory.datastore.transaction(commit=True) as curs:  # type: ignore[attr-defined]
             curs.execute(view.sql(f"INSERT INTO {view.tracking_table} VALUES (?, ?) ON CONFLICT (application_name)"
                                   " DO UPDATE SET notification_id = excluded.notification_id"),
-                         (eventlog.REPLAYED, app.recorder.max_notification_id() or 0))
+                         (eventlog.REPLAYED, last))
         return count
 
     @staticmethod

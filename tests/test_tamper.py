@@ -303,24 +303,43 @@ def test_a_whole_tail_rewritten_with_fresh_hashes_is_caught_by_the_published_hea
         assert problems and "was published: the log up to it was changed" in problems[0]
 
 
-def test_receipts_emptied_by_hand_are_named_and_the_resend_they_let_in_too(store_url):
+def test_receipts_emptied_by_hand_refuse_appends_and_are_named(store_url):
     """Without its receipts a store would take a resent purchase as new (the wallet
-    credited twice): verify names every submission whose events no receipt covers,
-    the first purchase too once its resend holds the only receipt."""
+    credited twice): a writer refuses to record, and verify names every submission
+    whose events no receipt covers (the sweep's refunds have none by design)."""
     with Ledger.from_url(store_url) as ledger:
         subs = story(ledger)
         ok(ledger.append([quote("c9", "p1", at(1), commission=100)]))
         submitted = [r.position for r in rows(ledger)]
-        swept = ledger.sweep(at(5))  # c1's and c9's unread refunds: no receipt, not a finding
+        swept = ledger.sweep(at(5))  # c1's and c9's unread refunds
         assert [r.recorded for r in swept] == [("QuoteFeeRefunded",)] * 2
         assert ledger.verify(replay=False)[0].problems == []
         with guards_off(ledger) as curs:
             curs.execute("DELETE FROM leadledger_receipts")
-        assert [r.status for r in ledger.append([subs[1]])] == ["recorded"]  # pay-1 again: nothing stops it
+        count = len(rows(ledger))
+    with Ledger.from_url(store_url) as writer:
+        with pytest.raises(LedgerError) as refused:
+            writer.append([subs[1]])  # pay-1 again
+        assert refused.value.code == "log_damaged" and "receipts are gone" in refused.value.message
+        assert len(rows(writer)) == count
+        problems = writer.verify(replay=False)[0].problems
+        assert [int(p.split(":")[0].split()[1]) for p in problems] == submitted, problems
+        assert all("no receipt covers this event of submission" in p for p in problems)
+    result = cli_run(store_url, "append", "-", input=json.dumps(subs[1]) + "\n", timeout=60)
+    assert result.returncode == 3 and result.stderr.startswith("leadledger: error[log_damaged]"), result.stderr
+
+
+def test_a_resend_let_in_by_emptied_receipts_is_named_with_the_original(store_url):
+    """A writer checks the receipts once, when it first writes: one that checked before
+    they were emptied records a resend (verify is what finds it then). Both purchases'
+    events are named but the resend's, whose receipt covers it."""
+    with Ledger.from_url(store_url) as ledger:
+        subs = story(ledger)
+        with guards_off(ledger) as curs:
+            curs.execute("DELETE FROM leadledger_receipts")
+        assert [r.status for r in ledger.append([subs[1]])] == ["recorded"]  # pay-1 credited twice
         problems = ledger.verify(replay=False)[0].problems
-        assert problems and all("no receipt covers this event of submission" in p for p in problems)
-        named = [int(p.split(":")[0].split()[1]) for p in problems]
-        assert named == submitted, problems  # not the sweep's, not the resend (its receipt covers it)
+        assert [int(p.split(":")[0].split()[1]) for p in problems] == list(range(1, 9)), problems
 
 
 def test_a_replayed_log_has_no_receipts_and_is_not_a_finding(store_url, tmp_path):
