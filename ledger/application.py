@@ -568,9 +568,8 @@ class Ledger:
         position = "rowid" if sqlite else "notification_id"
         rows = view.query(
             f"SELECT EXISTS (SELECT 1 FROM {RECEIPTS_TABLE}) AS receipted, EXISTS (SELECT 1 FROM"
-            f" {app.recorder.events_table_name} WHERE {position} > COALESCE((SELECT notification_id FROM"
-            f" {view.tracking_table} WHERE application_name = ?), 0) AND topic IN"
-            f" ({', '.join('?' * len(topics))})) AS submitted", [eventlog.REPLAYED, *topics])
+            f" {app.recorder.events_table_name} WHERE {position} > ? AND topic IN"
+            f" ({', '.join('?' * len(topics))})) AS submitted", [_replayed_up_to(view), *topics])
         if rows[0]["submitted"] and not rows[0]["receipted"]:
             raise LedgerError(errors.LOG_DAMAGED, "the log holds submissions' events but the receipts are gone "
                               "(emptied, or their table dropped by hand): a resent submission would be recorded "
@@ -1103,11 +1102,9 @@ class Ledger:
         checks[0].problems = chained + verify.log_is_whole(view, app.recorder.events_table_name, top,
                                                            sqlite=sqlite)
         checks[0].problems += chain_store.receipts_problems(app.factory.datastore, sqlite)  # type: ignore[attr-defined]
-        replayed = view.query(f"SELECT notification_id FROM {view.tracking_table} WHERE application_name = ?",
-                              [eventlog.REPLAYED])
         try:
-            checks[0].problems += verify.events_without_receipts(
-                view, top, sqlite=sqlite, after=int(replayed[0]["notification_id"]) if replayed else 0)
+            checks[0].problems += verify.events_without_receipts(view, top, sqlite=sqlite,
+                                                                 after=_replayed_up_to(view))
         except (PersistenceError, sqlite3.Error) as exc:  # a state altered into something not JSON
             checks[0].problems.append(f"the log's states could not be read against the receipts: {_one_line(exc)}")
         sound = checks[0].ok
@@ -1360,6 +1357,13 @@ def _no_progress(task: str, total: int | None) -> Callable[[int], None]:
 class _Unverified(Exception):
     """A speculative judgement (on warm state, without reads) that its write or a
     check found wrong or could not check: the batch is judged again from the store."""
+
+
+def _replayed_up_to(view: Any) -> int:
+    """The last position ``replay`` recorded (0: none): that log has no receipts."""
+    rows = view.query(f"SELECT notification_id FROM {view.tracking_table} WHERE application_name = ?",
+                      [eventlog.REPLAYED])
+    return int(rows[0]["notification_id"]) if rows else 0
 
 
 def _is_refusal(exc: BaseException) -> bool:

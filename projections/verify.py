@@ -78,8 +78,8 @@ def events_without_receipts(view: Any, top: int, *, sqlite: bool, after: int = 0
                   " s.j->>'contact_id' AS contact_id, s.j->>'reason' AS reason"
                   f" FROM {EVENTS_TABLE} e CROSS JOIN LATERAL (SELECT convert_from(e.state, 'UTF8')::jsonb AS j) s"
                   f" WHERE e.notification_id > ? AND e.notification_id <= ? AND e.topic IN ({marks})"
-                  f" AND NOT EXISTS (SELECT 1 FROM {RECEIPTS_TABLE} r WHERE r.event_id::text ="
-                  " (s.j->'event_id'->>'_data_')::uuid::text AND (r.position IS NULL OR (e.notification_id >="
+                  f" AND NOT EXISTS (SELECT 1 FROM {RECEIPTS_TABLE} r WHERE r.event_id ="
+                  " (s.j->'event_id'->>'_data_')::uuid AND (r.position IS NULL OR (e.notification_id >="
                   " r.position AND e.notification_id < r.position + json_array_length(r.recorded::json))))"
                   " ORDER BY e.notification_id LIMIT ?")
     problems: list[str] = []
