@@ -84,6 +84,7 @@ MAX_WARM_AGGREGATES = 20_000  # beyond this only wallets stay cached between chu
 MAX_TAIL_EVENTS = 10_000  # another writer's events applied to warm state; past this it is dropped
 GUESS_CUSTOMERS_UP_TO = 64  # submissions in a batch judged on warm state whose customers are taken as absent
 MAX_CONNECTION_RETRIES = 4  # a lost connection (backend killed, failover) is retried this often
+RECEIPTS_RECHECK_SECONDS = 10.0  # a long-lived writer looks again for emptied receipts this often
 ANALYZE_AFTER_EVENTS = 20_000  # a bulk append refreshes the planner's statistics
 
 
@@ -166,7 +167,7 @@ class Ledger:
         # moved (another writer), and the batch is judged again from the store.
         self._known_head: Head | None = None
         self._guess_next = True  # the next batch may be judged on warm state (see _commit)
-        self._receipts_checked = False  # the store's receipts are there (see _check_receipts)
+        self._receipts_checked_until = 0.0  # monotonic time: the receipts were there (see _check_receipts)
         self._recorded_since_analyze = 0
         # False: an append never runs ANALYZE itself (the service's writer runs it
         # when no request waits, see ``analyze_due``: it stalls every writer ~0.3 s).
@@ -194,7 +195,7 @@ class Ledger:
 
     def close(self) -> None:
         self._known_head = None
-        self._receipts_checked = False
+        self._receipts_checked_until = 0.0
         if self._app is not None:
             self._app.close()
             self._app = None
@@ -559,7 +560,9 @@ class Ledger:
         events (past what a replay recorded, which has none): a table dropped by
         hand comes back empty when a SQLite store is opened, and every resent
         submission would then be recorded again (a purchase credited twice).
-        Once per opened store; ``verify`` names the events no receipt covers."""
+        When a Ledger first writes, then at most every RECEIPTS_RECHECK_SECONDS (a
+        long-lived writer: 2-3 ms a check, where every commit would cost PostgreSQL's
+        one-round-trip path a second one); ``verify`` names the events no receipt covers."""
         app, view = self._open()
         sqlite = self.config.kind == "sqlite"
         # Every sender's submission records an event of another type than the
@@ -576,10 +579,10 @@ class Ledger:
                               "twice, so nothing is recorded. Restore the receipts from a backup; a store that "
                               "predates 0.2 keeps them in its log: run `leadledger init` (`leadledger verify` "
                               "names the events without one)")
-        self._receipts_checked = True
+        self._receipts_checked_until = time.monotonic() + RECEIPTS_RECHECK_SECONDS
 
     def _commit(self, batch: list[Judged], *, atomic: bool) -> list[AppendResult]:
-        if not self._receipts_checked:
+        if time.monotonic() >= self._receipts_checked_until:
             self._check_receipts()
         conflicts = lost = 0
         speculate = self._guess_next

@@ -329,10 +329,14 @@ def test_receipts_emptied_by_hand_refuse_appends_and_are_named(store_url):
     assert result.returncode == 3 and result.stderr.startswith("leadledger: error[log_damaged]"), result.stderr
 
 
-def test_a_resend_let_in_by_emptied_receipts_is_named_with_the_original(store_url):
-    """A writer checks the receipts once, when it first writes: one that checked before
-    they were emptied records a resend (verify is what finds it then). Both purchases'
-    events are named but the resend's, whose receipt covers it."""
+def test_a_resend_let_in_by_emptied_receipts_is_named_with_the_original(store_url, monkeypatch):
+    """A writer looks for the receipts when it first writes, then every
+    RECEIPTS_RECHECK_SECONDS: within that time, one that looked before they were
+    emptied records a resend, and verify is what finds it. Both purchases' events
+    are named but the resend's, whose receipt covers it."""
+    from leadledger import application
+
+    monkeypatch.setattr(application, "RECEIPTS_RECHECK_SECONDS", 3600.0)
     with Ledger.from_url(store_url) as ledger:
         subs = story(ledger)
         with guards_off(ledger) as curs:
@@ -340,6 +344,21 @@ def test_a_resend_let_in_by_emptied_receipts_is_named_with_the_original(store_ur
         assert [r.status for r in ledger.append([subs[1]])] == ["recorded"]  # pay-1 credited twice
         problems = ledger.verify(replay=False)[0].problems
         assert [int(p.split(":")[0].split()[1]) for p in problems] == list(range(1, 9)), problems
+
+
+def test_a_long_lived_writer_looks_for_the_receipts_again(store_url, monkeypatch):
+    """Past RECEIPTS_RECHECK_SECONDS the same writer looks again, and refuses."""
+    from leadledger import application
+
+    monkeypatch.setattr(application, "RECEIPTS_RECHECK_SECONDS", 0.0)
+    with Ledger.from_url(store_url) as ledger:
+        subs = story(ledger)
+        count = len(rows(ledger))
+        with guards_off(ledger) as curs:
+            curs.execute("DELETE FROM leadledger_receipts")
+        with pytest.raises(LedgerError) as refused:
+            ledger.append([subs[1]])
+        assert refused.value.code == "log_damaged" and len(rows(ledger)) == count
 
 
 def test_a_replayed_log_has_no_receipts_and_is_not_a_finding(store_url, tmp_path):
