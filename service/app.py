@@ -33,7 +33,7 @@ from starlette.responses import Response
 
 from leadledger import keys, reports
 from leadledger.application import Ledger
-from leadledger.errors import STORE_STATEMENT_FAILED, LedgerError, Rejection
+from leadledger.errors import LOG_DAMAGED, STORE_STATEMENT_FAILED, LedgerError, Rejection
 from leadledger.periods import Period, as_instant
 from leadledger.projections.status import STATUSES, status_named
 from leadledger.service import bodies, models
@@ -54,7 +54,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (400, "Bad request: a body or parameter that cannot be read"),
         (401, "No key, an unknown key or a revoked key"),
         (403, "The key's scope does not allow this"),
-        (500, "A fault a retry cannot mend: a statement the store refused, or a bug (the server's log says)"),
+        (500, "A fault a retry cannot mend: a statement the store refused, a log damaged by hand, or a bug"),
         (503, "The store is unavailable (Retry-After)"),
     )
 }
@@ -75,9 +75,10 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
 
 
 # LedgerError codes and the HTTP status they are answered with (others: 503, with
-# Retry-After). A statement the store refuses fails the same way when retried: 500.
+# Retry-After). A statement the store refuses, or a log damaged by hand, fails the
+# same way when retried: 500.
 _LEDGER_STATUS = {"bad_head": 400, "invalid_log": 400, "not_supported": 400, "bad_parameter": 400,
-                  STORE_STATEMENT_FAILED: 500}
+                  STORE_STATEMENT_FAILED: 500, LOG_DAMAGED: 500}
 
 
 class Readers:

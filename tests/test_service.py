@@ -31,7 +31,7 @@ from leadledger.recorders import RECEIPTS_TABLE
 from leadledger.service.app import READERS
 from leadledger.service.bodies import MAX_REQUEST_SUBMISSIONS
 from tests.conftest import _connect, scratch_database
-from tests.helpers import at, buy, courtesy, quote, sub, wallet
+from tests.helpers import at, buy, courtesy, guards_off, quote, sub, wallet
 
 LEADLEDGER = str(Path(sys.executable).parent / "leadledger")
 START_TIMEOUT_S = 30
@@ -646,3 +646,13 @@ def test_a_statement_the_store_refuses_is_500_without_retry_after(tmp_path):
     finally:
         stop_server(process)
     assert "the store refused a group of 1 requests" in log_path.read_text()
+    # Receipts emptied by hand: a writer started on them refuses, 500 as well.
+    with Ledger.from_url(store) as ledger, guards_off(ledger) as curs:
+        curs.execute(f"DELETE FROM {RECEIPTS_TABLE}")
+    process, base = start_server(store, log_path=log_path)
+    try:
+        response = httpx.post(f"{base}/v1/submissions", json=wallet("q"), headers=headers, timeout=30)
+        assert response.status_code == 500 and response.json()["error"]["code"] == "log_damaged", response.text
+        assert "Retry-After" not in response.headers
+    finally:
+        stop_server(process)
