@@ -286,8 +286,27 @@ def receipts_not_in_log(curs: Any, sqlite: bool, receipts: Sequence[Any]) -> set
 def migrate(curs: Any, sqlite: bool, progress: Any = None) -> int:
     """Chain every event of a store with no head yet, give each receipt the
     position of its submission's first event, and lay the head. The caller holds
-    a write transaction with the append-only triggers off. Returns events chained."""
+    a write transaction with the append-only triggers off. Returns events chained.
+
+    Only a log that was never chained (a 0.4 store) is chained here. A chained log
+    whose head row is gone (deleted by hand) gets its head back from its last
+    stored link, its links left as they are: chaining it again would make an
+    event edited before the head was removed chain cleanly."""
     mark = "?" if sqlite else "%s"
+    table, position = events_table(sqlite), position_column(sqlite)
+    curs.execute(f"SELECT {position} AS position, {CHAIN_COLUMN} AS link FROM {table}"
+                 f" WHERE {CHAIN_COLUMN} IS NOT NULL ORDER BY {position} DESC LIMIT 1")
+    linked = curs.fetchall()
+    if linked:
+        curs.execute(f"SELECT max({position}) AS last FROM {table}")
+        last_position = int(curs.fetchall()[0]["last"])
+        if int(linked[0]["position"]) != last_position:
+            raise LedgerError(LOG_DAMAGED, f"the chain head is missing and the log's last event (position "
+                              f"{last_position}) has no link: both were removed by hand; restore the store "
+                              "from a backup (`leadledger verify --expect-head` proves a published head)")
+        curs.execute(f"INSERT INTO {HEAD_TABLE} VALUES (1, {mark}, {mark})",
+                     (last_position, bytes(linked[0]["link"])))
+        return 0
     previous, last, count = GENESIS, 0, 0
     while True:
         curs.execute(_select_rows(sqlite), (last + 1, 2 ** 62))

@@ -376,3 +376,24 @@ def test_a_replayed_log_has_no_receipts_and_is_not_a_finding(store_url, tmp_path
             curs.execute("DELETE FROM leadledger_receipts")
         problems = replayed.verify(replay=False)[0].problems
         assert [p.split(":")[0] for p in problems] == ["position 9"], problems
+
+
+def test_a_chain_head_removed_by_hand_does_not_rechain_an_edited_log(store_url):
+    """With the head row gone, opening the store (SQLite) or `init` (PostgreSQL) lays
+    the head again from the last stored link, never by chaining the log anew: that
+    would make an event edited before it chain cleanly."""
+    from leadledger.store import HEAD_TABLE
+
+    with Ledger.from_url(store_url) as ledger:
+        story(ledger)
+        edited = edit_amount(ledger)
+        head = ledger.chain_problems()[1]
+        with guards_off(ledger) as curs:
+            curs.execute(f"DELETE FROM {HEAD_TABLE}")
+    with Ledger.from_url(store_url) as ledger:
+        if ledger.config.kind == "postgres":
+            ledger.init()
+        problems, _ = ledger.chain_problems()
+        assert problems and problems[0].startswith(edited), problems
+        assert ledger.chain_problems()[1] == head  # the last good link, as before
+        assert not ledger.verify(replay=False)[0].ok
