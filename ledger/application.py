@@ -63,6 +63,7 @@ from leadledger.store import (
     POSTGRES_EVENT_STORE_DDL,
     StoreConfig,
     config_for,
+    position_column,
     postgres_roles_sql,
     resolve_url,
 )
@@ -568,7 +569,7 @@ class Ledger:
         # Every sender's submission records an event of another type than the
         # sweep's refunds, which have no receipt.
         topics = [topic for topic, name in EVENT_TYPES.items() if name != "QuoteFeeRefunded"]
-        position = "rowid" if sqlite else "notification_id"
+        position = position_column(sqlite)
         rows = view.query(
             f"SELECT EXISTS (SELECT 1 FROM {RECEIPTS_TABLE}) AS receipted, EXISTS (SELECT 1 FROM"
             f" {app.recorder.events_table_name} WHERE {position} > ? AND topic IN"

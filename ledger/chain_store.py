@@ -298,7 +298,7 @@ def migrate(curs: Any, sqlite: bool, progress: Any = None) -> int:
                  f" WHERE {CHAIN_COLUMN} IS NOT NULL ORDER BY {position} DESC LIMIT 1")
     linked = curs.fetchall()
     if linked:
-        curs.execute(f"SELECT max({position}) AS last FROM {table}")
+        curs.execute(head_statements(sqlite)[1])  # the log's last position
         last_position = int(curs.fetchall()[0]["last"])
         if int(linked[0]["position"]) != last_position:
             raise LedgerError(LOG_DAMAGED, f"the chain head is missing and the log's last event (position "
