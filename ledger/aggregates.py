@@ -12,7 +12,7 @@ import bisect
 import struct
 from array import array
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from functools import lru_cache, singledispatchmethod
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -20,7 +20,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate
 
 from leadledger import events as ev
-from leadledger.timefmt import epoch_us, from_epoch_us
+from leadledger.timefmt import ONE_US, epoch_us, from_epoch_us
 
 NAMESPACE = uuid5(NAMESPACE_URL, "https://leadledger.invalid/aggregates")
 ID_CACHE_SIZE = 1 << 16  # business key -> uuid5 per kind: a chunk asks for each id 3-4 times
@@ -76,6 +76,15 @@ class ContactMoney:
         return cls(tuple((from_epoch_us(at_us), total, refundable)
                          for at_us, total, refundable in _CHARGE.iter_unpack(packed[_COUNT.size:split])),
                    tuple((from_epoch_us(at_us), amount) for at_us, amount in _REFUND.iter_unpack(packed[split:])))
+
+    @staticmethod
+    def last_us(packed: bytes) -> int:
+        """The latest charge or refund of a packed entry, in epoch microseconds
+        (read without unpacking the rest)."""
+        (count,) = _COUNT.unpack_from(packed)
+        split = _COUNT.size + count * _CHARGE.size
+        return max([row[0] for row in _CHARGE.iter_unpack(packed[_COUNT.size:split])]
+                   + [row[0] for row in _REFUND.iter_unpack(packed[split:])])
 
     def charged_by(self, at: datetime) -> int:
         return sum(total for when, total, _ in self.charges if when <= at)
@@ -137,6 +146,9 @@ class Wallet(Aggregate):
         self._advance_deltas = array("q")
         self.balance = 0
         self.advance_outstanding = 0
+        # Set once ``compact`` dropped history: the instant (epoch microseconds)
+        # from which this wallet still answers; None: it holds its whole history.
+        self.horizon_us: int | None = None
 
     def _move(self, at: datetime, balance_delta: int, advance_delta: int) -> None:
         at_us = epoch_us(at)
@@ -149,8 +161,18 @@ class Wallet(Aggregate):
         assert self.balance >= 0, f"wallet {self.pro_id} below zero: {self.balance}"
         assert self.advance_outstanding >= 0, self.advance_outstanding
 
+    def covers(self, at: datetime) -> bool:
+        """Whether this wallet answers for ``at``: a compacted wallet dropped the
+        balance changes and contacts' money from before its horizon."""
+        return self.horizon_us is None or epoch_us(at) >= self.horizon_us
+
     def position_at(self, at: datetime) -> WalletPosition:
-        start = bisect.bisect_right(self._times_us, epoch_us(at))
+        # Exact for any instant from the horizon on: a position is the balance
+        # less the changes after the instant, and none of those was dropped.
+        at_us = epoch_us(at)
+        assert self.horizon_us is None or at_us >= self.horizon_us, \
+            f"wallet {self.pro_id} compacted from {self.horizon_us}: load it whole to judge {at_us}"
+        start = bisect.bisect_right(self._times_us, at_us)
         balance = self.balance - sum(self._balance_deltas[start:])
         advance = self.advance_outstanding - sum(self._advance_deltas[start:])
         headroom, peak, floor = balance, advance, advance
@@ -163,9 +185,46 @@ class Wallet(Aggregate):
             floor = min(floor, running_advance)
         return WalletPosition(balance, headroom, advance, peak, floor)
 
-    def money(self, contact_id: str) -> ContactMoney:
+    def money(self, contact: Any) -> ContactMoney:
+        """What ``contact`` (a Contact of this pro) cost: its charges all come on or
+        after its ``sent_at``, so a compacted wallet holds them whole from its horizon on."""
+        assert self.covers(contact.sent_at), \
+            f"wallet {self.pro_id} compacted from {self.horizon_us}: load it whole to judge {contact.contact_id}"
+        return self._money(contact.contact_id)
+
+    def _money(self, contact_id: str) -> ContactMoney:
         packed = self.contacts.get(contact_id)
         return ContactMoney() if packed is None else ContactMoney.unpack(packed)
+
+    def compact(self, keep: timedelta) -> bool:
+        """Drop what no decision from ``keep`` before this wallet's latest fact on can
+        read: balance changes before that horizon and the money of contacts whose
+        every charge and refund is before it. Returns whether anything was dropped.
+
+        Memory then follows the wallet's recent activity, not the log's length
+        (issue 9). A submission judged before the horizon, or naming a contact
+        sent before it, needs the whole wallet: the application loads it from the
+        log first (``Ledger._load_whole_where_needed``); the asserts above hold
+        that line. Totals (balance, outstanding advance) are never compacted."""
+        assert not self.pending_events, "only committed state is compacted"
+        latest_us = self._times_us[-1] if self._times_us else None
+        last_of: dict[str, int] = {}
+        for contact_id, packed in self.contacts.items():
+            last_us = ContactMoney.last_us(packed)
+            last_of[contact_id] = last_us
+            latest_us = last_us if latest_us is None or last_us > latest_us else latest_us
+        if latest_us is None:
+            return False
+        horizon_us = latest_us - keep // ONE_US
+        drop = bisect.bisect_left(self._times_us, horizon_us)
+        gone = [contact_id for contact_id, last_us in last_of.items() if last_us < horizon_us]
+        if not drop and not gone:
+            return False
+        del self._times_us[:drop], self._balance_deltas[:drop], self._advance_deltas[:drop]
+        for contact_id in gone:
+            del self.contacts[contact_id]
+        self.horizon_us = horizon_us if self.horizon_us is None else max(self.horizon_us, horizon_us)
+        return True
 
     def card_registered_by(self, at: datetime) -> bool:
         return self.card_registered_at is not None and self.card_registered_at <= at
@@ -195,16 +254,20 @@ class Wallet(Aggregate):
             self._move(event.occurred_at, -total, 0)
         else:
             assert event.paid_from == "card", event.paid_from
-        money = self.money(event.contact_id)
+        # After a compaction this may be the entry of a contact whose older charges
+        # were dropped: never read (Wallet.money asks for contacts sent from the horizon on).
+        money = self._money(event.contact_id)
         money.charges += ((event.occurred_at, total, event.refundable),)
         self.contacts[event.contact_id] = money.pack()
 
     @when.register
     def _(self, event: ev.QuoteFeeRefunded) -> None:
-        assert event.contact_id in self.contacts, "a refund follows a charge"
-        money = self.money(event.contact_id)
-        assert not money.refunds, "at most one refund per contact"
-        assert 0 < event.amount <= money.refundable_by(event.occurred_at)
+        if self.horizon_us is None:
+            assert event.contact_id in self.contacts, "a refund follows a charge"
+        money = self._money(event.contact_id)
+        if self.horizon_us is None:  # a compacted wallet may have dropped the charge
+            assert not money.refunds, "at most one refund per contact"
+            assert 0 < event.amount <= money.refundable_by(event.occurred_at)
         money.refunds += ((event.occurred_at, event.amount),)
         self.contacts[event.contact_id] = money.pack()
         self._move(event.occurred_at, event.amount, 0)

@@ -53,6 +53,7 @@ from leadledger.commands import (
     ids_usually_absent,
     is_internal,
     wallet_touched,
+    wallets_to_load_whole,
 )
 from leadledger.errors import LedgerError, Rejection
 from leadledger.store import (
@@ -87,6 +88,11 @@ GUESS_CUSTOMERS_UP_TO = 64  # submissions in a batch judged on warm state whose 
 MAX_CONNECTION_RETRIES = 4  # a lost connection (backend killed, failover) is retried this often
 RECEIPTS_RECHECK_SECONDS = 10.0  # a long-lived writer looks again for emptied receipts this often
 ANALYZE_AFTER_EVENTS = 20_000  # a bulk append refreshes the planner's statistics
+# A warm wallet keeps the balance changes and contacts' money of this long before
+# its latest fact (Wallet.compact): beyond the longest refund window (Cronoshare's
+# 60 working days) and a late arrival's usual delay, so the rules rarely need more.
+WALLET_HORIZON = timedelta(days=120)
+COMPACT_EVERY = 64  # events a warm wallet gains between two compactions (each walks its contacts)
 
 
 # What `init` adds to a PostgreSQL store of an older version: the table that
@@ -147,8 +153,19 @@ class Ledger:
     """A ledger over one store. Thread-compatible, not thread-safe: one per thread."""
 
     def __init__(self, config: StoreConfig, *, clock: Callable[[], datetime] | None = None,
-                 max_future_skew: timedelta | None = None, recorded_by: str | None = None):
+                 max_future_skew: timedelta | None = None, recorded_by: str | None = None,
+                 wallet_horizon: timedelta | None | str = "default"):
         self.config = config
+        # How much of a warm wallet's history stays in memory (None: all of it);
+        # what is dropped is read again from the log when a submission needs it.
+        horizon = _default_horizon() if wallet_horizon == "default" else wallet_horizon
+        assert horizon is None or (isinstance(horizon, timedelta) and horizon >= timedelta(0)), horizon
+        self.wallet_horizon = horizon
+        self.compact_every = COMPACT_EVERY
+        self._compacted_warm = False  # a warm wallet may be compacted (see _load_whole_where_needed)
+        self._compact_at: dict[Any, int] = {}  # wallet id -> version from which it is compacted again
+        self.wallets_compacted = 0  # compactions that dropped something (counted for tests and benchmarks)
+        self.wallets_loaded_whole = 0  # compacted wallets read again whole to judge a submission
         # Stamped on every event this ledger records (events.LedgerEvent.recorded_by);
         # ``append(recorded_by=...)`` overrides it per call.
         self.recorded_by = recorded_by or default_recorded_by("api")
@@ -183,8 +200,10 @@ class Ledger:
 
         Options: ``clock`` (a callable returning an aware datetime, the recording
         clock), ``max_future_skew`` (a timedelta; default 5 minutes, or
-        $LEADLEDGER_MAX_FUTURE_SKEW_SECONDS) and ``recorded_by`` (who the events
-        are recorded by; default ``api:<os user>``).
+        $LEADLEDGER_MAX_FUTURE_SKEW_SECONDS), ``recorded_by`` (who the events
+        are recorded by; default ``api:<os user>``) and ``wallet_horizon`` (a
+        timedelta, default 120 days or $LEADLEDGER_WALLET_HORIZON_DAYS: how much of
+        a wallet's history a writer keeps in memory; None keeps all of it).
         """
         return cls(config_for(resolve_url(url)), **options)
 
@@ -456,7 +475,31 @@ class Ledger:
             # Contacts name their pro: their wallets are read too.
             pro_ids = {a.pro_id for a in (self._warm.get(i) for i in touched) if isinstance(a, Contact)}
             self._level(app, uow, {wallet_id(p) for p in pro_ids} - uow.verified, curs)
+            self._load_whole_where_needed(app, uow, items, curs)
         return uow
+
+    def _load_whole_where_needed(self, app: LedgerApp, uow: UnitOfWork, items: list[Any], curs: Any | None) -> None:
+        """Compacted wallets that cannot judge the batch are read again from the log,
+        whole (every event, no snapshot), before anything is judged; each stays whole
+        for COMPACT_EVERY events, so a run of late submissions reads it once."""
+        cache = uow.loaded()
+        if not self._compacted_warm:  # the common case, free: no warm nor loaded wallet is compacted
+            self._compacted_warm = any(isinstance(a := cache.get(i), Wallet) and a.horizon_us is not None
+                                       for i in uow.fetched)
+            if not self._compacted_warm:
+                return
+        whole = wallets_to_load_whole(cache, items)
+        if whole:
+            if curs is None:
+                with self._reading(app) as reading:
+                    loaded = load_many(app, whole, curs=reading, wallet_ids=set())
+            else:
+                loaded = load_many(app, whole, curs=curs, wallet_ids=set())
+            uow.replace(loaded)
+            self.wallets_loaded_whole += len(loaded)
+            for aggregate_id, wallet in loaded.items():
+                if wallet is not None:
+                    self._compact_at[aggregate_id] = wallet.version + self.compact_every
 
     def _level(self, app: LedgerApp, uow: UnitOfWork, ids: set[Any], curs: Any, *,
                wallet_ids: set[Any] | None = None) -> None:
@@ -500,6 +543,8 @@ class Ledger:
         # one is read when a rule asks for it (UnitOfWork._get).
         pros = {wallet_id(a.pro_id) for a in (self._warm.get(i) for i in touched) if isinstance(a, Contact)}
         uow.refreshed({i for i in pros if self._warm.get(i) is not None})
+        # Read as any cold id is: the write's head guard covers what came after.
+        self._load_whole_where_needed(app, uow, items, None)
         return uow
 
     @contextlib.contextmanager
@@ -545,6 +590,7 @@ class Ledger:
         if uow is None:
             self._warm = {}
             self._known_head = None
+            self._compacted_warm = False
             return
         self._warm = uow.loaded()
         # Wallets, contacts and (terminated) customers stay warm; an id found absent
@@ -555,6 +601,23 @@ class Ledger:
                 self._warm.pop(aggregate_id, None)
         if len(self._warm) >= MAX_WARM_AGGREGATES:  # bounded memory: wallets stay
             self._warm = {i: a for i, a in self._warm.items() if isinstance(a, Wallet)}
+        self._compact(uow)
+
+    def _compact(self, uow: UnitOfWork) -> None:
+        """Compact the committed wallets this unit of work touched that gained
+        COMPACT_EVERY events since they were last compacted (or were loaded)."""
+        if self.wallet_horizon is None:
+            return
+        for aggregate_id in {e.originator_id for e in uow.events}.union(uow.fetched):
+            wallet = self._warm.get(aggregate_id)
+            if isinstance(wallet, Wallet) and aggregate_id not in self._compact_at and wallet.horizon_us is not None:
+                # From a compacted snapshot: compacted less than COMPACT_EVERY + SNAPSHOT_EVERY events ago.
+                self._compact_at[aggregate_id] = wallet.version + self.compact_every
+            if isinstance(wallet, Wallet) and wallet.version >= self._compact_at.get(aggregate_id, 0):
+                if wallet.compact(self.wallet_horizon):
+                    self.wallets_compacted += 1
+                    self._compacted_warm = True
+                self._compact_at[aggregate_id] = wallet.version + self.compact_every
 
     def _check_receipts(self) -> None:
         """Refuse to write while the receipts are gone but the log holds submissions'
@@ -1410,6 +1473,18 @@ def _default_skew() -> timedelta:
     if not 0 <= seconds <= 366 * 86400:
         raise LedgerError("bad_config", "LEADLEDGER_MAX_FUTURE_SKEW_SECONDS must be 0..31622400")
     return timedelta(seconds=seconds)
+
+
+def _default_horizon() -> timedelta | None:
+    text = os.environ.get("LEADLEDGER_WALLET_HORIZON_DAYS")
+    if text is None:
+        return WALLET_HORIZON
+    if text.strip().lower() == "none":
+        return None
+    if not text.strip().isdigit() or not 0 <= int(text) <= 36_600:
+        raise LedgerError("bad_config", f"LEADLEDGER_WALLET_HORIZON_DAYS={text[:40]!r} must be a whole number "
+                          "of days 0..36600, or none")
+    return timedelta(days=int(text))
 
 
 def _one_line(exc: BaseException) -> str:

@@ -72,6 +72,12 @@ class UnitOfWork:
         self.fetched.extend(aggregates)
         self.verified.update(aggregates)
 
+    def replace(self, aggregates: dict[UUID, Any]) -> None:
+        """Aggregates loaded again before any judging (a compacted wallet, whole)."""
+        assert not self.events, "replaced after judging began"
+        self._cache.update(aggregates)
+        self.verified.update(aggregates)
+
     def refreshed(self, ids: Any) -> None:
         """Warm aggregates brought level with the store by the application."""
         self.verified.update(ids)
@@ -172,6 +178,35 @@ def ids_touched(submission: Any) -> list[UUID]:
     """Aggregates a submission will read, known without reading anything."""
     return [to_id(value) for name, to_id in _keys_of(type(submission))
             if (value := getattr(submission, name))]
+
+
+_CONTACT_KEYS = frozenset({"contact_id", "fee_ref"})
+
+
+def wallets_to_load_whole(cache: dict[UUID, Any], submissions: list[Any]) -> list[UUID]:
+    """Compacted wallets in ``cache`` that cannot judge ``submissions`` (see
+    ``Wallet.compact``): one is judged before its horizon, or names a contact
+    sent before it. ``cache`` holds the batch's contacts; a contact the batch
+    itself creates is sent at its QuoteSent's occurred_at, which names its pro."""
+    earliest: dict[UUID, datetime] = {}
+    for submission in submissions:
+        for name, to_id in _keys_of(type(submission)):
+            value = getattr(submission, name)
+            if not value:
+                continue
+            if name == "pro_id":
+                aggregate_id, at = to_id(value), submission.occurred_at
+            elif name in _CONTACT_KEYS:
+                contact = cache.get(to_id(value))
+                if not isinstance(contact, Contact):
+                    continue
+                aggregate_id, at = wallet_id(contact.pro_id), contact.sent_at
+            else:
+                continue
+            if aggregate_id not in earliest or at < earliest[aggregate_id]:
+                earliest[aggregate_id] = at
+    return [aggregate_id for aggregate_id, at in earliest.items()
+            if isinstance(wallet := cache.get(aggregate_id), Wallet) and not wallet.covers(at)]
 
 
 @dataclass(frozen=True)
@@ -376,16 +411,21 @@ def _record_charge(wallet: Wallet, policy: MarketPolicy, event_id: UUID, at: dat
     )
 
 
-def _successful_contact_charge(uow: UnitOfWork, contact: Contact, wallet: Wallet,
-                               policy: MarketPolicy, event_id: UUID, at: datetime) -> None:
-    """Guaranteed reply: the first successful contact charges the fee, once."""
-    if contact.pricing != "guaranteed_reply" or wallet.money(contact.contact_id).charges:
-        return
-    fee = contact.fee
-    if fee == 0:
-        return
-    paid_from = policies.guaranteed_reply_source(fee, wallet.position_at(at).headroom)
+def _successful_contact_source(contact: Contact, wallet: Wallet, at: datetime) -> str | None:
+    """Guaranteed reply: the first successful contact charges the fee, once. Where
+    it is paid from, or None when nothing is charged (decided before anything is recorded)."""
+    if contact.pricing != "guaranteed_reply" or contact.fee == 0 or wallet.money(contact).charges:
+        return None
+    paid_from = policies.guaranteed_reply_source(contact.fee, wallet.position_at(at).headroom)
     assert paid_from == "wallet" or wallet.card_registered_by(contact.sent_at)
+    return paid_from
+
+
+def _record_successful_contact_charge(uow: UnitOfWork, contact: Contact, wallet: Wallet,
+                                      policy: MarketPolicy, event_id: UUID, at: datetime,
+                                      paid_from: str | None) -> None:
+    if paid_from is None:
+        return
     _record_charge(wallet, policy, event_id, at, contact.contact_id, contact.commission,
                    contact.management_fee, paid_from)
     uow.collect(wallet)
@@ -400,9 +440,10 @@ def quote_read(uow: UnitOfWork, s: sub.QuoteRead) -> None:
 
 def customer_replied(uow: UnitOfWork, s: sub.CustomerReplied) -> None:
     contact, wallet, policy = _contact(uow, s.contact_id, s.occurred_at)
+    paid_from = _successful_contact_source(contact, wallet, s.occurred_at)
     contact.record(ev.CustomerReplied, s.event_id, s.occurred_at, channel=s.channel)
     uow.collect(contact)
-    _successful_contact_charge(uow, contact, wallet, policy, s.event_id, s.occurred_at)
+    _record_successful_contact_charge(uow, contact, wallet, policy, s.event_id, s.occurred_at, paid_from)
 
 
 def _check_calls(contact: Contact, policy: MarketPolicy) -> None:
@@ -432,18 +473,19 @@ def call_minutes_billed(uow: UnitOfWork, s: sub.CallMinutesBilled) -> None:
     if s.call_id in contact.call_ids:
         raise Rejection(errors.CALL_EXISTS, f"call {s.call_id!r} was already billed")
     minutes = policies.billable_minutes(s.duration_seconds, policy.calls.free_seconds)
+    paid_from = _successful_contact_source(contact, wallet, s.occurred_at)
     contact.record(
         ev.CallMinutesBilled, s.event_id, s.occurred_at, pro_id=contact.pro_id,
         call_id=s.call_id, duration_seconds=s.duration_seconds, billable_minutes=minutes,
         amount=minutes * policy.calls.rate_per_started_minute, currency=policy.card_currency,
     )
     uow.collect(contact)
-    _successful_contact_charge(uow, contact, wallet, policy, s.event_id, s.occurred_at)
+    _record_successful_contact_charge(uow, contact, wallet, policy, s.event_id, s.occurred_at, paid_from)
 
 
 def _check_refundable(contact: Contact, wallet: Wallet, at: datetime) -> int:
     """What a refund at ``at`` would return; rejects when none is possible."""
-    money = wallet.money(contact.contact_id)
+    money = wallet.money(contact)
     if money.refunds:
         raise Rejection(errors.ALREADY_REFUNDED, f"contact {contact.contact_id!r} was already refunded")
     if contact.confirmed_at is not None:
@@ -499,7 +541,7 @@ def service_confirmed(uow: UnitOfWork, s: sub.ServiceConfirmed) -> None:
     contact, wallet, _ = _contact(uow, s.contact_id, s.occurred_at)
     if contact.confirmed_at is not None:
         raise Rejection(errors.SERVICE_CONFIRMED, "the service was already confirmed")
-    if wallet.money(contact.contact_id).refunds:
+    if wallet.money(contact).refunds:
         raise Rejection(
             errors.ALREADY_REFUNDED,
             "the contact was refunded: send RefundRectified to confirm the service",
@@ -511,7 +553,7 @@ def service_confirmed(uow: UnitOfWork, s: sub.ServiceConfirmed) -> None:
 def refund_rectified(uow: UnitOfWork, s: sub.RefundRectified) -> None:
     at = s.occurred_at
     contact, wallet, policy = _contact(uow, s.contact_id, at)
-    money = wallet.money(contact.contact_id)
+    money = wallet.money(contact)
     if not money.refunded_by(at):
         raise Rejection(errors.NOT_REFUNDED, f"contact {s.contact_id!r} has no refund to rectify")
     if contact.rectified_at is not None:
@@ -544,13 +586,8 @@ def courtesy_credit_issued(uow: UnitOfWork, s: sub.CourtesyCreditIssued) -> None
         )
     if s.fee_ref is not None:
         contact = uow.contact(s.fee_ref)
-        money = wallet.money(s.fee_ref)
-        if (
-            contact is None
-            or contact.pro_id != s.pro_id
-            or money.charged_by(at) <= 0
-            or money.refunded_by(at)
-        ):
+        money = wallet.money(contact) if contact is not None and contact.pro_id == s.pro_id else None
+        if money is None or money.charged_by(at) <= 0 or money.refunded_by(at):
             raise Rejection(
                 errors.FEE_NOT_ASSESSED,
                 f"fee_ref: no fee for contact {s.fee_ref!r} is charged to pro {s.pro_id!r} "
@@ -606,7 +643,7 @@ def unread_refund_due(uow: UnitOfWork, s: UnreadRefundDue) -> None:
         raise Rejection("not_due", "no unread refund is due for this contact")
     if contact.first_seen_at is not None and contact.first_seen_at <= due:
         raise Rejection("not_due", "the quote was read or answered in time")
-    money = wallet.money(contact.contact_id)
+    money = wallet.money(contact)
     if money.refunds or contact.confirmed_at is not None:
         raise Rejection("not_due", "the contact was refunded or confirmed")
     amount = money.refundable_by(due)

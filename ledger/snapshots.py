@@ -29,7 +29,10 @@ import orjson
 
 from leadledger.aggregates import Wallet
 
-LAYOUT = 2  # bump when Wallet's state changes shape: older snapshots are ignored
+LAYOUT = 3  # bump when Wallet's state changes shape: older snapshots are ignored
+# Layout 2 had no horizon (a whole wallet): still read. A writer of 0.6 ignores
+# layout 3, which may hold a compacted wallet it would take for a whole one.
+READ_LAYOUTS = (2, 3)
 SNAPSHOT_EVERY = 32  # events a wallet gains before it is snapshotted again
 
 
@@ -64,13 +67,14 @@ def encode(wallet: Wallet) -> bytes:
         "advance_deltas": wallet._advance_deltas.tolist(),
         "balance": wallet.balance,
         "advance_outstanding": wallet.advance_outstanding,
+        "horizon_us": wallet.horizon_us,
     })
 
 
 def decode(data: bytes) -> Wallet | None:
     """The wallet a snapshot holds, or None for a layout this code does not know."""
     state = orjson.loads(data)
-    if state.get("layout") != LAYOUT:
+    if state.get("layout") not in READ_LAYOUTS:
         return None
     wallet = Wallet.__new__(Wallet)
     wallet.__base_init__(UUID(state["id"]), state["version"], _at(state["created_on"]))
@@ -89,6 +93,7 @@ def decode(data: bytes) -> Wallet | None:
     wallet._advance_deltas = array("q", state["advance_deltas"])
     wallet.balance = state["balance"]
     wallet.advance_outstanding = state["advance_outstanding"]
+    wallet.horizon_us = state.get("horizon_us")
     return wallet
 
 

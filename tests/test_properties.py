@@ -88,7 +88,7 @@ class LedgerMachine(RuleBasedStateMachine):
                       "occurred_at": _time(self.clock - back_minutes), **fields}
         before = [json.dumps(e) for e in self.ledger.events()]
         balances_before = self.ledger.balances()
-        [result] = self.ledger.append([submission])
+        [result] = self._append([submission])
         event(f"{type_} {result.code or result.status}")
         if result.status == "recorded":
             self.accepted.append(submission)
@@ -100,6 +100,12 @@ class LedgerMachine(RuleBasedStateMachine):
         assert [json.dumps(e) for e in self.ledger.events()] == before  # no trace
         assert self.ledger.balances() == balances_before
         return False
+
+    def _append(self, submissions: list) -> list:
+        return self.ledger.append(submissions)
+
+    def _sweep(self, now: datetime) -> list:
+        return self.ledger.sweep(now)
 
     # --- rules --------------------------------------------------------------
 
@@ -173,16 +179,16 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(hours=st.integers(0, 200))
     def sweep(self, hours):
         before = len(list(self.ledger.events()))
-        recorded = self.ledger.sweep(T0 + timedelta(minutes=self.clock, hours=hours))
+        recorded = self._sweep(T0 + timedelta(minutes=self.clock, hours=hours))
         assert len(list(self.ledger.events())) == before + len(recorded)
-        assert self.ledger.sweep(T0 + timedelta(minutes=self.clock, hours=hours)) == []
+        assert self._sweep(T0 + timedelta(minutes=self.clock, hours=hours)) == []
 
     @precondition(lambda self: self.accepted)
     @rule(data=st.data())
     def append_a_prefix_again(self, data):
         cut = data.draw(st.integers(1, len(self.accepted)))
         before = [json.dumps(e) for e in self.ledger.events()]
-        results = self.ledger.append(self.accepted[:cut])
+        results = self._append(self.accepted[:cut])
         assert {r.status for r in results} == {"duplicate"}
         assert [json.dumps(e) for e in self.ledger.events()] == before
 
@@ -199,6 +205,42 @@ class LedgerMachine(RuleBasedStateMachine):
 
 
 TestLedgerOnSQLite = LedgerMachine.TestCase
+
+
+class CompactingLedgerMachine(LedgerMachine):
+    """The same random sequences judged by a writer whose wallets are compacted to
+    a 12-hour horizon after every event (submissions reach back ~2 days, and name
+    contacts of any age): every result and the log must be those of a writer that
+    holds whole wallets (issue 9, Wallet.compact)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ledger.close()
+        self.ledger = Ledger.from_url(self.url, wallet_horizon=timedelta(hours=12))
+        self.ledger.compact_every = 1
+        self.whole = Ledger.from_url("sqlite:///:memory:", wallet_horizon=None)
+
+    def teardown(self) -> None:
+        event(f"wallets compacted: {bool(self.ledger.wallets_compacted)}, "
+              f"loaded whole again: {bool(self.ledger.wallets_loaded_whole)}")
+        try:
+            assert list(self.ledger.events()) == list(self.whole.events())
+        finally:
+            self.whole.close()
+            super().teardown()
+
+    def _append(self, submissions: list) -> list:
+        results = self.ledger.append(submissions)
+        assert [r.to_json() for r in results] == [r.to_json() for r in self.whole.append(submissions)]
+        return results
+
+    def _sweep(self, now: datetime) -> list:
+        results = self.ledger.sweep(now)
+        assert [r.to_json() for r in results] == [r.to_json() for r in self.whole.sweep(now)]
+        return results
+
+
+TestCompactedWalletsDecideAsWholeOnes = CompactingLedgerMachine.TestCase
 
 
 class PostgresLedgerMachine(LedgerMachine):
