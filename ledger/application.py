@@ -159,7 +159,8 @@ class Ledger:
         # How much of a warm wallet's history stays in memory (None: all of it);
         # what is dropped is read again from the log when a submission needs it.
         horizon = _default_horizon() if wallet_horizon == "default" else wallet_horizon
-        assert horizon is None or (isinstance(horizon, timedelta) and horizon >= timedelta(0)), horizon
+        if horizon is not None and (not isinstance(horizon, timedelta) or horizon < timedelta(0)):
+            raise TypeError(f"wallet_horizon must be a timedelta of 0 or more, or None, not {horizon!r}")
         self.wallet_horizon = horizon
         self.compact_every = COMPACT_EVERY
         self._compacted_warm = False  # a warm wallet may be compacted (see _load_whole_where_needed)
@@ -604,20 +605,25 @@ class Ledger:
         self._compact(uow)
 
     def _compact(self, uow: UnitOfWork) -> None:
-        """Compact the committed wallets this unit of work touched that gained
-        COMPACT_EVERY events since they were last compacted (or were loaded)."""
+        """Compact the committed wallets this unit of work recorded events for that
+        gained COMPACT_EVERY events since they were last compacted (or were loaded).
+        Only those grow: one read but unchanged waits for its next event."""
         if self.wallet_horizon is None:
             return
-        for aggregate_id in {e.originator_id for e in uow.events}.union(uow.fetched):
-            wallet = self._warm.get(aggregate_id)
-            if isinstance(wallet, Wallet) and aggregate_id not in self._compact_at and wallet.horizon_us is not None:
+        warm, compact_at = self._warm, self._compact_at
+        for aggregate_id in uow.wallets_changed:
+            wallet = warm.get(aggregate_id)
+            if wallet is None:
+                continue
+            due = compact_at.get(aggregate_id)
+            if due is None and wallet.horizon_us is not None:
                 # From a compacted snapshot: compacted less than COMPACT_EVERY + SNAPSHOT_EVERY events ago.
-                self._compact_at[aggregate_id] = wallet.version + self.compact_every
-            if isinstance(wallet, Wallet) and wallet.version >= self._compact_at.get(aggregate_id, 0):
+                due = compact_at[aggregate_id] = wallet.version + self.compact_every
+            if due is None or wallet.version >= due:
                 if wallet.compact(self.wallet_horizon):
                     self.wallets_compacted += 1
                     self._compacted_warm = True
-                self._compact_at[aggregate_id] = wallet.version + self.compact_every
+                compact_at[aggregate_id] = wallet.version + self.compact_every
 
     def _check_receipts(self) -> None:
         """Refuse to write while the receipts are gone but the log holds submissions'

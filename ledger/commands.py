@@ -46,6 +46,7 @@ class UnitOfWork:
         # cost 11% of a long append): a failed attempt makes the caller drop it.
         self._cache: dict[UUID, Any] = warm if warm is not None else {}
         self.events: list[Any] = []
+        self.wallets_changed: set[UUID] = set()  # wallets with events in this unit of work
         self.fetched: list[UUID] = []  # ids this unit of work read from the store
         # Ids known level with the store in this unit of work (loaded, refreshed or
         # created here). A warm aggregate outside it (reached through another, as a
@@ -129,6 +130,8 @@ class UnitOfWork:
         return aggregate
 
     def collect(self, aggregate: Any) -> None:
+        if type(aggregate) is Wallet:
+            self.wallets_changed.add(aggregate.id)
         for event in aggregate.collect_events():
             # The envelope, not a decision: stamped as the event leaves its
             # aggregate, before anyone else holds it (the rules never see it).

@@ -479,6 +479,9 @@ def _routes(app: FastAPI, service: Service, max_wait_seconds: float) -> None:
     async def metrics() -> Response:
         """Submissions by status and code, group-commit sizes, commit latency, requests."""
         service.metrics.writer_queue.set(service.writer.depth())
+        loaded_whole, compacted = service.writer.wallet_counts
+        service.metrics.wallets_loaded_whole.set(loaded_whole)
+        service.metrics.wallets_compacted.set(compacted)
         return Response(service.metrics.render(), media_type=service.metrics.content_type)
 
     @app.get("/v1/submissions/{event_id}", tags=["submissions"], response_model=models.SubmissionOutcome,

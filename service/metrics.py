@@ -36,6 +36,15 @@ class Metrics:
                                 ("route", "status"), registry=self.registry)
         self.writer_queue = Gauge("leadledger_writer_queue_requests", "Requests waiting for the writer",
                                   registry=self.registry)
+        # Totals the writer process reports with each group (a gauge here: the count lives there).
+        self.wallets_loaded_whole = Gauge(
+            "leadledger_writer_wallets_loaded_whole",
+            "Compacted wallets the writer read again whole from the log since it started (a submission"
+            " reached before a wallet's horizon; many: raise LEADLEDGER_WALLET_HORIZON_DAYS)",
+            registry=self.registry)
+        self.wallets_compacted = Gauge("leadledger_writer_wallets_compacted",
+                                       "Wallet compactions that dropped history since the writer started",
+                                       registry=self.registry)
 
     def committed(self, results: list[Any], seconds: float, requests: int) -> None:
         for result in results:

@@ -82,6 +82,8 @@ class GroupWriter:
         self._alive = False
         self._ready = False
         self.last_sweep: dict[str, Any] | None = None
+        # The writer's Ledger.wallets_loaded_whole and wallets_compacted, as of its last group.
+        self.wallet_counts: tuple[int, int] = (0, 0)
 
     def start(self) -> None:
         self._process.start()
@@ -142,7 +144,7 @@ class GroupWriter:
             while True:
                 kind, *body = self._answers_in.recv()
                 if kind == "group":
-                    answers, seconds, requests = body
+                    answers, seconds, requests, self.wallet_counts = body
                     self._settle(answers)
                     results = [r for _, answer in answers if isinstance(answer, list) for r in answer]
                     if results:
@@ -332,11 +334,12 @@ class _Writer:
                 exc = LedgerError("store_unavailable", f"the writer failed ({type(exc).__name__}; see the server's log)")
             elif exc.code in (STORE_STATEMENT_FAILED, LOG_DAMAGED):  # not an outage: the operator must look
                 log.error("the store refused a group of %d requests: %s", len(group), exc.message)
-            self._answers.send(("group", [(request.request_id, exc) for request in group], 0.0, len(group)))
+            self._answers.send(("group", [(request.request_id, exc) for request in group], 0.0, len(group),
+                                _wallet_counts(ledger)))
             return
         seconds = time.perf_counter() - started
         self._answers.send(("group", [(r.request_id, answer) for r, answer in zip(group, results)],
-                            seconds, len(group)))
+                            seconds, len(group), _wallet_counts(ledger)))
 
     def _sweep(self, ledger: Ledger) -> None:
         try:
@@ -345,6 +348,10 @@ class _Writer:
             log.warning("scheduled sweep failed: %s", exc)
             return
         self._answers.send(("sweep", recorded, {"at": time.time(), "recorded": len(recorded)}))
+
+
+def _wallet_counts(ledger: Ledger) -> tuple[int, int]:
+    return ledger.wallets_loaded_whole, ledger.wallets_compacted
 
 
 def _full_collections_when_told() -> None:

@@ -177,6 +177,9 @@ def test_the_horizon_comes_from_the_environment_or_is_refused_in_one_line(tmp_pa
         monkeypatch.setenv("LEADLEDGER_WALLET_HORIZON_DAYS", text)
         assert Ledger.from_url(url).wallet_horizon == horizon
     assert Ledger.from_url(url, wallet_horizon=timedelta(days=3)).wallet_horizon == timedelta(days=3)
+    for bad in (30, timedelta(days=-1), "30"):
+        with pytest.raises(TypeError, match="wallet_horizon must be a timedelta"):
+            Ledger.from_url(url, wallet_horizon=bad)
     monkeypatch.setenv("LEADLEDGER_WALLET_HORIZON_DAYS", "-5")
     result = CliRunner().invoke(cli, ["--db", url, "append", "-"], input=json.dumps(wallet("p1")) + "\n")
     assert result.exit_code == 3

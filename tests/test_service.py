@@ -656,3 +656,36 @@ def test_a_statement_the_store_refuses_is_500_without_retry_after(tmp_path):
         assert "Retry-After" not in response.headers
     finally:
         stop_server(process)
+
+
+def test_the_writer_reports_its_wallet_compactions_in_metrics(tmp_path, monkeypatch):
+    """A writer whose wallets are compacted to their latest fact (horizon 0 days)
+    reads one again whole for a late submission; /metrics says how often, so an
+    operator can see when the horizon is too short."""
+    store = f"sqlite:///{tmp_path / 'ledger.db'}"
+    with Ledger.from_url(store) as ledger:
+        ledger.init()
+        secret = ledger.create_key("svc", "append")[1]
+    monkeypatch.setenv("LEADLEDGER_WALLET_HORIZON_DAYS", "0")  # the server's writer inherits it
+    process, base = start_server(store, log_path=tmp_path / "serve.log")
+    headers = {"Authorization": f"Bearer {secret}"}
+
+    def gauges() -> dict[str, float]:
+        lines = httpx.get(f"{base}/metrics").text.splitlines()
+        return {name: float(value) for name, value in (line.split() for line in lines
+                if line.startswith("leadledger_writer_wallets_"))}
+
+    try:
+        assert gauges() == {"leadledger_writer_wallets_loaded_whole": 0.0,
+                            "leadledger_writer_wallets_compacted": 0.0}
+        first = [wallet("p1"), buy("p1", 5_000, at(0, 1)), buy("p1", 1_000, at(0, 2))]
+        assert httpx.post(f"{base}/v1/submissions", json=first, headers=headers).json()["recorded"] == 3
+        assert gauges()["leadledger_writer_wallets_compacted"] == 1.0  # the purchase at 1 h dropped
+        late = quote("c1", "p1", at(0, 1, 30), commission=4_500)  # before the horizon: judged whole
+        assert httpx.post(f"{base}/v1/submissions", json=late, headers=headers).json()["recorded"] == 1
+        assert gauges() == {"leadledger_writer_wallets_loaded_whole": 1.0,
+                            "leadledger_writer_wallets_compacted": 1.0}
+    finally:
+        stop_server(process)
+    with Ledger.from_url(store) as ledger:
+        assert ledger.balances()[0]["balance"] == 1_500
