@@ -229,7 +229,7 @@ def test_sqlite_connections_keep_their_prepared_statements(tmp_path):
     assert once > 0 and len(prepared) == once  # the last round prepared nothing
 
 
-def test_sqlite_connections_checkpoint_the_log_every_10000_pages(tmp_path):
+def test_sqlite_connections_checkpoint_the_log_every_10000_pages_and_bound_analyze(tmp_path):
     from leadledger import Ledger
     from leadledger.sqlite_factory import WAL_AUTOCHECKPOINT_PAGES
 
@@ -240,3 +240,5 @@ def test_sqlite_connections_checkpoint_the_log_every_10000_pages(tmp_path):
             with app.factory.datastore.get_connection(commit=commit) as conn:
                 assert conn._sqlite_conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 10_000
                 assert conn._sqlite_conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+                # ANALYZE reads at most 1,000 rows per index: its cost does not grow with the log.
+                assert conn._sqlite_conn.execute("PRAGMA analysis_limit").fetchone()[0] == 1000
