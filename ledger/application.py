@@ -577,7 +577,9 @@ class Ledger:
         sqlite = self.config.kind == "sqlite"
         try:
             with app.factory.datastore.transaction(commit=True) as curs:  # type: ignore[attr-defined]
-                curs.executemany(upsert, snapshots.rows(due, as_text=sqlite))
+                for start in range(0, len(due), snapshots.PAGE_WALLETS):  # encoded a page at a time
+                    curs.executemany(upsert, snapshots.rows(due[start:start + snapshots.PAGE_WALLETS],
+                                                            as_text=sqlite))
         except (PersistenceError, sqlite3.Error):
             return 0
         for wallet in due:

@@ -42,12 +42,12 @@ def any_created(recorder: Any, ids: Sequence[UUID], curs: Any = None) -> bool:
 
 
 def select_by_ids(recorder: Any, select: str, column: str, ids: Sequence[UUID],
-                  tail: str = "", curs: Any = None) -> Iterator[Any]:
+                  tail: str = "", curs: Any = None, per_query: int = IDS_PER_QUERY) -> Iterator[Any]:
     """Rows of ``select`` whose ``column`` is one of ``ids``, one query per
-    IDS_PER_QUERY ids (UUIDs are stored as hex text on SQLite, uuid on PostgreSQL)."""
+    ``per_query`` ids (UUIDs are stored as hex text on SQLite, uuid on PostgreSQL)."""
     is_sqlite = isinstance(recorder.datastore, SQLiteDatastore)
-    for start in range(0, len(ids), IDS_PER_QUERY):
-        part = ids[start:start + IDS_PER_QUERY]
+    for start in range(0, len(ids), per_query):
+        part = ids[start:start + per_query]
         if is_sqlite:
             statement = f"{select} WHERE {column} IN ({','.join('?' * len(part))}){tail}"
             params: Any = [i.hex for i in part]
@@ -152,7 +152,7 @@ def _load_snapshots(recorder: Any, ids: Sequence[UUID], curs: Any = None) -> dic
 
     out: dict[UUID, Any] = {}
     for row in select_by_ids(recorder, f"SELECT originator_id, state FROM {SNAPSHOTS_TABLE}", "originator_id", ids,
-                             curs=curs):
+                             curs=curs, per_query=snapshots.PAGE_WALLETS):
         wallet = snapshots.decode(bytes(row["state"]))
         if wallet is not None:
             out[wallet.id] = wallet

@@ -158,3 +158,20 @@ def test_a_snapshot_of_an_older_layout_is_replayed_instead(store_url):
         older["layout"] = 1  # before the oldest layout this code reads
         assert snapshots.decode(orjson.dumps(older)) is None
         assert vars(snapshots.decode(snapshots.encode(wallet))) == vars(_full_replay(ledger, "p1"))
+
+
+def test_snapshots_are_written_and_read_a_page_at_a_time(store_url, monkeypatch):
+    """Memory: a page of wallets is encoded (or decoded) per statement; every page
+    is written and read, the last partial one included."""
+    monkeypatch.setattr(snapshots, "PAGE_WALLETS", 2)
+    pros = [f"p{i}" for i in range(5)]
+    with Ledger.from_url(store_url) as ledger:
+        ok(ledger.append([s for pro in pros for s in _history(pro, SNAPSHOT_EVERY)]))
+        rows = _snapshot_rows(ledger)
+        assert {wallet_id(pro).hex for pro in pros} <= set(rows)
+        app, _ = ledger._open()
+        stats: dict[str, int] = {}
+        loaded = load_many(app, [wallet_id(pro) for pro in pros], stats=stats)
+        assert stats == {"snapshots": 5, "events": 0}
+        for pro in pros:
+            assert vars(loaded[wallet_id(pro)]) == vars(_full_replay(ledger, pro))
