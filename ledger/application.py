@@ -1489,10 +1489,12 @@ def _default_horizon() -> timedelta | None:
         return WALLET_HORIZON
     if text.strip().lower() == "none":
         return None
-    if not text.strip().isdigit() or not 0 <= int(text) <= 36_600:
+    digits = text.strip()
+    # ASCII digits only: str.isdigit takes "²", which int() refuses, and int() refuses past 4,300 digits.
+    if not (digits.isascii() and digits.isdigit() and len(digits) <= 5) or int(digits) > 36_600:
         raise LedgerError("bad_config", f"LEADLEDGER_WALLET_HORIZON_DAYS={text[:40]!r} must be a whole number "
                           "of days 0..36600, or none")
-    return timedelta(days=int(text))
+    return timedelta(days=int(digits))
 
 
 def _one_line(exc: BaseException) -> str:

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from leadledger import Ledger
+from leadledger.errors import LedgerError
 from leadledger.aggregates import ContactMoney, Wallet, wallet_id
 from leadledger.store import SNAPSHOTS_TABLE
 
@@ -180,6 +181,12 @@ def test_the_horizon_comes_from_the_environment_or_is_refused_in_one_line(tmp_pa
     for bad in (30, timedelta(days=-1), "30"):
         with pytest.raises(TypeError, match="wallet_horizon must be a timedelta"):
             Ledger.from_url(url, wallet_horizon=bad)
+    for hostile in ("²", "9" * 5000, "36601", " 1e3", "30.5"):
+        monkeypatch.setenv("LEADLEDGER_WALLET_HORIZON_DAYS", hostile)
+        with pytest.raises(LedgerError, match="bad_config|must be a whole number"):
+            Ledger.from_url(url)
+    monkeypatch.setenv("LEADLEDGER_WALLET_HORIZON_DAYS", " 45 ")
+    assert Ledger.from_url(url).wallet_horizon == timedelta(days=45)
     monkeypatch.setenv("LEADLEDGER_WALLET_HORIZON_DAYS", "-5")
     result = CliRunner().invoke(cli, ["--db", url, "append", "-"], input=json.dumps(wallet("p1")) + "\n")
     assert result.exit_code == 3
