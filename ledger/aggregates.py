@@ -69,22 +69,25 @@ class ContactMoney:
                          *(_CHARGE.pack(epoch_us(at), total, refundable) for at, total, refundable in self.charges),
                          *(_REFUND.pack(epoch_us(at), amount) for at, amount in self.refunds)])
 
+    @staticmethod
+    def _rows(packed: bytes) -> tuple[Any, Any]:
+        """The packed charges and refunds, as rows of integers."""
+        (count,) = _COUNT.unpack_from(packed)
+        split = _COUNT.size + count * _CHARGE.size
+        return _CHARGE.iter_unpack(packed[_COUNT.size:split]), _REFUND.iter_unpack(packed[split:])
+
     @classmethod
     def unpack(cls, packed: bytes) -> "ContactMoney":
-        (count,) = _COUNT.unpack_from(packed)
-        split = _COUNT.size + count * _CHARGE.size
-        return cls(tuple((from_epoch_us(at_us), total, refundable)
-                         for at_us, total, refundable in _CHARGE.iter_unpack(packed[_COUNT.size:split])),
-                   tuple((from_epoch_us(at_us), amount) for at_us, amount in _REFUND.iter_unpack(packed[split:])))
+        charges, refunds = cls._rows(packed)
+        return cls(tuple((from_epoch_us(at_us), total, refundable) for at_us, total, refundable in charges),
+                   tuple((from_epoch_us(at_us), amount) for at_us, amount in refunds))
 
-    @staticmethod
-    def last_us(packed: bytes) -> int:
+    @classmethod
+    def last_us(cls, packed: bytes) -> int:
         """The latest charge or refund of a packed entry, in epoch microseconds
-        (read without unpacking the rest)."""
-        (count,) = _COUNT.unpack_from(packed)
-        split = _COUNT.size + count * _CHARGE.size
-        return max([row[0] for row in _CHARGE.iter_unpack(packed[_COUNT.size:split])]
-                   + [row[0] for row in _REFUND.iter_unpack(packed[split:])])
+        (no datetimes made)."""
+        charges, refunds = cls._rows(packed)
+        return max([row[0] for row in charges] + [row[0] for row in refunds])
 
     def charged_by(self, at: datetime) -> int:
         return sum(total for when, total, _ in self.charges if when <= at)
@@ -262,10 +265,9 @@ class Wallet(Aggregate):
 
     @when.register
     def _(self, event: ev.QuoteFeeRefunded) -> None:
-        if self.horizon_us is None:
-            assert event.contact_id in self.contacts, "a refund follows a charge"
         money = self._money(event.contact_id)
         if self.horizon_us is None:  # a compacted wallet may have dropped the charge
+            assert event.contact_id in self.contacts, "a refund follows a charge"
             assert not money.refunds, "at most one refund per contact"
             assert 0 < event.amount <= money.refundable_by(event.occurred_at)
         money.refunds += ((event.occurred_at, event.amount),)

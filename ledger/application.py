@@ -491,11 +491,7 @@ class Ledger:
                 return
         whole = wallets_to_load_whole(cache, items)
         if whole:
-            if curs is None:
-                with self._reading(app) as reading:
-                    loaded = load_many(app, whole, curs=reading, wallet_ids=set())
-            else:
-                loaded = load_many(app, whole, curs=curs, wallet_ids=set())
+            loaded = load_many(app, whole, curs=curs, wallet_ids=set())  # no snapshot: every event
             uow.replace(loaded)
             self.wallets_loaded_whole += len(loaded)
             for aggregate_id, wallet in loaded.items():
@@ -617,11 +613,11 @@ class Ledger:
             wallet = warm.get(aggregate_id)
             if wallet is None:
                 continue
-            due = compact_at.get(aggregate_id)
-            if due is None and wallet.horizon_us is not None:
-                # From a compacted snapshot: compacted less than COMPACT_EVERY + SNAPSHOT_EVERY events ago.
-                due = compact_at[aggregate_id] = wallet.version + self.compact_every
-            if due is None or wallet.version >= due:
+            # First seen: now, unless it came compacted from a snapshot (then less than
+            # COMPACT_EVERY + SNAPSHOT_EVERY events ago).
+            due = compact_at.setdefault(
+                aggregate_id, 0 if wallet.horizon_us is None else wallet.version + self.compact_every)
+            if wallet.version >= due:
                 if wallet.compact(self.wallet_horizon):
                     self.wallets_compacted += 1
                     self._compacted_warm = True

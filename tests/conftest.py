@@ -73,7 +73,9 @@ def reset_postgres() -> None:
         # The log is append-only (triggers): a superuser's replica mode skips them.
         conn.execute("SET session_replication_role = replica")
         conn.execute(f"TRUNCATE {tables} RESTART IDENTITY")
-        conn.execute(f"UPDATE {HEAD_TABLE} SET position = 0, sha256 = '\\x{GENESIS_HEX}'")
+        # An upsert: a test may have deleted the head row (tampering) and left it gone.
+        conn.execute(f"INSERT INTO {HEAD_TABLE} VALUES (1, 0, '\\x{GENESIS_HEX}') ON CONFLICT (id)"
+                     " DO UPDATE SET position = excluded.position, sha256 = excluded.sha256")
         conn.execute(f"DELETE FROM {TRACKING_TABLE} WHERE application_name <> '__migration__'")
 
 

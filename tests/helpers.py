@@ -111,3 +111,18 @@ def empty_by_hand(curs: Any, ledger: Any) -> None:
         curs.execute(f"DELETE FROM {table}")
     curs.execute(f"UPDATE {HEAD_TABLE} SET position = 0, sha256 = "
                  + ("zeroblob(32)" if ledger.config.kind == "sqlite" else f"'\\x{GENESIS_HEX}'::bytea"))
+
+
+def bare_wallet(pro: str = "p") -> Any:
+    """A Wallet with nothing applied (no events, no store): its timeline and
+    contacts filled by hand in unit tests of the aggregate."""
+    from array import array
+
+    from leadledger.aggregates import Wallet
+
+    w = Wallet.__new__(Wallet)
+    w.pro_id, w.balance, w.advance_outstanding, w.horizon_us = pro, 0, 0, None
+    w._times_us, w._balance_deltas, w._advance_deltas = array("q"), array("q"), array("q")
+    w.contacts = {}
+    w._pending_events = []
+    return w

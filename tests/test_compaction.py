@@ -7,7 +7,6 @@ history takes."""
 from __future__ import annotations
 
 import json
-from array import array
 from datetime import datetime, timedelta, timezone
 
 import orjson
@@ -17,21 +16,12 @@ from hypothesis import strategies as st
 
 from leadledger import Ledger
 from leadledger.errors import LedgerError
-from leadledger.aggregates import ContactMoney, Wallet, wallet_id
+from leadledger.aggregates import ContactMoney, wallet_id
 from leadledger.store import SNAPSHOTS_TABLE
 
-from tests.helpers import at, buy, card, ok, quote, sub, wallet
+from tests.helpers import at, bare_wallet, buy, card, ok, quote, sub, wallet
 
 BASE = datetime(2025, 1, 1, tzinfo=timezone.utc)
-
-
-def _bare_wallet() -> Wallet:
-    w = Wallet.__new__(Wallet)
-    w.pro_id, w.balance, w.advance_outstanding, w.horizon_us = "p", 0, 0, None
-    w._times_us, w._balance_deltas, w._advance_deltas = array("q"), array("q"), array("q")
-    w.contacts = {}
-    w._pending_events = []
-    return w
 
 
 class _Sent:
@@ -44,7 +34,7 @@ class _Sent:
        st.lists(st.tuples(st.integers(0, 40), st.integers(0, 6)), max_size=20),
        st.integers(0, 45), st.lists(st.integers(-1, 41), min_size=1, max_size=6))
 def test_a_compacted_wallet_answers_as_the_whole_one_from_its_horizon_on(moves, charges, keep_days, instants):
-    whole, compacted = _bare_wallet(), _bare_wallet()
+    whole, compacted = bare_wallet(), bare_wallet()
     for sequence, (day, balance_delta, advance_delta) in enumerate(moves):
         if whole.balance + balance_delta < 0 or whole.advance_outstanding + advance_delta < 0:
             continue  # the rules never record these

@@ -4,7 +4,6 @@ snapshot plus the events after it, and decides exactly as a full replay would.""
 from __future__ import annotations
 
 import bisect
-from array import array
 from datetime import datetime, timedelta, timezone
 
 import orjson
@@ -12,12 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from leadledger import Ledger, snapshots
-from leadledger.aggregates import Wallet, WalletPosition, wallet_id
+from leadledger.aggregates import WalletPosition, wallet_id
 from leadledger.loader import load_many
 from leadledger.snapshots import SNAPSHOT_EVERY
 from leadledger.store import SNAPSHOTS_TABLE
 
-from tests.helpers import at, buy, ok, quote, sub, wallet
+from tests.helpers import at, bare_wallet, buy, ok, quote, sub, wallet
 
 
 def _history(pro: str, count: int) -> list[dict]:
@@ -127,9 +126,7 @@ def test_the_wallet_timeline_answers_as_the_ordered_list_it_replaced(moves, inst
     any instant is what the list of (time, order recorded, deltas) tuples it
     replaced gave, equal times in the order recorded included."""
     base = datetime(2025, 1, 1, tzinfo=timezone.utc)
-    wallet = Wallet.__new__(Wallet)
-    wallet.pro_id, wallet.balance, wallet.advance_outstanding, wallet.horizon_us = "p", 0, 0, None
-    wallet._times_us, wallet._balance_deltas, wallet._advance_deltas = array("q"), array("q"), array("q")
+    wallet = bare_wallet()
     reference: list[tuple[datetime, int, int, int]] = []
     for sequence, (minute, balance_delta, advance_delta) in enumerate(moves):
         if wallet.balance + balance_delta < 0 or wallet.advance_outstanding + advance_delta < 0:

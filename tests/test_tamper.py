@@ -397,3 +397,22 @@ def test_a_chain_head_removed_by_hand_does_not_rechain_an_edited_log(store_url):
         assert problems and problems[0].startswith(edited), problems
         assert ledger.chain_problems()[1] == head  # the last good link, as before
         assert not ledger.verify(replay=False)[0].ok
+
+
+def test_a_chain_head_and_the_last_link_both_removed_are_refused(store_url):
+    """With the head gone and the log's last event unlinked too, no stored link
+    vouches for the end of the log: the store is refused (log_damaged), never
+    chained anew over whatever was edited."""
+    from leadledger.store import HEAD_TABLE
+
+    with Ledger.from_url(store_url) as ledger:
+        story(ledger)
+        last = rows(ledger)[-1].position
+        with guards_off(ledger) as curs:
+            curs.execute(f"DELETE FROM {HEAD_TABLE}")
+            curs.execute(f"UPDATE {table(ledger)} SET {chain_store.CHAIN_COLUMN} = NULL"
+                         f" WHERE {position_column(ledger)} = {mark(ledger)}", (last,))
+    with pytest.raises(LedgerError) as refused:
+        with Ledger.from_url(store_url) as ledger:
+            ledger.init() if ledger.config.kind == "postgres" else ledger.balances()
+    assert refused.value.code == "log_damaged" and f"position {last}) has no link" in refused.value.message
