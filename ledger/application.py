@@ -71,7 +71,7 @@ from leadledger.store import (
 from leadledger.submissions import event_id_of, parse_submission
 from leadledger.timefmt import format_utc, parse_utc
 from leadledger.periods import Period, as_instant
-from leadledger.projections import beancount, checkpoints, explain, queries, verify
+from leadledger.projections import beancount, checkpoints, explain, mapping, queries, verify
 from leadledger.projections.stored import EVENT_TYPES
 from leadledger.projections.tables import LAYOUT_MARKER, READ_MODEL_DDL, READ_MODEL_TABLES
 from leadledger.projections.view import APPLICATION_NAME, LedgerProjection, SQLiteLedgerView, catch_up
@@ -868,7 +868,7 @@ class Ledger:
             return self.progress("catch-up", behind) if behind >= PROGRESS_FROM else _no_advance
 
         try:
-            return catch_up(app, view, start_progress=start_progress)
+            return catch_up(app, view, start_progress=start_progress, in_worker=mapping.worker_wanted)
         except PersistenceError as exc:
             if not _is_refusal(exc):
                 raise
@@ -1072,11 +1072,19 @@ class Ledger:
             for problem in problems:
                 (warn or _no_warning)(f"rebuilding from a log whose hash chain is broken: {problem}")
 
-        advance = self.progress("rebuild", self.log_size())
-        try:
-            done = view.rebuild(inspect, advance=advance)
-        finally:
-            advance(-1)
+        size = self.log_size()
+        in_worker = mapping.worker_wanted(size)
+        while True:
+            advance = self.progress("rebuild", size)
+            try:
+                done = view.rebuild(inspect, advance=advance, in_worker=in_worker)
+                break
+            except mapping.WorkerGone as exc:
+                # Rolled back whole: done again here, slower but the same rows.
+                (warn or _no_warning)(f"{exc}; rebuilding in this process")
+                in_worker = False
+            finally:
+                advance(-1)
         # The log's statistics still hold (the writer refreshes them as it grows): a
         # whole-store ANALYZE after a rebuild of 430k events took 0.78-0.83 s on
         # PostgreSQL, the read models' alone 0.48-0.52 s (SQLite 0.23-0.25 / 0.18-0.20).

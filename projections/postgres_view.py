@@ -7,7 +7,8 @@ from typing import Any
 from eventsourcing.postgres import PostgresTrackingRecorder
 
 from leadledger.projections.tables import READ_MODEL_TABLES
-from leadledger.projections.view import COPY_TARGETS, LedgerViewMixin
+from leadledger.projections.mapping import COPY_TARGETS
+from leadledger.projections.view import LedgerViewMixin
 
 COPY_FROM_ROWS = 64  # below this, executemany's pipeline is as quick
 

@@ -1,0 +1,334 @@
+"""Stored events to read-model statements: the mapping, here or in a second process.
+
+``EventMapper`` turns events into read-model rows (projections/journal.py)
+while it keeps what it learnt of each wallet (unit, card currency, market, card
+in force) as the log stood at the event; ``statements_for`` pairs them with the
+view's statements (pure: the view only runs them). ``MapHere`` and ``MapInWorker`` take pages of stored events, raw, and
+give back each page's statements in the order they were submitted.
+
+Why a second process: in a rebuild (SQLite, 217k events, py-spy) decoding the
+states and mapping them to rows and parameters was 35% of the time, reading
+the log and walking its chain 17% and running the statements 22% (plus the
+indexes and checkpoints at the end). The mapping needs only the events and
+what came before them, so a spawned worker maps page N while this process
+walks page N+1's chain and writes page N-1's rows. The worker sees exactly
+the rows this process read (they are sent to it, not read again), so the chain
+walk vouches for what is mapped, and a page's failure in the worker (a money
+event before its WalletOpened, a state that is not JSON) is raised here, with
+its type, when that page's statements are taken.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+from collections import deque
+from typing import Any, Iterable, Sequence
+
+from leadledger import collector
+from leadledger.errors import LedgerError
+from leadledger.projections.journal import Batch, Fields, Lookup, WalletFacts, Wallets, map_event
+from leadledger.projections.stored import EVENT_TYPES, loads
+
+# An event the read models are given: its log position, type name and fields.
+Stored = tuple[int, str, Fields]
+# An event as the log stores it: position, topic, state (JSON bytes).
+Raw = tuple[int, str, bytes]
+# What a page becomes: each statement with the parameters of all its rows.
+Statements = list[tuple[str, list[tuple[Any, ...]]]]
+
+
+def _insert(target: str, columns: int) -> str:
+    return f"INSERT INTO {target} VALUES ({', '.join('?' * columns)})"
+
+
+# Each insert's target once: the statement (executemany) and PostgreSQL's COPY
+# (postgres_view.py) are both made from it.
+_WALLET_TARGET = "ll_wallets (pro_id, market, unit, card_currency, region, policy_version, opened_at, position)"
+_CONTACT_TARGET = ("ll_contacts (contact_id, pro_id, market, pricing, management_fee, sent_at,"
+                   " refund_deadline, unread_refund_due, position)")
+INSERT_WALLET = _insert(_WALLET_TARGET, 8)
+CARD_REF = "UPDATE ll_wallets SET card_ref = ? WHERE pro_id = ?"
+INSERT_CONTACT = _insert(_CONTACT_TARGET, 9)
+FIRST_SEEN = (
+    "UPDATE ll_contacts SET first_seen_at = ? WHERE contact_id = ?"
+    " AND (first_seen_at IS NULL OR first_seen_at > ?)"
+)
+# A rebuild stages the first-seen times (an insert each) and sets them in one
+# statement at its end: an UPDATE per QuoteRead was 6% of a PostgreSQL rebuild.
+# A contact's reads always follow its QuoteSent in the log (its aggregate's
+# versions), so the result is the UPDATEs'.
+FIRST_SEEN_STAGE = "CREATE TEMPORARY TABLE ll_first_seen_stage (contact_id TEXT NOT NULL, at TEXT NOT NULL)"
+STAGE_FIRST_SEEN = _insert("ll_first_seen_stage", 2)
+FIRST_SEEN_STAGED = (
+    "UPDATE ll_contacts SET first_seen_at = s.at FROM (SELECT contact_id, MIN(at) AS at"
+    " FROM ll_first_seen_stage GROUP BY contact_id) AS s WHERE ll_contacts.contact_id = s.contact_id"
+)
+INSERT_FACT = _insert("ll_contact_facts", 7)
+INSERT_POSTING = _insert("ll_postings", 15)
+COPY_TARGETS = {
+    INSERT_WALLET: _WALLET_TARGET,
+    INSERT_CONTACT: _CONTACT_TARGET,
+    INSERT_FACT: "ll_contact_facts",
+    INSERT_POSTING: "ll_postings",
+    STAGE_FIRST_SEEN: "ll_first_seen_stage",
+}
+
+# --- when a worker maps ------------------------------------------------------------
+
+WORKER_FROM_EVENTS = 50_000  # below this, spawning the worker (~0.2 s) costs more than it saves
+WORKER_SETTING = "LEADLEDGER_MAPPING_WORKER"  # auto (the default), on, off
+
+
+def worker_wanted(events: int) -> bool:
+    """Whether a pass over ``events`` events maps them in a worker process:
+    ``$LEADLEDGER_MAPPING_WORKER`` is ``on``, ``off`` or ``auto`` (a worker from
+    WORKER_FROM_EVENTS events on, when this process may use two CPUs)."""
+    setting = os.environ.get(WORKER_SETTING, "auto")
+    if setting not in ("auto", "on", "off"):
+        raise LedgerError("bad_config", f"{WORKER_SETTING}={setting[:40]!r} must be auto, on or off")
+    if setting != "auto":
+        return setting == "on"
+    return events >= WORKER_FROM_EVENTS and _cpus() >= 2
+
+
+def _cpus() -> int:
+    """The CPUs this process may run on (its affinity, where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+# --- the mapping itself --------------------------------------------------------------
+
+class EventMapper:
+    """Maps events to the statements' rows, keeping what it learns of each wallet.
+    ``lookup(pro_id)`` answers for a wallet it has not seen opened (None: there is
+    none: the log was altered)."""
+
+    def __init__(self, lookup: Lookup, wallets: dict[str, WalletFacts] | None = None):
+        self.wallets = Wallets(lookup, wallets)
+
+    def batch(self, events: Iterable[Stored]) -> Batch:
+        """The rows of decoded events."""
+        out, wallets = Batch(), self.wallets
+        for position, event_type, fields in events:
+            map_event(out, position, event_type, fields, wallets)
+        return out
+
+    def statements(self, page: Sequence[Raw], *, rebuilding: bool) -> Statements:
+        """A page of stored events (receipts of before 0.2 skipped) as statements."""
+        out, wallets = Batch(), self.wallets
+        for position, topic, state in page:
+            event_type = EVENT_TYPES.get(topic)
+            if event_type is not None:
+                map_event(out, position, event_type, loads(state), wallets)
+        return statements_for(out, rebuilding=rebuilding)
+
+
+def no_lookup(pro_id: str) -> None:
+    """A rebuild's lookup: it projects every WalletOpened before its wallet's money
+    events, so a wallet it has not seen opened does not exist."""
+    return None
+
+
+def statements_for(batch: Batch, *, rebuilding: bool) -> Statements:
+    """The statements that write a batch's rows, in the order they must run. While
+    ``rebuilding``, first-seen times are staged (FIRST_SEEN_STAGED sets them at the end)."""
+    return [(statement, params) for statement, params in (
+        (INSERT_WALLET, batch.wallets),
+        (CARD_REF, batch.card_refs),
+        (INSERT_CONTACT, batch.contacts),
+        (STAGE_FIRST_SEEN, batch.first_seen) if rebuilding
+        else (FIRST_SEEN, [(at, contact_id, at) for contact_id, at in batch.first_seen]),
+        (INSERT_FACT, batch.facts),
+        (INSERT_POSTING, batch.postings),
+    ) if params]
+
+
+# --- pages mapped here or in a worker ------------------------------------------------
+
+class MapHere:
+    """Maps each submitted page at once, in this process."""
+
+    def __init__(self, lookup: Lookup = no_lookup, wallets: dict[str, WalletFacts] | None = None, *,
+                 rebuilding: bool):
+        self._mapper = EventMapper(lookup, wallets)
+        self._rebuilding = rebuilding
+        self._done: deque[Statements] = deque()
+
+    def submit(self, page: Sequence[Raw]) -> None:
+        self._done.append(self._mapper.statements(page, rebuilding=self._rebuilding))
+
+    def take(self) -> Statements:
+        """The statements of the oldest page not yet taken."""
+        return self._done.popleft()
+
+    @property
+    def pending(self) -> int:
+        return len(self._done)
+
+    def close(self) -> None:
+        self._done.clear()
+
+    def __enter__(self) -> "MapHere":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class WorkerGone(Exception):
+    """The mapping worker stopped without answering (killed, out of memory, could
+    not start): the caller maps in this process instead."""
+
+
+class MapInWorker:
+    """Maps pages in a child Python process, in the order submitted; ``take`` waits
+    for the oldest. The worker knows the ``wallets`` given (a catch-up's: the
+    view's, as of its tracking position) and those it sees opened; any other is
+    an altered log. At most MAX_PENDING pages are in flight, so memory stays a
+    few pages whatever the log's size.
+
+    A plain child process (``python -c``), not multiprocessing: its spawn runs
+    the caller's main script again in the child, which a script without an
+    ``if __name__ == "__main__"`` guard does not survive. Messages are pickles
+    with a length in front, over the child's stdin and stdout; a thread here
+    reads the answers as they come, so neither side blocks on a full pipe."""
+
+    MAX_PENDING = 2
+
+    def __init__(self, wallets: dict[str, WalletFacts] | None = None, *, rebuilding: bool):
+        import subprocess
+        import tempfile
+        import threading
+        from queue import SimpleQueue
+
+        self._stderr = tempfile.TemporaryFile()  # read only if the worker dies: a pipe could fill
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-c", "from leadledger.projections.mapping import serve; serve()"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr)
+        except OSError as exc:
+            self._stderr.close()
+            raise WorkerGone(f"the mapping worker could not start ({exc})") from None
+        self._answers: SimpleQueue[bytes | None] = SimpleQueue()
+        # Pages go out through a thread too: the pipe holds 64 KiB and a page is
+        # megabytes, so writing one here would wait for the worker to finish the last.
+        self._outbox: SimpleQueue[bytes | None] = SimpleQueue()
+        self._threads = [threading.Thread(target=target, name=f"leadledger-mapping-{name}", daemon=True)
+                         for name, target in (("answers", self._read_answers), ("pages", self._write_pages))]
+        for thread in self._threads:
+            thread.start()
+        self._pending = 0
+        self._send((dict(wallets or {}), rebuilding))
+
+    def submit(self, page: Sequence[Raw]) -> None:
+        assert self._pending < self.MAX_PENDING, "take a page's statements before submitting more"
+        self._send(list(page))
+        self._pending += 1
+
+    def take(self) -> Statements:
+        assert self._pending > 0
+        answer = self._answers.get()
+        self._pending -= 1
+        if answer is None:
+            raise self._gone()
+        kind, value = pickle.loads(answer)
+        if kind == "error":
+            raise value
+        return value
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    def _send(self, message: Any) -> None:
+        self._outbox.put(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def _write_pages(self) -> None:
+        stdin = self._process.stdin
+        assert stdin is not None
+        try:
+            while (data := self._outbox.get()) is not None:
+                stdin.write(len(data).to_bytes(8, "big"))
+                stdin.write(data)
+                stdin.flush()
+            stdin.close()  # the worker ends at the end of its input
+        except OSError:
+            pass  # a broken pipe: the worker is gone, and take() says so
+
+    def _read_answers(self) -> None:
+        stdout = self._process.stdout
+        assert stdout is not None
+        while True:
+            answer = _read_message(stdout)
+            self._answers.put(answer)
+            if answer is None:
+                return
+
+    def _gone(self) -> WorkerGone:
+        try:
+            code = self._process.wait(timeout=5)
+        except Exception:
+            code = None
+        self._stderr.seek(0)
+        said = self._stderr.read().decode("utf-8", "replace").strip().splitlines()
+        return WorkerGone(f"the mapping worker stopped (exit status {code})"
+                          + (f": {said[-1][:300]}" if said else ""))
+
+    def close(self) -> None:
+        self._outbox.put(None)
+        try:
+            self._process.wait(timeout=10)
+        except Exception:
+            self._process.kill()
+            self._process.wait()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        if self._process.stdout is not None:
+            self._process.stdout.close()
+        self._stderr.close()
+
+    def __enter__(self) -> "MapInWorker":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _read_message(stream: Any) -> bytes | None:
+    """One length-prefixed message; None at the end of the stream (or a cut one)."""
+    head = stream.read(8)
+    if len(head) < 8:
+        return None
+    size = int.from_bytes(head, "big")
+    body = stream.read(size)
+    return body if len(body) == size else None
+
+
+def serve() -> None:
+    """The worker's main loop: wallets and the pass's kind first, then a page per
+    message, each answered with ("ok", statements) or ("error", the exception)."""
+    source, sink = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # nothing but answers may reach the parent's pipe
+    collector.paused().__enter__()  # a mapping process makes no cycles (see collector.py): never resumed
+    first = _read_message(source)
+    if first is None:
+        return
+    wallets, rebuilding = pickle.loads(first)
+    mapper = EventMapper(no_lookup, wallets)
+    while (message := _read_message(source)) is not None:
+        try:
+            answer = pickle.dumps(("ok", mapper.statements(pickle.loads(message), rebuilding=rebuilding)),
+                                  protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # the parent raises it, with its type, where it takes this page
+            try:
+                answer = pickle.dumps(("error", exc), protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception:
+                answer = pickle.dumps(("error", RuntimeError(f"{type(exc).__name__}: {exc}")))
+        sink.write(len(answer).to_bytes(8, "big"))
+        sink.write(answer)
+        sink.flush()

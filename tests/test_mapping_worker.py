@@ -1,0 +1,278 @@
+"""Rebuilds and long catch-ups map their pages in a worker process (issue 9:
+projections/mapping.py): the read models must come out row for row as the
+in-process mapping makes them, on both stores; a failure in the worker is raised
+here with its type; a worker that dies leaves nothing half-done, and the pass is
+finished in this process."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from leadledger import Ledger, chain_store
+from leadledger.errors import LedgerError
+from leadledger.projections import mapping, view as view_module
+from tests.helpers import at, buy, card, cquote, courtesy, ok, quote, sub, wallet
+
+TABLES = ("ll_wallets", "ll_contacts", "ll_contact_facts", "ll_postings", "ll_checkpoints",
+          "ll_checkpoint_marks")
+
+
+def tables(ledger: Ledger) -> dict[str, list[tuple]]:
+    """Every read-model row, in a fixed order (refs and card refs included)."""
+    ledger.catch_up()
+    view = ledger._open()[1]
+    return {table: sorted((tuple(row.values()) for row in view.query(f"SELECT * FROM {table}")), key=repr)
+            for table in TABLES}
+
+
+def call(contact: str, call_id: str, t: str, seconds: int = 400) -> dict:
+    return sub("CallMinutesBilled", t, contact_id=contact, call_id=call_id, duration_seconds=seconds)
+
+
+def history(ledger: Ledger) -> None:
+    """Both markets, a card changed halfway, charges, calls, refunds, reads and a
+    courtesy credit: every handler of projections/journal.py."""
+    ok(ledger.append([
+        wallet("p1"), buy("p1", 100_000), card("p1"), wallet("p2", "cronoshare"), buy("p2", 5_000),
+        quote("c1", "p1", commission=1500), quote("g1", "p1", at(1, 1), pricing="guaranteed_reply", commission=2500),
+        call("g1", "k1", at(1, 2)), sub("QuoteRead", at(1, 3), contact_id="c1"),
+        sub("RefundRequested", at(1, 4), contact_id="c1", reason="price_check"),
+        cquote("k1", "p2", at(1, 5), commission=100),
+        sub("QuoteRead", at(1, 6), contact_id="k1"),
+    ]))
+    ok(ledger.append([
+        sub("CardRegistered", at(2), pro_id="p1", card_ref="card-2"),
+        quote("g2", "p1", at(2, 1), pricing="guaranteed_reply", commission=2000),
+        call("g2", "k2", at(2, 2)), courtesy("p1", 700, at(3)), buy("p2", 300, at(4)),
+        *[quote(f"m{i}", "p1", at(4, 1, i), commission=100 + i) for i in range(12)],
+        *[sub("QuoteRead", at(4, 2, i), contact_id=f"m{i}") for i in range(0, 12, 3)],
+    ]))
+
+
+@pytest.fixture
+def small_pages(monkeypatch):
+    """Pages of 5 rows: many pages in flight, the pipeline's every turn exercised."""
+    monkeypatch.setattr(chain_store, "PAGE", 5)
+
+
+@pytest.fixture
+def workers_started(monkeypatch) -> list[mapping.MapInWorker]:
+    started: list[mapping.MapInWorker] = []
+    original = mapping.MapInWorker.__init__
+
+    def counting(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        started.append(self)
+
+    monkeypatch.setattr(mapping.MapInWorker, "__init__", counting)
+    return started
+
+
+def test_a_rebuild_mapped_in_a_worker_gives_the_same_rows(store_url, monkeypatch, small_pages, workers_started):
+    with Ledger.from_url(store_url) as ledger:
+        history(ledger)
+        caught_up = tables(ledger)  # the catch-up's rows, mapped here
+        monkeypatch.setenv(mapping.WORKER_SETTING, "off")
+        events = ledger.rebuild()
+        assert not workers_started and tables(ledger) == caught_up
+        monkeypatch.setenv(mapping.WORKER_SETTING, "on")
+        assert ledger.rebuild() == events
+        assert len(workers_started) == 1
+        assert tables(ledger) == caught_up
+    refs = {(row[5], row[14]) for row in caught_up["ll_postings"] if row[3] == "CallMinutesBilled"}
+    assert refs == {("p1", "card-1"), ("p1", "card-2")}  # each call charged to the card in force
+
+
+def _fall_behind(ledger: Ledger) -> None:
+    """The read models lose every row: the next catch-up projects the whole log."""
+    view = ledger._open()[1]
+    with view.datastore.transaction(commit=True) as curs:
+        view.clear_tables(curs)
+        curs.execute("DELETE FROM " + view.tracking_table + " WHERE application_name = 'LeadLedger'")
+        curs.execute("INSERT INTO ll_checkpoint_marks VALUES ('', 0)")
+
+
+def _small_batches(monkeypatch) -> None:
+    monkeypatch.setattr(view_module, "CATCH_UP_BATCH", 3)
+    monkeypatch.setattr(view_module, "BACKLOG_EVENTS", 5)
+    monkeypatch.setattr(view_module, "BACKLOG_BATCH", 4)
+
+
+def test_a_backlog_mapped_in_a_worker_gives_the_same_rows(store_url, monkeypatch, workers_started):
+    with Ledger.from_url(store_url) as ledger:
+        history(ledger)
+        expected = tables(ledger)
+        _fall_behind(ledger)
+        _small_batches(monkeypatch)
+        monkeypatch.setenv(mapping.WORKER_SETTING, "on")
+        assert ledger.catch_up() == ledger.log_size()
+        assert len(workers_started) == 1
+        assert tables(ledger) == expected
+        assert all(check.ok for check in ledger.verify())
+
+
+def test_a_backlog_after_a_level_view_starts_from_the_views_wallets(store_url, monkeypatch, workers_started):
+    """The worker knows no WalletOpened of before the view's position: it starts
+    from the view's wallets, with the card in force there (card-1), then sees
+    card-2 registered within the backlog."""
+    with Ledger.from_url(store_url) as ledger:
+        ok(ledger.append([wallet("p1"), buy("p1", 100_000), card("p1"), wallet("p2", "cronoshare"),
+                          buy("p2", 5_000)]))
+        ledger.catch_up()
+        _small_batches(monkeypatch)
+        monkeypatch.setenv(mapping.WORKER_SETTING, "on")
+        before = ledger.log_size()
+        ok(ledger.append([
+            quote("g1", "p1", at(1, 1), pricing="guaranteed_reply", commission=2500), call("g1", "k1", at(1, 2)),
+            sub("CardRegistered", at(2), pro_id="p1", card_ref="card-2"),
+            quote("g2", "p1", at(2, 1), pricing="guaranteed_reply", commission=2000), call("g2", "k2", at(2, 2)),
+            *[cquote(f"k{i}", "p2", at(3, 0, i), commission=60) for i in range(6)],
+        ]))
+        assert ledger.catch_up() == ledger.log_size() - before
+        assert len(workers_started) == 1
+        view = ledger._open()[1]
+        assert view.max_tracking_id("LeadLedger") == ledger.log_size()
+        caught_up = tables(ledger)
+        monkeypatch.setenv(mapping.WORKER_SETTING, "off")
+        ledger.rebuild()
+        assert tables(ledger) == caught_up
+    refs = [row[14] for row in sorted(caught_up["ll_postings"]) if row[3] == "CallMinutesBilled"]
+    assert refs == ["card-1", "card-1", "card-2", "card-2"]  # both legs of each call
+
+
+def _stored_page(ledger: Ledger) -> list[mapping.Raw]:
+    return ledger._open()[1].raw_after(0, 1_000)
+
+
+@pytest.mark.parametrize("where", ["here", "worker"])
+def test_the_workers_statements_are_the_in_process_ones(tmp_path, where):
+    with Ledger.from_url(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
+        history(ledger)
+        page = _stored_page(ledger)
+    expected = mapping.EventMapper(mapping.no_lookup).statements(page, rebuilding=False)
+    assert [statement for statement, _ in expected] == [
+        mapping.INSERT_WALLET, mapping.CARD_REF, mapping.INSERT_CONTACT, mapping.FIRST_SEEN, mapping.INSERT_FACT,
+        mapping.INSERT_POSTING]
+    with (mapping.MapHere(rebuilding=False) if where == "here" else mapping.MapInWorker(rebuilding=False)) as m:
+        halves = [page[:len(page) // 2], page[len(page) // 2:]]
+        for half in halves:
+            m.submit(half)
+        assert m.pending == 2
+        got = [m.take(), m.take()]
+        assert m.pending == 0
+    merged: dict[str, list] = {}
+    for statements in got:
+        for statement, params in statements:
+            merged.setdefault(statement, []).extend(params)
+    assert merged == dict(expected)
+
+
+@pytest.mark.parametrize("where", ["here", "worker"])
+def test_a_money_event_before_its_wallet_is_raised_with_its_code(tmp_path, where):
+    """An altered log (a purchase whose WalletOpened is gone): the worker's
+    LedgerError reaches the caller as it is, and the worker takes no more pages."""
+    with Ledger.from_url(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
+        history(ledger)
+        page = [row for row in _stored_page(ledger) if not row[1].endswith("WalletOpened")]
+    with (mapping.MapHere(rebuilding=True) if where == "here" else mapping.MapInWorker(rebuilding=True)) as m:
+        with pytest.raises(LedgerError) as raised:
+            m.submit(page)
+            m.take()
+    assert raised.value.code == "log_damaged" and "'p1'" in raised.value.message
+
+
+def test_a_worker_killed_mid_rebuild_leaves_the_rebuild_to_this_process(store_url, monkeypatch, small_pages,
+                                                                        workers_started):
+    submitted = 0
+    original = mapping.MapInWorker.submit
+
+    def submit_then_die(self, page):
+        nonlocal submitted
+        original(self, page)
+        submitted += 1
+        if submitted == 3:
+            self._process.kill()
+
+    warnings: list[str] = []
+    with Ledger.from_url(store_url) as ledger:
+        history(ledger)
+        expected = tables(ledger)
+        monkeypatch.setattr(mapping.MapInWorker, "submit", submit_then_die)
+        monkeypatch.setenv(mapping.WORKER_SETTING, "on")
+        assert ledger.rebuild(warn=warnings.append) > 0
+        assert len(workers_started) == 1 and submitted >= 3
+        assert tables(ledger) == expected
+    assert len(warnings) == 1 and warnings[0].startswith("the mapping worker stopped") \
+        and warnings[0].endswith("rebuilding in this process"), warnings
+
+
+def test_a_worker_killed_mid_catch_up_keeps_what_it_wrote(store_url, monkeypatch, workers_started):
+    submitted = 0
+    original = mapping.MapInWorker.submit
+
+    def submit_then_die(self, page):
+        nonlocal submitted
+        original(self, page)
+        submitted += 1
+        if submitted == 4:
+            self._process.kill()
+
+    with Ledger.from_url(store_url) as ledger:
+        history(ledger)
+        expected = tables(ledger)
+        _fall_behind(ledger)
+        _small_batches(monkeypatch)
+        monkeypatch.setattr(mapping.MapInWorker, "submit", submit_then_die)
+        monkeypatch.setenv(mapping.WORKER_SETTING, "on")
+        assert ledger.catch_up() == ledger.log_size()
+        assert len(workers_started) == 1 and submitted >= 4
+        assert tables(ledger) == expected
+        assert all(check.ok for check in ledger.verify())
+
+
+def test_a_worker_that_cannot_start_is_a_warning_not_a_failure(store_url, monkeypatch):
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")
+    warnings: list[str] = []
+    with Ledger.from_url(store_url) as ledger:
+        history(ledger)
+        expected = tables(ledger)
+        monkeypatch.setenv(mapping.WORKER_SETTING, "on")
+        assert ledger.rebuild(warn=warnings.append) > 0
+        assert tables(ledger) == expected
+        _fall_behind(ledger)
+        _small_batches(monkeypatch)
+        assert ledger.catch_up() == ledger.log_size()  # mapped here instead
+        assert tables(ledger) == expected
+    assert len(warnings) == 1 and "could not start" in warnings[0], warnings
+
+
+def test_the_setting(monkeypatch):
+    monkeypatch.setattr(mapping.os, "sched_getaffinity", lambda pid: {0, 1})
+    for setting, small, large in (("auto", False, True), ("on", True, True), ("off", False, False)):
+        monkeypatch.setenv(mapping.WORKER_SETTING, setting)
+        assert (mapping.worker_wanted(10), mapping.worker_wanted(mapping.WORKER_FROM_EVENTS)) == (small, large)
+    monkeypatch.setenv(mapping.WORKER_SETTING, "auto")
+    monkeypatch.setattr(mapping.os, "sched_getaffinity", lambda pid: {0})
+    assert not mapping.worker_wanted(10 ** 9)  # one CPU: a worker would only take turns with this process
+
+
+@pytest.mark.parametrize("value", ["yes", "", "ON", "on ", "o" * 5000])
+def test_a_bad_setting_is_one_line(tmp_path, value):
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    with Ledger.from_url(url) as ledger:
+        history(ledger)
+    env = {"LEADLEDGER_MAPPING_WORKER": value}
+    result = subprocess.run([sys.executable, "-m", "leadledger.cli.main", "--db", url, "rebuild"],
+                            capture_output=True, text=True, env={**_env(), **env})
+    assert result.returncode == 3, result
+    assert result.stderr.startswith("leadledger: error[bad_config]: LEADLEDGER_MAPPING_WORKER=")
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if k != "LEADLEDGER_MAPPING_WORKER"}
