@@ -38,18 +38,33 @@ def _high_water_kib(pid: int) -> int:
     return 0
 
 
-def run_command(url: str, *args: str, ok_codes: tuple[int, ...] = (0,)) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of one `leadledger` process.
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as children:
+            return [int(child) for child in children.read().split()]
+    except OSError:
+        return []
 
-    The peak is the child's own high-water mark (VmHWM, sampled until it exits):
-    getrusage would report the parent's size, which a forked child inherits.
+
+def run_command(url: str, *args: str, ok_codes: tuple[int, ...] = (0,)) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of one `leadledger` command.
+
+    The peak is the process's own high-water mark (VmHWM, sampled until it exits):
+    getrusage would report the parent's size, which a forked child inherits. A
+    command with a worker process (a rebuild's or a catch-up's mapping, see
+    projections/mapping.py) counts the worker's high-water mark too, added: an
+    upper bound of what the two held at once.
     """
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "leadledger.cli.main", "--db", url, *args],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak_kib = 0
+    workers_kib: dict[int, int] = {}
     while proc.poll() is None:
-        peak_kib = max(peak_kib, _high_water_kib(proc.pid))
+        own = _high_water_kib(proc.pid)
+        for child in _children(proc.pid):
+            workers_kib[child] = max(workers_kib.get(child, 0), _high_water_kib(child))
+        peak_kib = max(peak_kib, own + sum(workers_kib.values()))
         time.sleep(0.02)
     elapsed = time.perf_counter() - start
     if proc.returncode not in ok_codes:

@@ -142,10 +142,21 @@ def statements_for(batch: Batch, *, rebuilding: bool) -> Statements:
         (CARD_REF, batch.card_refs),
         (INSERT_CONTACT, batch.contacts),
         (STAGE_FIRST_SEEN, batch.first_seen) if rebuilding
-        else (FIRST_SEEN, [(at, contact_id, at) for contact_id, at in batch.first_seen]),
+        else (FIRST_SEEN, [(at, contact_id, at) for contact_id, at in _earliest(batch.first_seen).items()]),
         (INSERT_FACT, batch.facts),
         (INSERT_POSTING, batch.postings),
     ) if params]
+
+
+def _earliest(seen: Sequence[tuple[str, str]]) -> dict[str, str]:
+    """Each contact's earliest time of a batch: one update per contact (FIRST_SEEN
+    keeps the earliest, so the others would change nothing)."""
+    earliest: dict[str, str] = {}
+    for contact_id, at in seen:
+        known = earliest.get(contact_id)
+        if known is None or at < known:
+            earliest[contact_id] = at
+    return earliest
 
 
 # --- pages mapped here or in a worker ------------------------------------------------

@@ -113,6 +113,33 @@ def test_rebuild_sets_first_seen_times_as_the_catch_up_does(ledger):
         "SELECT contact_id, first_seen_at FROM ll_contacts")} == seen
 
 
+def test_many_first_seen_times_in_one_batch_keep_the_earliest(ledger):
+    """A catch-up batch sets each contact's first-seen time once, the earliest of
+    the batch, and never later than one a batch before set (PostgreSQL: one UPDATE
+    over arrays from 64 contacts on; below, and on SQLite, an UPDATE each)."""
+    contacts = [f"c{i}" for i in range(70)]
+    ok(ledger.append([wallet("p1"), buy("p1", 1_000_000), *[quote(c, "p1", at(1, 0, i), commission=100)
+                                                            for i, c in enumerate(contacts)]]))
+    ok(ledger.append([sub("QuoteRead", at(2, 5), contact_id="c0"), sub("QuoteRead", at(2), contact_id="c69")]))
+    ledger.catch_up()  # c0 seen at day 2 + 5 h (then earlier), c69 at day 2 (then later)
+    ok(ledger.append([sub("QuoteRead", at(3, 0, i), contact_id=c) for i, c in enumerate(contacts)]
+                     + [sub("QuoteRead", at(2, 1, i), contact_id=c) for i, c in enumerate(contacts[:35])]))
+    view = ledger._open()[1]
+
+    def seen() -> dict[str, str]:
+        ledger.catch_up()
+        return {r["contact_id"]: r["first_seen_at"] for r in view.query("SELECT contact_id, first_seen_at FROM ll_contacts")}
+
+    def text(t: str) -> str:
+        return when(t).strftime("%Y-%m-%dT%H:%M:%S.000000Z")
+
+    expected = {c: text(at(2, 1, i) if i < 35 else at(3, 0, i)) for i, c in enumerate(contacts)}
+    expected["c69"] = text(at(2))
+    assert seen() == expected
+    ledger.rebuild()
+    assert seen() == expected
+
+
 def test_a_long_backlog_is_caught_up_in_bigger_transactions(ledger, monkeypatch):
     from leadledger.projections import view as view_module
 
