@@ -3,14 +3,15 @@
 ``EventMapper`` turns events into read-model rows (projections/journal.py)
 while it keeps what it learnt of each wallet (unit, card currency, market, card
 in force) as the log stood at the event; ``statements_for`` pairs them with the
-view's statements (pure: the view only runs them). ``MapHere`` and ``MapInWorker`` take pages of stored events, raw, and
-give back each page's statements in the order they were submitted.
+view's statements (pure: the view only runs them). ``MapHere`` and
+``MapInWorker`` take pages of stored events, raw, and give back each page's
+statements in the order they were submitted.
 
 Why a second process: in a rebuild (SQLite, 217k events, py-spy) decoding the
 states and mapping them to rows and parameters was 35% of the time, reading
 the log and walking its chain 17% and running the statements 22% (plus the
 indexes and checkpoints at the end). The mapping needs only the events and
-what came before them, so a spawned worker maps page N while this process
+what came before them, so a worker process maps page N while this process
 walks page N+1's chain and writes page N-1's rows. The worker sees exactly
 the rows this process read (they are sent to it, not read again), so the chain
 walk vouches for what is mapped, and a page's failure in the worker (a money
