@@ -21,13 +21,13 @@ its type, when that page's statements are taken.
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 import sys
 from collections import deque
 from typing import Any, Iterable, Sequence
 
-from leadledger import collector
 from leadledger.errors import LedgerError
 from leadledger.projections.journal import Batch, Fields, Lookup, WalletFacts, Wallets, map_event
 from leadledger.projections.stored import EVENT_TYPES, loads
@@ -165,9 +165,8 @@ def _earliest(seen: Sequence[tuple[str, str]]) -> dict[str, str]:
 class MapHere:
     """Maps each submitted page at once, in this process."""
 
-    def __init__(self, lookup: Lookup = no_lookup, wallets: dict[str, WalletFacts] | None = None, *,
-                 rebuilding: bool):
-        self._mapper = EventMapper(lookup, wallets)
+    def __init__(self, wallets: dict[str, WalletFacts] | None = None, *, rebuilding: bool):
+        self._mapper = EventMapper(no_lookup, wallets)
         self._rebuilding = rebuilding
         self._done: deque[Statements] = deque()
 
@@ -326,7 +325,7 @@ def serve() -> None:
     message, each answered with ("ok", statements) or ("error", the exception)."""
     source, sink = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing but answers may reach the parent's pipe
-    collector.paused().__enter__()  # a mapping process makes no cycles (see collector.py): never resumed
+    gc.disable()  # the mapping makes no cycles, only short-lived rows (see ledger/collector.py)
     first = _read_message(source)
     if first is None:
         return
