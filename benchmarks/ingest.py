@@ -19,8 +19,9 @@ For each store it measures, then prints one table (leadledger, raw floor, ratio)
   (``Ledger.catch_up``, what the first read after a bulk load does), and
 - rebuild: ``Ledger.rebuild``, both against reading every stored event row.
 
-The machine is shared: read the ratios, not one absolute figure. Prints figures,
-asserts nothing (speed lives here, not in timed tests).
+The machine is shared: read the ratios, not one absolute figure. Prints figures
+and, beside each, issue 9's goal and whether this run met it; asserts nothing
+(speed lives here, not in timed tests).
 """
 
 from __future__ import annotations
@@ -283,8 +284,8 @@ def main() -> None:
         stores.append(PostgresStore)
     print(f"workload: {len(workload):,} submissions ({args.pros} pros x {args.rounds} rounds); "
           f"{len(singles)} single appends; {args.repeat} run(s) per store, medians", flush=True)
-    print("\n| store | what | leadledger | raw floor, same run | ratio |")
-    print("| --- | --- | ---: | ---: | ---: |")
+    print("\n| store | what | leadledger | raw floor, same run | ratio | issue 9's goal |")
+    print("| --- | --- | ---: | ---: | ---: | --- |")
     for make in stores:
         store = make()
         runs = [measure(store, workload, singles) for _ in range(args.repeat)]
@@ -292,7 +293,26 @@ def main() -> None:
             ours = statistics.median(run[name][0] for run in runs)
             floor = statistics.median(run[name][1] for run in runs)
             print(f"| {store.kind} | {name} | {ours:,.0f} | {floor:,.0f} ({runs[0][name][2]}) | "
-                  f"{ours / floor:.2f} |", flush=True)
+                  f"{ours / floor:.2f} | {goal(name, ours, floor)} |", flush=True)
+
+
+# Issue 9's goals for what this benchmark measures: at least this figure, or this
+# ratio to the same run's floor (None: that side is not part of the goal).
+GOALS: dict[str, tuple[float | None, float | None]] = {
+    "append (submissions/s)": (30_000, 0.4),
+    "single append (calls/s)": (None, 0.6),
+    "first catch-up (events/s)": (50_000, None),
+    "rebuild (events/s)": (50_000, None),
+}
+
+
+def goal(name: str, ours: float, floor: float) -> str:
+    """The goal and whether this run met it (every part of it)."""
+    at_least, ratio = GOALS[name]
+    parts = ([f">= {at_least:,.0f}"] if at_least is not None else []) + \
+        ([f">= {ratio} of the floor"] if ratio is not None else [])
+    met = (at_least is None or ours >= at_least) and (ratio is None or ours / floor >= ratio)
+    return f"{' and '.join(parts)}: {'met' if met else 'not met'}"
 
 
 if __name__ == "__main__":
