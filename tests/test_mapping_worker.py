@@ -108,8 +108,15 @@ def test_a_backlog_mapped_in_a_worker_gives_the_same_rows(store_url, monkeypatch
         _fall_behind(ledger)
         _small_batches(monkeypatch)
         monkeypatch.setenv(mapping.WORKER_SETTING, "on")
-        assert ledger.catch_up() == ledger.log_size()
+        written: list[int] = []
+        original = view_module.LedgerViewMixin.write_statements_tracked
+        monkeypatch.setattr(view_module.LedgerViewMixin, "write_statements_tracked", lambda self, st, tracking: (
+            written.append(tracking.notification_id), original(self, st, tracking))[1])
+        events = ledger.log_size()
+        assert ledger.catch_up() == events
         assert len(workers_started) == 1
+        # The first batch (3) only showed the backlog: the worker's batches of 4 start at the view's position.
+        assert written == [*range(4, events, 4), events] if events % 4 else list(range(4, events + 1, 4))
         assert tables(ledger) == expected
         assert all(check.ok for check in ledger.verify())
 

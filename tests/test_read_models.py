@@ -143,6 +143,7 @@ def test_many_first_seen_times_in_one_batch_keep_the_earliest(ledger):
 def test_a_long_backlog_is_caught_up_in_bigger_transactions(ledger, monkeypatch):
     from leadledger.projections import view as view_module
 
+    monkeypatch.setenv("LEADLEDGER_MAPPING_WORKER", "off")  # this process's path (the worker's: test_mapping_worker)
     busy(ledger)
     expected = ledger.read_models()
     app, view = ledger._open()
