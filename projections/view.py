@@ -22,11 +22,11 @@ from eventsourcing.sqlite import SQLiteTrackingRecorder
 from leadledger import chain_store, collector
 from leadledger.chain import Row
 from leadledger.projections import checkpoints
-from leadledger.projections.journal import Batch, WalletFacts
+from leadledger.projections.journal import WalletFacts
 from leadledger.projections.mapping import (
     FIRST_SEEN_STAGE, FIRST_SEEN_STAGED, INSERT_POSTING, EventMapper, MapHere, MapInWorker, Raw,
-    Statements, Stored, WorkerGone, statements_for)
-from leadledger.projections.stored import EVENT_TYPES, loads
+    Statements, WorkerGone, statements_for)
+from leadledger.projections.stored import EVENT_TYPES
 from leadledger.projections.tables import READ_MODEL_DDL, READ_MODEL_TABLES, SECONDARY_INDEXES
 from leadledger.store import events_table, position_column
 
@@ -53,10 +53,6 @@ class LedgerViewMixin:
 
     def sql(self, statement: str) -> str:
         return statement if self.sqlite else statement.replace("?", self.placeholder)
-
-    def write(self, batch: Batch, tracking: Tracking) -> None:
-        """Write the rows of a batch of events and the tracking record atomically."""
-        self.write_statements_tracked(statements_for(batch, rebuilding=False), tracking)
 
     def write_statements_tracked(self, statements: Statements, tracking: Tracking) -> None:
         """Run a batch's statements and write the tracking record, atomically."""
@@ -119,12 +115,6 @@ class LedgerViewMixin:
         rows = self.query("SELECT unit, card_currency, market, card_ref FROM ll_wallets WHERE pro_id = ?",
                           (pro_id,))
         return WalletFacts(**rows[0]) if rows else None
-
-    def stored_after(self, position: int, limit: int) -> list[Stored]:
-        """The next ``limit`` domain events after ``position``, decoded (no event
-        objects: projections/stored.py)."""
-        return [(position, EVENT_TYPES[topic], loads(state)) for position, topic, state
-                in self.raw_after(position, limit)]
 
     def raw_after(self, position: int, limit: int) -> list[Raw]:
         """The next ``limit`` domain events after ``position`` as stored. Receipts
@@ -229,15 +219,11 @@ class LedgerProjection(Projection[Any]):
         super().__init__(view)
         self.mapper = EventMapper(view.wallet_lookup)
 
-    def process_stored(self, events: list[Stored], tracking: Tracking) -> None:
-        """Write a batch of decoded events (the catch-up's path) and its tracking record."""
-        self.view.write(self.mapper.batch(events), tracking)
-
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:
         """eventsourcing's ProjectionRunner (``follow``) hands live events: their
         fields are their attributes."""
-        self.process_stored([(tracking.notification_id, type(domain_event).__name__, vars(domain_event))],
-                            tracking)
+        event = (tracking.notification_id, type(domain_event).__name__, vars(domain_event))
+        self.view.write_statements_tracked(statements_for(self.mapper.batch([event]), rebuilding=False), tracking)
 
 
 def catch_up(app: Any, view: LedgerViewMixin, batch_size: int | None = None,
@@ -252,7 +238,7 @@ def catch_up(app: Any, view: LedgerViewMixin, batch_size: int | None = None,
     a level view costs no extra query; ``in_worker(events_behind)`` says whether
     that backlog is mapped in a second process (_backlog_in_worker).
     """
-    projection = LedgerProjection(view)
+    mapper = EventMapper(view.wallet_lookup)
     batch_size = batch_size or CATCH_UP_BATCH
     done = 0
     behind: int | None = None  # known once a first full batch shows a backlog
@@ -261,10 +247,10 @@ def catch_up(app: Any, view: LedgerViewMixin, batch_size: int | None = None,
         with collector.paused():  # see ledger/collector.py: a backlog is a rebuild's kind of pass
             while True:
                 position = view.max_tracking_id(APPLICATION_NAME)  # type: ignore[attr-defined]
-                events = view.stored_after(position or 0, batch_size)
-                if not events:
+                page = view.raw_after(position or 0, batch_size)
+                if not page:
                     return done
-                if behind is None and len(events) == batch_size:
+                if behind is None and len(page) == batch_size:
                     behind = (app.recorder.max_notification_id() or 0) - (position or 0)
                     if behind >= BACKLOG_EVENTS:
                         batch_size = max(batch_size, BACKLOG_BATCH)
@@ -273,16 +259,17 @@ def catch_up(app: Any, view: LedgerViewMixin, batch_size: int | None = None,
                     if in_worker(behind):
                         # Its first batch included: the loop goes on from where it stopped.
                         done += _backlog_in_worker(view, batch_size, advance or _no_progress)
-                        projection = LedgerProjection(view)  # the worker saw wallets change
+                        mapper = EventMapper(view.wallet_lookup)  # the worker saw wallets change
                         continue
                 try:
-                    projection.process_stored(events, Tracking(APPLICATION_NAME, events[-1][0]))
+                    view.write_statements_tracked(mapper.statements(page, rebuilding=False),
+                                                  Tracking(APPLICATION_NAME, page[-1][0]))
                 except (IntegrityError, sqlite3.IntegrityError):
-                    projection = LedgerProjection(view)  # another process got there first
+                    mapper = EventMapper(view.wallet_lookup)  # another process got there first
                     continue
-                done += len(events)
+                done += len(page)
                 if advance is not None:
-                    advance(len(events))
+                    advance(len(page))
     finally:
         if advance is not None:
             advance(-1)

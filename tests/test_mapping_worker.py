@@ -191,51 +191,47 @@ def test_a_money_event_before_its_wallet_is_raised_with_its_code(tmp_path, where
     assert raised.value.code == "log_damaged" and "'p1'" in raised.value.message
 
 
-def test_a_worker_killed_mid_rebuild_leaves_the_rebuild_to_this_process(store_url, monkeypatch, small_pages,
-                                                                        workers_started):
-    submitted = 0
+def _kill_worker_at(monkeypatch, submission: int) -> list[int]:
+    """The worker is killed right after its ``submission``-th page is sent; the list
+    holds the count of pages submitted."""
+    submitted = [0]
     original = mapping.MapInWorker.submit
 
     def submit_then_die(self, page):
-        nonlocal submitted
         original(self, page)
-        submitted += 1
-        if submitted == 3:
+        submitted[0] += 1
+        if submitted[0] == submission:
             self._process.kill()
 
+    monkeypatch.setattr(mapping.MapInWorker, "submit", submit_then_die)
+    return submitted
+
+
+def test_a_worker_killed_mid_rebuild_leaves_the_rebuild_to_this_process(store_url, monkeypatch, small_pages,
+                                                                        workers_started):
     warnings: list[str] = []
     with Ledger.from_url(store_url) as ledger:
         history(ledger)
         expected = tables(ledger)
-        monkeypatch.setattr(mapping.MapInWorker, "submit", submit_then_die)
+        submitted = _kill_worker_at(monkeypatch, 3)
         monkeypatch.setenv(mapping.WORKER_SETTING, "on")
         assert ledger.rebuild(warn=warnings.append) > 0
-        assert len(workers_started) == 1 and submitted >= 3
+        assert len(workers_started) == 1 and submitted[0] >= 3
         assert tables(ledger) == expected
     assert len(warnings) == 1 and warnings[0].startswith("the mapping worker stopped") \
         and warnings[0].endswith("rebuilding in this process"), warnings
 
 
 def test_a_worker_killed_mid_catch_up_keeps_what_it_wrote(store_url, monkeypatch, workers_started):
-    submitted = 0
-    original = mapping.MapInWorker.submit
-
-    def submit_then_die(self, page):
-        nonlocal submitted
-        original(self, page)
-        submitted += 1
-        if submitted == 4:
-            self._process.kill()
-
     with Ledger.from_url(store_url) as ledger:
         history(ledger)
         expected = tables(ledger)
         _fall_behind(ledger)
         _small_batches(monkeypatch)
-        monkeypatch.setattr(mapping.MapInWorker, "submit", submit_then_die)
+        submitted = _kill_worker_at(monkeypatch, 4)
         monkeypatch.setenv(mapping.WORKER_SETTING, "on")
         assert ledger.catch_up() == ledger.log_size()
-        assert len(workers_started) == 1 and submitted >= 4
+        assert len(workers_started) == 1 and submitted[0] >= 4
         assert tables(ledger) == expected
         assert all(check.ok for check in ledger.verify())
 

@@ -151,11 +151,11 @@ def test_a_long_backlog_is_caught_up_in_bigger_transactions(ledger, monkeypatch)
         view.clear_tables(curs)
         curs.execute("DELETE FROM " + view.tracking_table)
         curs.execute("INSERT INTO ll_checkpoint_marks VALUES ('', 0)")
-    events = len(view.stored_after(0, 10_000))
+    events = len(view.raw_after(0, 10_000))
     writes = []
-    original = type(view).write
-    monkeypatch.setattr(type(view), "write", lambda self, batch, tracking: (
-        writes.append(tracking.notification_id), original(self, batch, tracking))[1])
+    original = type(view).write_statements_tracked
+    monkeypatch.setattr(type(view), "write_statements_tracked", lambda self, statements, tracking: (
+        writes.append(tracking.notification_id), original(self, statements, tracking))[1])
     monkeypatch.setattr(view_module, "CATCH_UP_BATCH", 2)
     monkeypatch.setattr(view_module, "BACKLOG_EVENTS", 5)
     monkeypatch.setattr(view_module, "BACKLOG_BATCH", 4)
