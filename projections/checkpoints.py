@@ -88,7 +88,7 @@ def _marks(curs: Any, sql: Any) -> list[tuple[str, int]]:
 
 def record(curs: Any, sql: Any, postings: Sequence[tuple[Any, ...]]) -> None:
     """Keep the checkpoints level with a batch of postings just inserted (rows as
-    ``view.write_rows`` builds them: position, seq, occurred_at, event_type,
+    ``mapping.statements_for`` gives them: position, seq, occurred_at, event_type,
     event_id, pro_id, contact_id, kind, account, unit, debit, credit, market,
     ...). Runs in the view's write transaction."""
     if not postings:
