@@ -255,7 +255,7 @@ def _quote_sent(out: Batch, position: int, event_type: str, e: Fields, at: str, 
     out.contacts.append((
         e["contact_id"], e["pro_id"], e["market"], e["pricing"], e["management_fee"],
         at, sortable(e["refund_deadline"]), sortable(unread_refund_due) if unread_refund_due else None,
-        position,
+        None, position,  # first_seen_at: mapping.statements_for fills it from the batch
     ))
 
 

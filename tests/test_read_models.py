@@ -140,6 +140,35 @@ def test_many_first_seen_times_in_one_batch_keep_the_earliest(ledger):
     assert seen() == expected
 
 
+def test_first_seen_stays_the_earliest_across_batches_and_rebuild_pages(ledger, monkeypatch):
+    """A contact read in the batch (or rebuild page) that sends it carries its
+    first-seen time in its own insert; a read in a later batch or page changes it
+    only when it is earlier."""
+    from leadledger import chain_store
+
+    view = ledger._open()[1]
+
+    def seen() -> dict[str, str]:
+        return {r["contact_id"]: r["first_seen_at"] for r in view.query("SELECT contact_id, first_seen_at FROM ll_contacts")}
+
+    def text(t: str) -> str:
+        return when(t).strftime("%Y-%m-%dT%H:%M:%S.000000Z")
+
+    ok(ledger.append([wallet("p1"), buy("p1", 1_000_000),
+                      quote("a", "p1", at(1), commission=100), sub("QuoteRead", at(1, 5), contact_id="a"),
+                      quote("b", "p1", at(1, 1), commission=100), sub("QuoteRead", at(1, 2), contact_id="b")]))
+    ledger.catch_up()
+    assert seen() == {"a": text(at(1, 5)), "b": text(at(1, 2))}  # from the inserts
+    ok(ledger.append([sub("QuoteRead", at(1, 3), contact_id="a"), sub("QuoteRead", at(1, 4), contact_id="b")]))
+    ledger.catch_up()
+    expected = {"a": text(at(1, 3)), "b": text(at(1, 2))}
+    assert seen() == expected
+    for rows in (2, 3, 4, 1_000):  # the sends, the reads and the later reads in pages of every phase
+        monkeypatch.setattr(chain_store, "PAGE", rows)
+        ledger.rebuild()
+        assert seen() == expected, rows
+
+
 def test_a_long_backlog_is_caught_up_in_bigger_transactions(ledger, monkeypatch):
     from leadledger.projections import view as view_module
 
