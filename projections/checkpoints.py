@@ -28,6 +28,8 @@ import bisect
 from datetime import datetime, timedelta
 from typing import Any, Sequence
 
+from leadledger.projections.copytext import CopyText
+
 CHECKPOINT_POSTINGS = 20_000  # postings between two boundaries: bounds a report's scan
 BEGINNING = ""  # the first mark: no checkpoint rows, every posting is after it
 
@@ -86,17 +88,24 @@ def _marks(curs: Any, sql: Any) -> list[tuple[str, int]]:
     return [(r["checkpoint_at"], int(r["pending"])) for r in rows]
 
 
-def record(curs: Any, sql: Any, postings: Sequence[tuple[Any, ...]]) -> None:
+def record(curs: Any, sql: Any, postings: Sequence[tuple[Any, ...]] | CopyText) -> None:
     """Keep the checkpoints level with a batch of postings just inserted (rows as
     ``mapping.statements_for`` gives them: position, seq, occurred_at, event_type,
     event_id, pro_id, contact_id, kind, account, unit, debit, credit, market,
-    ...). Runs in the view's write transaction."""
+    ...), or as the mapping worker's CopyText. Runs in the view's write transaction."""
     if not postings:
         return
     marks = _marks(curs, sql)
     latest, pending = marks[-1]
     late: dict[tuple[str, str, str, str], list[Any]] = {}
     boundaries = [mark for mark, _ in marks[1:]]
+    if isinstance(postings, CopyText):  # from the mapping worker: rows only if one is late
+        assert postings.earliest is not None
+        if postings.earliest >= latest:
+            pending += postings.count
+            postings = []
+        else:
+            postings = postings.rows()
     for posting in postings:
         occurred_at = posting[2]
         if occurred_at >= latest:
@@ -135,6 +144,9 @@ def lay_due(curs: Any, sql: Any) -> int:
         curs.execute(sql("INSERT INTO ll_checkpoint_marks VALUES (?, 0)"), (boundary,))
         latest = boundary
         laid += 1
+    if laid:  # only the latest mark counts pending postings: a rebuild's and a catch-up's marks alike
+        curs.execute(sql("UPDATE ll_checkpoint_marks SET pending = 0 WHERE checkpoint_at < ? AND pending <> 0"),
+                     (latest,))
     pending = _fetch(curs, sql, "SELECT COUNT(*) AS n FROM ll_postings WHERE occurred_at >= ?", (latest,))
     curs.execute(sql("UPDATE ll_checkpoint_marks SET pending = ? WHERE checkpoint_at = ?"),
                  (int(pending[0]["n"]), latest))

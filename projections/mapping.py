@@ -29,6 +29,7 @@ from collections import deque
 from typing import Any, Iterable, Sequence
 
 from leadledger.errors import LedgerError
+from leadledger.projections.copytext import CopyText, as_copy_text
 from leadledger.projections.journal import Batch, Fields, Lookup, WalletFacts, Wallets, map_event
 from leadledger.projections.stored import EVENT_TYPES, loads
 
@@ -36,8 +37,9 @@ from leadledger.projections.stored import EVENT_TYPES, loads
 Stored = tuple[int, str, Fields]
 # An event as the log stores it: position, topic, state (JSON bytes).
 Raw = tuple[int, str, bytes]
-# What a page becomes: each statement with the parameters of all its rows.
-Statements = list[tuple[str, list[tuple[Any, ...]]]]
+# What a page becomes: each statement with the parameters of all its rows (from a
+# worker asked for COPY text, a COPY target's rows may come as CopyText instead).
+Statements = list[tuple[str, list[tuple[Any, ...]] | CopyText]]
 
 
 def _insert(target: str, columns: int) -> str:
@@ -222,7 +224,8 @@ class MapInWorker:
 
     MAX_PENDING = 2
 
-    def __init__(self, wallets: dict[str, WalletFacts] | None = None, *, rebuilding: bool):
+    def __init__(self, wallets: dict[str, WalletFacts] | None = None, *, rebuilding: bool,
+                 copy_text: bool = False):
         import subprocess
         import tempfile
         import threading
@@ -245,7 +248,8 @@ class MapInWorker:
         for thread in self._threads:
             thread.start()
         self._pending = 0
-        self._send((dict(wallets or {}), rebuilding))
+        # copy_text (PostgreSQL): the COPY targets' rows come back as COPY text (copytext.py).
+        self._send((dict(wallets or {}), rebuilding, copy_text))
 
     def submit(self, page: Sequence[Raw]) -> None:
         assert self._pending < self.MAX_PENDING, "take a page's statements before submitting more"
@@ -340,12 +344,14 @@ def serve() -> None:
     first = _read_message(source)
     if first is None:
         return
-    wallets, rebuilding = pickle.loads(first)
+    wallets, rebuilding, copy_text = pickle.loads(first)
     mapper = EventMapper(no_lookup, wallets)
     while (message := _read_message(source)) is not None:
         try:
-            answer = pickle.dumps(("ok", mapper.statements(pickle.loads(message), rebuilding=rebuilding)),
-                                  protocol=pickle.HIGHEST_PROTOCOL)
+            statements: list[tuple[str, Any]] = mapper.statements(pickle.loads(message), rebuilding=rebuilding)
+            if copy_text:
+                statements = as_copy_text(statements, COPY_TARGETS, INSERT_POSTING, rebuilding=rebuilding)
+            answer = pickle.dumps(("ok", statements), protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:  # the parent raises it, with its type, where it takes this page
             try:
                 answer = pickle.dumps(("error", exc), protocol=pickle.HIGHEST_PROTOCOL)

@@ -152,7 +152,7 @@ class LedgerViewMixin:
         done, last = 0, None
         # Every WalletOpened is projected before its money events, so the units are
         # known from this pass alone: no lookups into the tables being rebuilt.
-        mapping = MapInWorker(rebuilding=True) if in_worker else MapHere(rebuilding=True)
+        mapping = MapInWorker(rebuilding=True, copy_text=not sqlite) if in_worker else MapHere(rebuilding=True)
         with mapping, collector.paused(), self.datastore.transaction(commit=True) as curs:
             self.lock_projection(curs)
             for name, _ in SECONDARY_INDEXES:  # first: SQLite's DELETE then keeps no index level
@@ -293,7 +293,7 @@ def _backlog_in_worker(view: LedgerViewMixin, batch_size: int, advance: Callable
     position = view.max_tracking_id(APPLICATION_NAME) or 0  # type: ignore[attr-defined]
     written: deque[tuple[int, int]] = deque()  # each batch in flight: its last position, its size
     try:
-        mapping = MapInWorker(view.wallets_known(), rebuilding=False)
+        mapping = MapInWorker(view.wallets_known(), rebuilding=False, copy_text=not view.sqlite)
     except WorkerGone:
         return 0
     with mapping:

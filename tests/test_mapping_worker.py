@@ -283,3 +283,91 @@ def _env() -> dict[str, str]:
     import os
 
     return {k: v for k, v in os.environ.items() if k != "LEADLEDGER_MAPPING_WORKER"}
+
+
+# Ids a COPY text must escape or must not take for its own markers (ids may hold
+# any printable text: check_identifier).
+ODD_IDS = ["p\\1", "\\N", "a\\.b", "\\", "é-ünï ✓", "c\\tx", "N"]
+
+
+def test_copy_text_reads_back_exactly_on_postgresql():
+    """What PostgreSQL's COPY reads from copy_text is the rows as given: NULLs,
+    integers, backslashes, the \\N and \\. markers as text, and the separators
+    a value may hold (tabs, newlines, carriage returns)."""
+    import psycopg
+
+    from leadledger.projections.copytext import copy_text
+    from tests.conftest import PG_URL, require_postgres
+
+    require_postgres()
+    rows = [(i, f"plain-{i}", None, -i * 10**15) for i in range(70)]
+    rows += [(100 + i, text, None if i % 2 else text, i) for i, text in enumerate(
+        [*ODD_IDS, "tab\there", "new\nline", "cr\rhere", "\\.", "end\\", ""])]
+    clean = rows[:70]
+    with psycopg.connect(PG_URL) as conn:
+        for block in (clean, rows):
+            conn.execute("CREATE TEMPORARY TABLE t (n BIGINT, a TEXT, b TEXT, m BIGINT)")
+            with conn.cursor().copy("COPY t FROM STDIN") as copy:
+                copy.write(copy_text(block))
+            assert conn.execute("SELECT * FROM t ORDER BY n").fetchall() == block
+            conn.execute("DROP TABLE t")
+    assert copy_text([]) == b""
+
+
+def odd_history(ledger: Ledger) -> None:
+    """Pages with 64+ rows per COPY target, odd ids, and late postings: quotes
+    sent before the latest checkpoint once the small checkpoints are laid."""
+    pros = [f"{pro}-{i}" for i in range(2) for pro in ODD_IDS]
+    ok(ledger.append([item for pro in pros for item in (wallet(pro), buy(pro, 1_000_000))]))
+    ok(ledger.append([quote(f"{pro}/{n}", pro, at(2, n % 24, n), commission=100 + n)
+                      for n in range(40) for pro in pros[:4]]))
+    ok(ledger.append([sub("QuoteRead", at(3, 0, n), contact_id=f"{pros[0]}/{n}") for n in range(40)]))
+    ok(ledger.append([quote(f"late-{pro}/{n}", pro, at(1, 1, n), commission=7)
+                      for n in range(20) for pro in pros[:4]]))
+
+
+def test_copy_text_pages_give_the_same_rows(store_url, monkeypatch, workers_started):
+    """On PostgreSQL the worker sends COPY text (projections/copytext.py): rebuilds
+    and backlogs in the worker give the in-process rows, checkpoints included
+    (late postings make the catch-up load the rows behind a CopyText)."""
+    from leadledger.projections import checkpoints
+    from leadledger.projections.copytext import CopyText
+
+    monkeypatch.setattr(checkpoints, "CHECKPOINT_POSTINGS", 40)
+    copied: list[str] = []
+    loaded: list[int] = []
+    original_rows = CopyText.rows
+    monkeypatch.setattr(CopyText, "rows", lambda self: (loaded.append(self.count), original_rows(self))[1])
+    with Ledger.from_url(store_url) as ledger:
+        odd_history(ledger)
+        view_kind = type(ledger._open()[1])
+        original = view_kind.write_statement
+        monkeypatch.setattr(view_kind, "write_statement", lambda self, curs, statement, params: (
+            copied.append(statement) if isinstance(params, CopyText) else None,
+            original(self, curs, statement, params))[1])
+        monkeypatch.setattr(chain_store, "PAGE", 150)
+        monkeypatch.setattr(view_module, "BACKLOG_EVENTS", 5)
+        monkeypatch.setattr(view_module, "BACKLOG_BATCH", 150)
+        monkeypatch.setattr(view_module, "CATCH_UP_BATCH", 150)
+        passes = {}
+        for setting in ("off", "on"):
+            monkeypatch.setenv(mapping.WORKER_SETTING, setting)
+            ledger.rebuild()
+            rebuilt = tables(ledger)
+            _fall_behind(ledger)
+            assert ledger.catch_up() == ledger.log_size()
+            passes[setting] = rebuilt, tables(ledger)  # checkpoints are laid where the batches end
+        assert len(workers_started) == 2
+        assert passes["on"] == passes["off"]
+        rebuilt, caught_up = passes["on"]
+        assert len(caught_up["ll_checkpoint_marks"]) > 3
+        for marks in (rebuilt["ll_checkpoint_marks"], caught_up["ll_checkpoint_marks"]):
+            assert all(pending == 0 for _, pending in sorted(marks)[:-1])  # only the latest counts
+        assert {table: rows for table, rows in rebuilt.items() if "checkpoint" not in table} == {
+            table: rows for table, rows in caught_up.items() if "checkpoint" not in table}
+        assert all(check.ok for check in ledger.verify())
+    if ledger.config.kind == "postgres":
+        assert {mapping.INSERT_CONTACT, mapping.INSERT_POSTING} <= set(copied)
+        assert loaded  # a batch with late postings: the checkpoints read its rows
+    else:
+        assert not copied and not loaded
