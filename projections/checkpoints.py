@@ -133,11 +133,15 @@ def lay_due(curs: Any, sql: Any) -> int:
     latest = marks[-1][0]
     laid = 0
     while True:
-        nth = _fetch(curs, sql, "SELECT occurred_at FROM ll_postings WHERE occurred_at >= ?"
-                     " ORDER BY occurred_at LIMIT 1 OFFSET ?", (latest, CHECKPOINT_POSTINGS - 1))
-        if not nth:
+        # The next CHECKPOINT_POSTINGS postings from the latest mark: their count (all
+        # of them when fewer: the pending ones) and the last one's time, in one scan.
+        nth = _fetch(curs, sql, "SELECT COUNT(*) AS n, MAX(occurred_at) AS nth FROM (SELECT occurred_at"
+                     " FROM ll_postings WHERE occurred_at >= ? ORDER BY occurred_at LIMIT ?) t",
+                     (latest, CHECKPOINT_POSTINGS))[0]
+        pending = int(nth["n"])
+        if pending < CHECKPOINT_POSTINGS:
             break
-        boundary = hour_floor(nth[0]["occurred_at"])
+        boundary = hour_floor(nth["nth"])
         if boundary <= latest:  # thousands of postings within one hour: close that hour
             boundary = next_hour(latest)
         curs.execute(sql(_LAY), (boundary, latest, latest, boundary))
@@ -147,9 +151,7 @@ def lay_due(curs: Any, sql: Any) -> int:
     if laid:  # only the latest mark counts pending postings: a rebuild's and a catch-up's marks alike
         curs.execute(sql("UPDATE ll_checkpoint_marks SET pending = 0 WHERE checkpoint_at < ? AND pending <> 0"),
                      (latest,))
-    pending = _fetch(curs, sql, "SELECT COUNT(*) AS n FROM ll_postings WHERE occurred_at >= ?", (latest,))
-    curs.execute(sql("UPDATE ll_checkpoint_marks SET pending = ? WHERE checkpoint_at = ?"),
-                 (int(pending[0]["n"]), latest))
+    curs.execute(sql("UPDATE ll_checkpoint_marks SET pending = ? WHERE checkpoint_at = ?"), (pending, latest))
     return laid
 
 
