@@ -27,7 +27,6 @@ and, beside each, issue 9's goal and whether this run met it; asserts nothing
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import sqlite3
 import statistics
@@ -238,11 +237,9 @@ def measure(store: Store, lines: list[str], singles: list[str]) -> dict[str, tup
             count += 1
         append_s = time.perf_counter() - start
         assert count == len(lines)
-        # One submission per call on the same Ledger: what a service does. Its writer
-        # runs full collections in idle turns (service/writer.py); here the one the bulk
-        # append left due (its survivors: ~230k tracked objects, ~0.2 s to walk) would
-        # land inside these few hundred calls, so it runs first, untimed.
-        gc.collect()
+        # One submission per call on the same Ledger: what a service does. The full
+        # collection the bulk append's survivors made due (~230k tracked objects, ~0.2 s
+        # to walk) ran at its end (ledger/collector.py), not inside these calls.
         start = time.perf_counter()
         for line in singles:
             ledger.append([line])

@@ -21,7 +21,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Generator, Iterable, Iterator
 
 from eventsourcing.application import Application
 from eventsourcing.domain import OriginatorVersionError
@@ -191,6 +191,10 @@ class Ledger:
         # False: an append never runs ANALYZE itself (the service's writer runs it
         # when no request waits, see ``analyze_due``: it stalls every writer ~0.3 s).
         self.auto_analyze = True
+        # False: a bulk append leaves the full collection its survivors made due to
+        # whoever next allocates (the service's writer runs it when idle); True:
+        # it runs at the append's end (ledger/collector.py: collect_after_bulk).
+        self.collect_after_bulk = True
         # progress(task, total) -> advance(n), advance(-1) closes: the CLI shows a
         # bar on a terminal. The API's default shows nothing.
         self.progress: Callable[[str, int | None], Callable[[int], None]] = _no_progress
@@ -399,10 +403,14 @@ class Ledger:
                     for eid, _, _ in itertools.chain(batch, items):
                         yield AppendResult(eid, "rejected", errors.INVALID_SUBMISSION, message)
                     return
+                bulk = len(batch) >= CHUNK_SIZE
                 yield from self._commit(batch, atomic=True)
+                del batch
             else:
-                yield from self._commit_chunks(items)
+                bulk = yield from self._commit_chunks(items)
         self._after_append()
+        if bulk and self.collect_after_bulk:
+            collector.collect_after_bulk()
 
     def _after_append(self) -> None:
         self._write_snapshots()
@@ -432,11 +440,14 @@ class Ledger:
             start += len(request)
         return grouped
 
-    def _commit_chunks(self, items: Iterable[Judged]) -> Iterator[AppendResult]:
-        # Under the append's paused collector, the young generations are collected
-        # after each full chunk, when nothing of it is held any more (no generator
-        # suspended with it): cycles it made are freed, not kept as survivors.
+    def _commit_chunks(self, items: Iterable[Judged]) -> Generator[AppendResult, None, bool]:
+        """Commits chunk by chunk; returns whether a chunk was full (a bulk append).
+
+        Under the append's paused collector, the young generations are collected
+        after each full chunk, when nothing of it is held any more (no generator
+        suspended with it): cycles it made are freed, not kept as survivors."""
         pending = iter(items)
+        bulk = False
         while chunk := list(itertools.islice(pending, CHUNK_SIZE)):
             full = len(chunk) == CHUNK_SIZE
             results = self._commit(chunk, atomic=False)
@@ -444,6 +455,8 @@ class Ledger:
             yield from results
             if full:
                 collector.collect_young()
+                bulk = True
+        return bulk
 
     def _unit_of_work(self, app: LedgerApp, batch: list[Judged]) -> UnitOfWork:
         """A unit of work with every aggregate the batch reads brought level with the

@@ -230,8 +230,7 @@ class _Writer:
             self._queue.put(None)
 
     def run(self) -> None:
-        ledger = Ledger.from_url(self._url)
-        ledger.auto_analyze = False  # run between requests instead (_next)
+        ledger = writers_ledger(self._url)
         with contextlib.suppress(Exception):  # opened now, not by the first request (a store down: later)
             ledger.log_size()
         _full_collections_when_told()
@@ -348,6 +347,15 @@ class _Writer:
             log.warning("scheduled sweep failed: %s", exc)
             return
         self._answers.send(("sweep", recorded, {"at": time.time(), "recorded": len(recorded)}))
+
+
+def writers_ledger(url: str) -> Ledger:
+    """The writer's Ledger: ANALYZE and full collections are its housekeeping's,
+    run when no request waits (_housekeeping), never inside an append."""
+    ledger = Ledger.from_url(url)
+    ledger.auto_analyze = False
+    ledger.collect_after_bulk = False
+    return ledger
 
 
 def _wallet_counts(ledger: Ledger) -> tuple[int, int]:

@@ -58,3 +58,50 @@ def test_a_submission_that_does_not_parse_leaves_no_cycle():
         assert gc.collect() == 0
     finally:
         gc.enable()
+
+
+def _full_collections_during(run) -> int:
+    """How many full (generation 2) collections ``run()`` started, with the automatic
+    ones held off (as the service's writer does), so only those asked for count."""
+    started: list[int] = []
+
+    def seen(phase: str, info: dict) -> None:
+        if phase == "start" and info["generation"] == 2:
+            started.append(2)
+
+    threshold = gc.get_threshold()
+    gc.set_threshold(threshold[0], threshold[1], 2 ** 30)
+    gc.callbacks.append(seen)
+    try:
+        run()
+    finally:
+        gc.callbacks.remove(seen)
+        gc.set_threshold(*threshold)
+    return len(started)
+
+
+def test_a_bulk_append_runs_the_full_collection_it_made_due_at_its_end(tmp_path, monkeypatch):
+    """Its survivors would make the next call (a single append) walk them all;
+    a short append, or a ledger told not to (the service's writer), runs none."""
+    monkeypatch.setattr(application, "CHUNK_SIZE", 10)
+
+    def rejected(count: int) -> list[tuple[None, Rejection, str]]:
+        return [(None, Rejection("invalid_submission", f"line {n}"), "test") for n in range(count)]
+
+    with Ledger.from_url(f"sqlite:///{tmp_path}/gc.db") as ledger:
+        assert _full_collections_during(lambda: list(ledger._append_items(iter(rejected(25)), atomic=False))) == 1
+        assert _full_collections_during(lambda: list(ledger._append_items(iter(rejected(10)), atomic=True))) == 1
+        assert _full_collections_during(lambda: list(ledger._append_items(iter(rejected(9)), atomic=False))) == 0
+        assert _full_collections_during(lambda: list(ledger._append_items(iter(rejected(9)), atomic=True))) == 0
+        ledger.collect_after_bulk = False
+        assert _full_collections_during(lambda: list(ledger._append_items(iter(rejected(25)), atomic=False))) == 0
+
+
+def test_the_services_writer_leaves_full_collections_to_its_idle_turns(tmp_path, monkeypatch):
+    from leadledger.service import writer
+
+    monkeypatch.setattr(application, "CHUNK_SIZE", 10)
+    with writer.writers_ledger(f"sqlite:///{tmp_path}/gc.db") as ledger:
+        assert not ledger.auto_analyze
+        assert _full_collections_during(lambda: list(ledger._append_items(
+            iter([(None, Rejection("invalid_submission", "x"), "test")] * 25), atomic=False))) == 0
