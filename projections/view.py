@@ -119,15 +119,17 @@ class LedgerViewMixin:
     def raw_after(self, position: int, limit: int) -> list[Raw]:
         """The next ``limit`` domain events after ``position`` as stored. Receipts
         stored as events before 0.2 feed no read model: skipped in SQL."""
-        sqlite, column = self.sqlite, position_column(self.sqlite)
-        topics = list(EVENT_TYPES)
         with self.datastore.transaction(commit=False) as curs:
-            curs.execute(self.sql(
-                f"SELECT {column} AS position, topic, state FROM {events_table(sqlite)} WHERE {column} > ?"
-                f" AND topic IN ({', '.join('?' * len(topics))}) ORDER BY {column} LIMIT ?"),
-                (position, *topics, limit))
+            curs.execute(*self._raw_after_query(position, limit))
             page = curs.fetchall()
         return [(int(r["position"]), r["topic"], bytes(r["state"])) for r in page]
+
+    def _raw_after_query(self, position: int, limit: int) -> tuple[str, tuple[Any, ...]]:
+        sqlite, column = self.sqlite, position_column(self.sqlite)
+        topics = list(EVENT_TYPES)
+        return self.sql(
+            f"SELECT {column} AS position, topic, state FROM {events_table(sqlite)} WHERE {column} > ?"
+            f" AND topic IN ({', '.join('?' * len(topics))}) ORDER BY {column} LIMIT ?"), (position, *topics, limit)
 
     def wallets_known(self) -> dict[str, WalletFacts]:
         """Every wallet the read models hold, as of their tracking position (what a
