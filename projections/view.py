@@ -120,9 +120,13 @@ class LedgerViewMixin:
         """The next ``limit`` domain events after ``position`` as stored. Receipts
         stored as events before 0.2 feed no read model: skipped in SQL."""
         with self.datastore.transaction(commit=False) as curs:
-            curs.execute(*self._raw_after_query(position, limit))
-            page = curs.fetchall()
-        return [(int(r["position"]), r["topic"], bytes(r["state"])) for r in page]
+            # SQLite's own cursor, its rows as tuples: a rowid, the topic and the state
+            # blob are a Raw as they come (sqlite3.Row objects and their conversion took
+            # reading a 430k-event log from 0.36 s to 0.70 s).
+            cursor = curs.sqlite_cursor
+            cursor.row_factory = None
+            cursor.execute(*self._raw_after_query(position, limit))
+            return cursor.fetchall()
 
     def _raw_after_query(self, position: int, limit: int) -> tuple[str, tuple[Any, ...]]:
         sqlite, column = self.sqlite, position_column(self.sqlite)
