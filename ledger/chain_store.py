@@ -138,12 +138,29 @@ def pages(transaction: Callable[[], Any], sqlite: bool, start: int = 1,
     stop = stop if stop is not None else 2 ** 62
     while True:
         with transaction() as curs:
-            curs.execute(statement, (start, stop))
-            page = [Row.of(r) for r in curs.fetchall()]
+            if sqlite:
+                curs.execute(statement, (start, stop))
+                page = [Row.of(r) for r in curs.fetchall()]
+            else:
+                page = _typed_page(curs, statement, (start, stop))
         if not page:
             return
         yield page
         start = page[-1].position + 1
+
+
+def _typed_page(curs: Any, statement: str, params: tuple[int, int]) -> list[Row]:
+    """A PostgreSQL page as Rows, from tuples on a cursor of its own (the caller's may
+    be a rebuild's, which reads dict rows after). Its columns are typed (uuid, bigint,
+    text, bytea), so a hand edit changes values, never what they are: only NULLs need
+    Row.of's care. Row.of on dict rows was ~0.5 s of a 430k-event rebuild (py-spy)."""
+    from psycopg.rows import tuple_row  # here: a SQLite store never imports psycopg
+
+    with curs.connection.cursor(row_factory=tuple_row) as rows:
+        rows.execute(statement, params)
+        return [Row(position, originator_id.bytes, version, "None" if topic is None else topic,
+                    b"" if state is None else state, link)
+                for position, originator_id, version, topic, state, link in rows.fetchall()]
 
 
 def still_holds(curs: Any, sqlite: bool, head: Head) -> bool:
