@@ -96,7 +96,7 @@ class Batch:
         self.wallets: list[tuple[Any, ...]] = []
         self.card_refs: list[tuple[str, str]] = []  # card_ref, pro_id
         # contact_id, pro_id, market, pricing, management_fee, sent_at, refund_deadline,
-        # unread_refund_due, position
+        # unread_refund_due, first_seen_at (None: mapping.statements_for sets it), position
         self.contacts: list[tuple[Any, ...]] = []
         self.first_seen: list[tuple[str, str]] = []  # contact_id, at
         # position, seq, contact_id, kind, occurred_at, amount, refundable

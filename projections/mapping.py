@@ -279,9 +279,7 @@ class MapInWorker:
         assert stdin is not None
         try:
             while (data := self._outbox.get()) is not None:
-                stdin.write(len(data).to_bytes(8, "big"))
-                stdin.write(data)
-                stdin.flush()
+                _write_message(stdin, data)
             stdin.close()  # the worker ends at the end of its input
         except OSError:
             pass  # a broken pipe: the worker is gone, and take() says so
@@ -325,6 +323,13 @@ class MapInWorker:
         self.close()
 
 
+def _write_message(stream: Any, data: bytes) -> None:
+    """One message, its length in front (``_read_message`` reads it)."""
+    stream.write(len(data).to_bytes(8, "big"))
+    stream.write(data)
+    stream.flush()
+
+
 def _read_message(stream: Any) -> bytes | None:
     """One length-prefixed message; None at the end of the stream (or a cut one)."""
     head = stream.read(8)
@@ -357,6 +362,4 @@ def serve() -> None:
                 answer = pickle.dumps(("error", exc), protocol=pickle.HIGHEST_PROTOCOL)
             except Exception:
                 answer = pickle.dumps(("error", RuntimeError(f"{type(exc).__name__}: {exc}")))
-        sink.write(len(answer).to_bytes(8, "big"))
-        sink.write(answer)
-        sink.flush()
+        _write_message(sink, answer)

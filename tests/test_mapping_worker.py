@@ -101,12 +101,17 @@ def _small_batches(monkeypatch) -> None:
     monkeypatch.setattr(view_module, "BACKLOG_BATCH", 4)
 
 
+def _behind_in_small_batches(ledger: Ledger, monkeypatch) -> None:
+    """The whole log is a backlog, caught up in batches of 4 once 3 show it."""
+    _fall_behind(ledger)
+    _small_batches(monkeypatch)
+
+
 def test_a_backlog_mapped_in_a_worker_gives_the_same_rows(store_url, monkeypatch, workers_started):
     with Ledger.from_url(store_url) as ledger:
         history(ledger)
         expected = tables(ledger)
-        _fall_behind(ledger)
-        _small_batches(monkeypatch)
+        _behind_in_small_batches(ledger, monkeypatch)
         monkeypatch.setenv(mapping.WORKER_SETTING, "on")
         written: list[int] = []
         original = view_module.LedgerViewMixin.write_statements_tracked
@@ -230,8 +235,7 @@ def test_a_worker_killed_mid_catch_up_keeps_what_it_wrote(store_url, monkeypatch
     with Ledger.from_url(store_url) as ledger:
         history(ledger)
         expected = tables(ledger)
-        _fall_behind(ledger)
-        _small_batches(monkeypatch)
+        _behind_in_small_batches(ledger, monkeypatch)
         submitted = _kill_worker_at(monkeypatch, 4)
         monkeypatch.setenv(mapping.WORKER_SETTING, "on")
         assert ledger.catch_up() == ledger.log_size()
@@ -249,8 +253,7 @@ def test_a_worker_that_cannot_start_is_a_warning_not_a_failure(store_url, monkey
         monkeypatch.setenv(mapping.WORKER_SETTING, "on")
         assert ledger.rebuild(warn=warnings.append) > 0
         assert tables(ledger) == expected
-        _fall_behind(ledger)
-        _small_batches(monkeypatch)
+        _behind_in_small_batches(ledger, monkeypatch)
         assert ledger.catch_up() == ledger.log_size()  # mapped here instead
         assert tables(ledger) == expected
     assert len(warnings) == 1 and "could not start" in warnings[0], warnings
