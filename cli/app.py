@@ -121,6 +121,11 @@ def progress(task: str, total: int | None, unit: str = "events") -> Callable[[in
     return advance
 
 
+def warn(message: str) -> None:
+    """Something an operator should hear of though the command went on (stderr)."""
+    click.echo(f"leadledger: WARNING: {message}", err=True)
+
+
 def _no_progress(count: int) -> None:
     """Progress nobody sees (stderr is not a terminal)."""
 
@@ -131,6 +136,7 @@ def open_ledger(ctx: click.Context) -> Any:
 
     ledger = Ledger.from_url(ctx.obj["db"], recorded_by=default_recorded_by("cli"))
     ledger.progress = progress
+    ledger.warn = warn
     ctx.call_on_close(ledger.close)
     return ledger
 

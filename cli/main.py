@@ -227,10 +227,7 @@ def rebuild(ctx: click.Context, force: bool) -> None:
     Example:
       leadledger --db postgresql://postgres@127.0.0.1/leadledger rebuild
     """
-    def warn(message: str) -> None:
-        click.echo(f"leadledger: WARNING: {message}", err=True)
-
-    count = open_ledger(ctx).rebuild(force=force, warn=warn)
+    count = open_ledger(ctx).rebuild(force=force)
     click.echo(f"rebuilt the read models from {count:,} events", err=True)
 
 

@@ -198,6 +198,10 @@ class Ledger:
         # progress(task, total) -> advance(n), advance(-1) closes: the CLI shows a
         # bar on a terminal. The API's default shows nothing.
         self.progress: Callable[[str, int | None], Callable[[int], None]] = _no_progress
+        # What an operator should hear of though the work went on: a mapping worker
+        # that could not run (the work was done in this process, slower). The CLI
+        # prints them on stderr, the service logs them; the API's default drops them.
+        self.warn: Callable[[str], None] = _no_warning
 
     @classmethod
     def from_url(cls, url: str | None = None, **options: Any) -> "Ledger":
@@ -881,7 +885,8 @@ class Ledger:
             return self.progress("catch-up", behind) if behind >= PROGRESS_FROM else _no_advance
 
         try:
-            return catch_up(app, view, start_progress=start_progress, in_worker=mapping.worker_wanted)
+            return catch_up(app, view, start_progress=start_progress, in_worker=mapping.worker_wanted,
+                            warn=self.warn)
         except PersistenceError as exc:
             if not _is_refusal(exc):
                 raise
@@ -1069,9 +1074,11 @@ class Ledger:
 
         Refuses (``chain_broken``) when the log's hash chain does not hold: read
         models rebuilt from an altered log would agree with it, and ``verify``'s
-        comparisons with them. ``force=True`` rebuilds anyway, after ``warn``."""
+        comparisons with them. ``force=True`` rebuilds anyway, after ``warn``
+        (default: the ledger's ``warn``)."""
         app, view = self._open()
         sqlite = self.config.kind == "sqlite"
+        warn = warn or self.warn
 
         def inspect(rows: Iterator[Row], rescan: Callable[[int], Iterator[Row]], curs: Any) -> None:
             # The chain walk reads the rows the rebuild projects (one read of the log,
@@ -1083,7 +1090,7 @@ class Ledger:
                                   "models rebuilt from it would agree with the altered log. Run `leadledger "
                                   "verify`, restore from a backup, or `rebuild --force` to rebuild anyway")
             for problem in problems:
-                (warn or _no_warning)(f"rebuilding from a log whose hash chain is broken: {problem}")
+                warn(f"rebuilding from a log whose hash chain is broken: {problem}")
 
         size = self.log_size()
         in_worker = mapping.worker_wanted(size)
@@ -1094,7 +1101,7 @@ class Ledger:
                 break
             except mapping.WorkerGone as exc:
                 # Rolled back whole: done again here, slower but the same rows.
-                (warn or _no_warning)(f"{exc}; rebuilding in this process")
+                warn(f"{exc}; rebuilding in this process")
                 in_worker = False
             finally:
                 advance(-1)

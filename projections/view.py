@@ -238,7 +238,8 @@ class LedgerProjection(Projection[Any]):
 
 def catch_up(app: Any, view: LedgerViewMixin, batch_size: int | None = None,
              start_progress: Callable[[int], Callable[[int], None]] | None = None,
-             in_worker: Callable[[int], bool] = lambda behind: False) -> int:
+             in_worker: Callable[[int], bool] = lambda behind: False,
+             warn: Callable[[str], None] = lambda message: None) -> int:
     """Project every event recorded after the view's tracking position; returns how many.
 
     Two processes catching up at once cannot both write a position: the second
@@ -246,7 +247,8 @@ def catch_up(app: Any, view: LedgerViewMixin, batch_size: int | None = None,
     from the new position. ``start_progress(events_behind)`` is asked for a
     progress callback only when a first full batch shows there is a backlog, so
     a level view costs no extra query; ``in_worker(events_behind)`` says whether
-    that backlog is mapped in a second process (_backlog_in_worker).
+    that backlog is mapped in a second process (_backlog_in_worker); if that
+    process cannot start or stops, ``warn`` hears why and the rest is mapped here.
     """
     mapper = EventMapper(view.wallet_lookup)
     batch_size = batch_size or CATCH_UP_BATCH
@@ -268,7 +270,7 @@ def catch_up(app: Any, view: LedgerViewMixin, batch_size: int | None = None,
                         advance = start_progress(behind)
                     if in_worker(behind):
                         # Its first batch included: the loop goes on from where it stopped.
-                        done += _backlog_in_worker(view, batch_size, advance or _no_progress)
+                        done += _backlog_in_worker(view, batch_size, advance or _no_progress, warn)
                         mapper = EventMapper(view.wallet_lookup)  # the worker saw wallets change
                         continue
                 try:
@@ -289,7 +291,8 @@ def _no_progress(events: int) -> None:
     pass
 
 
-def _backlog_in_worker(view: LedgerViewMixin, batch_size: int, advance: Callable[[int], None]) -> int:
+def _backlog_in_worker(view: LedgerViewMixin, batch_size: int, advance: Callable[[int], None],
+                       warn: Callable[[str], None]) -> int:
     """Catch up a backlog with its mapping in a worker process: batch N+1 is read
     and mapped while batch N is written, each with its tracking record. Returns
     the events projected; stops at the log's end, when another process wrote a
@@ -304,7 +307,8 @@ def _backlog_in_worker(view: LedgerViewMixin, batch_size: int, advance: Callable
     written: deque[tuple[int, int]] = deque()  # each batch in flight: its last position, its size
     try:
         mapping = MapInWorker(view.wallets_known(), rebuilding=False, copy_text=not view.sqlite)
-    except WorkerGone:
+    except WorkerGone as exc:
+        warn(f"{exc}; catching up in this process")
         return 0
     with mapping:
 
@@ -323,7 +327,8 @@ def _backlog_in_worker(view: LedgerViewMixin, batch_size: int, advance: Callable
                 more = read_next()
             try:
                 statements = mapping.take()
-            except WorkerGone:
+            except WorkerGone as exc:
+                warn(f"{exc}; catching up in this process")
                 return done
             last, count = written.popleft()
             try:

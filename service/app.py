@@ -88,6 +88,7 @@ class Readers:
         self._free: queue.SimpleQueue[Ledger] = queue.SimpleQueue()
         self._all = [Ledger.from_url(url) for _ in range(size)]
         for ledger in self._all:
+            ledger.warn = log.warning  # a read's catch-up whose mapping worker could not run
             self._free.put(ledger)
 
     def run(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -355,6 +355,7 @@ def writers_ledger(url: str) -> Ledger:
     ledger = Ledger.from_url(url)
     ledger.auto_analyze = False
     ledger.collect_after_bulk = False
+    ledger.warn = log.warning
     return ledger
 
 

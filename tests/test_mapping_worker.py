@@ -232,31 +232,68 @@ def test_a_worker_killed_mid_rebuild_leaves_the_rebuild_to_this_process(store_ur
 
 
 def test_a_worker_killed_mid_catch_up_keeps_what_it_wrote(store_url, monkeypatch, workers_started):
+    warnings: list[str] = []
     with Ledger.from_url(store_url) as ledger:
         history(ledger)
         expected = tables(ledger)
         _behind_in_small_batches(ledger, monkeypatch)
         submitted = _kill_worker_at(monkeypatch, 4)
         monkeypatch.setenv(mapping.WORKER_SETTING, "on")
+        ledger.warn = warnings.append
         assert ledger.catch_up() == ledger.log_size()
         assert len(workers_started) == 1 and submitted[0] >= 4
         assert tables(ledger) == expected
         assert all(check.ok for check in ledger.verify())
+    assert len(warnings) == 1 and warnings[0].startswith("the mapping worker stopped") \
+        and warnings[0].endswith("catching up in this process"), warnings
 
 
 def test_a_worker_that_cannot_start_is_a_warning_not_a_failure(store_url, monkeypatch):
     monkeypatch.setattr(sys, "executable", "/nonexistent/python")
     warnings: list[str] = []
     with Ledger.from_url(store_url) as ledger:
+        ledger.warn = warnings.append  # heard by rebuild and catch-up alike
         history(ledger)
         expected = tables(ledger)
         monkeypatch.setenv(mapping.WORKER_SETTING, "on")
-        assert ledger.rebuild(warn=warnings.append) > 0
+        assert ledger.rebuild() > 0
         assert tables(ledger) == expected
         _behind_in_small_batches(ledger, monkeypatch)
         assert ledger.catch_up() == ledger.log_size()  # mapped here instead
         assert tables(ledger) == expected
-    assert len(warnings) == 1 and "could not start" in warnings[0], warnings
+    assert len(warnings) == 2 and all("could not start" in warning for warning in warnings), warnings
+    assert warnings[0].endswith("rebuilding in this process") \
+        and warnings[1].endswith("catching up in this process"), warnings
+
+
+def test_a_read_whose_worker_cannot_start_answers_with_a_warning_on_stderr(tmp_path, monkeypatch):
+    """The CLI's reads catch up first: a worker that cannot run is said on stderr,
+    one line, and the answer on stdout is the same as without a worker."""
+    from click.testing import CliRunner
+
+    from leadledger.cli.main import cli
+
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    with Ledger.from_url(url) as ledger:
+        history(ledger)
+        ledger.catch_up()
+
+    def balances():
+        return CliRunner().invoke(cli, ["--db", url, "balances", "--format", "json"], obj={},
+                                  catch_exceptions=False)
+
+    expected = balances()
+    assert expected.exit_code == 0 and not expected.stderr
+    with Ledger.from_url(url) as ledger:
+        _behind_in_small_batches(ledger, monkeypatch)
+    monkeypatch.setenv(mapping.WORKER_SETTING, "on")
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")
+    result = balances()
+    assert result.exit_code == 0, result.output
+    assert result.stdout == expected.stdout
+    assert result.stderr.startswith("leadledger: WARNING: the mapping worker could not start")
+    assert result.stderr.rstrip("\n").endswith("; catching up in this process")
+    assert len(result.stderr.splitlines()) == 1, result.stderr
 
 
 def test_the_setting(monkeypatch):
