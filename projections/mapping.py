@@ -239,9 +239,10 @@ class MapInWorker:
         except OSError as exc:
             self._stderr.close()
             raise WorkerGone(f"the mapping worker could not start ({exc})") from None
+        _widen_pipes(self._process.stdin, self._process.stdout)
         self._answers: SimpleQueue[bytes | None] = SimpleQueue()
-        # Pages go out through a thread too: the pipe holds 64 KiB and a page is
-        # megabytes, so writing one here would wait for the worker to finish the last.
+        # Pages go out through a thread too: the pipe holds 1 MiB at most and a page
+        # is megabytes, so writing one here would wait for the worker to finish the last.
         self._outbox: SimpleQueue[bytes | None] = SimpleQueue()
         self._threads = [threading.Thread(target=target, name=f"leadledger-mapping-{name}", daemon=True)
                          for name, target in (("answers", self._read_answers), ("pages", self._write_pages))]
@@ -321,6 +322,27 @@ class MapInWorker:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+PIPE_BYTES = 1 << 20  # Linux's default /proc/sys/fs/pipe-max-size
+
+
+def _widen_pipes(*streams: Any) -> None:
+    """Pipes of PIPE_BYTES instead of Linux's 64 KiB: a rebuild of 430k events
+    sends ~200 MB each way, and every pipeful is a switch between the processes
+    (240 MiB each way through a child: 0.44-0.55 s and ~0.2 s of CPU a side at
+    64 KiB, 0.21-0.23 s and ~0.12 s at 1 MiB). Elsewhere, the system's size stays."""
+    try:
+        import fcntl
+
+        set_size = fcntl.F_SETPIPE_SZ  # type: ignore[attr-defined]  # Linux only
+    except (ImportError, AttributeError):
+        return
+    for stream in streams:
+        try:
+            fcntl.fcntl(stream.fileno(), set_size, PIPE_BYTES)
+        except OSError:  # over /proc/sys/fs/pipe-max-size: the size it was
+            pass
 
 
 def _write_message(stream: Any, data: bytes) -> None:

@@ -296,6 +296,16 @@ def test_a_read_whose_worker_cannot_start_answers_with_a_warning_on_stderr(tmp_p
     assert len(result.stderr.splitlines()) == 1, result.stderr
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pipe sizes are Linux's")
+def test_the_workers_pipes_hold_a_mebibyte():
+    import fcntl
+
+    with mapping.MapInWorker(rebuilding=True) as worker:
+        sizes = [fcntl.fcntl(stream.fileno(), fcntl.F_GETPIPE_SZ)
+                 for stream in (worker._process.stdin, worker._process.stdout)]
+    assert sizes == [mapping.PIPE_BYTES] * 2, sizes
+
+
 def test_the_setting(monkeypatch):
     monkeypatch.setattr(mapping.os, "sched_getaffinity", lambda pid: {0, 1})
     for setting, small, large in (("auto", False, True), ("on", True, True), ("off", False, False)):
