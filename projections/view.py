@@ -239,7 +239,7 @@ class LedgerProjection(Projection[Any]):
 def catch_up(app: Any, view: LedgerViewMixin, batch_size: int | None = None,
              start_progress: Callable[[int], Callable[[int], None]] | None = None,
              in_worker: Callable[[int], bool] = lambda behind: False,
-             warn: Callable[[str], None] = lambda message: None) -> int:
+             warn: Callable[[str], None] | None = None) -> int:
     """Project every event recorded after the view's tracking position; returns how many.
 
     Two processes catching up at once cannot both write a position: the second
@@ -270,7 +270,8 @@ def catch_up(app: Any, view: LedgerViewMixin, batch_size: int | None = None,
                         advance = start_progress(behind)
                     if in_worker(behind):
                         # Its first batch included: the loop goes on from where it stopped.
-                        done += _backlog_in_worker(view, batch_size, advance or _no_progress, warn)
+                        done += _backlog_in_worker(view, batch_size, advance or _no_progress,
+                                                   warn or _no_warning)
                         mapper = EventMapper(view.wallet_lookup)  # the worker saw wallets change
                         continue
                 try:
@@ -288,6 +289,10 @@ def catch_up(app: Any, view: LedgerViewMixin, batch_size: int | None = None,
 
 
 def _no_progress(events: int) -> None:
+    pass
+
+
+def _no_warning(message: str) -> None:
     pass
 
 
