@@ -306,6 +306,39 @@ def test_the_workers_pipes_hold_a_mebibyte():
     assert sizes == [mapping.PIPE_BYTES] * 2, sizes
 
 
+@pytest.mark.parametrize("where", ["worker", "here"])
+def test_a_backlogs_batches_run_with_a_bigger_page_cache_given_back_after(tmp_path, monkeypatch, where):
+    """SQLite: every batch of a backlog, mapped in the worker or here, writes with
+    BACKLOG_PAGE_CACHE_KIB of page cache; the connection has its own size again after."""
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    seen: list[int] = []
+    original = view_module.SQLiteLedgerView._size_page_cache
+
+    def sized(self, curs):
+        original(self, curs)
+        curs.execute("PRAGMA cache_size")
+        seen.append(curs.fetchone()[0])
+
+    with Ledger.from_url(url) as ledger:
+        history(ledger)
+        expected = tables(ledger)
+        view = ledger._open()[1]
+        with view.datastore.transaction(commit=False) as curs:
+            curs.execute("PRAGMA cache_size")
+            (own,) = curs.fetchone()
+        assert own != -view_module.BACKLOG_PAGE_CACHE_KIB
+        _behind_in_small_batches(ledger, monkeypatch)
+        monkeypatch.setenv(mapping.WORKER_SETTING, "on" if where == "worker" else "off")
+        monkeypatch.setattr(view_module.SQLiteLedgerView, "_size_page_cache", sized)
+        assert ledger.catch_up() == ledger.log_size()
+        assert tables(ledger) == expected
+        with view.datastore.transaction(commit=False) as curs:
+            curs.execute("PRAGMA cache_size")
+            assert curs.fetchone()[0] == own
+    # The first batch read shows the backlog before it is written: every batch is sized.
+    assert len(seen) > 3 and set(seen) == {-view_module.BACKLOG_PAGE_CACHE_KIB}, seen
+
+
 def test_the_setting(monkeypatch):
     monkeypatch.setattr(mapping.os, "sched_getaffinity", lambda pid: {0, 1})
     for setting, small, large in (("auto", False, True), ("on", True, True), ("off", False, False)):
