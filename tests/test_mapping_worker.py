@@ -279,8 +279,9 @@ def test_a_read_whose_worker_cannot_start_answers_with_a_warning_on_stderr(tmp_p
         ledger.catch_up()
 
     def balances():
-        return CliRunner().invoke(cli, ["--db", url, "balances", "--format", "json"], obj={},
-                                  catch_exceptions=False)
+        # A fixed instant: without --as-of the answer says the second it was read.
+        return CliRunner().invoke(cli, ["--db", url, "balances", "--as-of", "2026-02-01T00:00:00Z",
+                                        "--format", "json"], obj={}, catch_exceptions=False)
 
     expected = balances()
     assert expected.exit_code == 0 and not expected.stderr
