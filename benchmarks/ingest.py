@@ -32,7 +32,6 @@ and, beside each, issue 9's goal and whether this run met it; asserts nothing
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import sqlite3
 import statistics
@@ -269,8 +268,7 @@ def measure(store: Store, lines: list[str], singles: list[str]) -> dict[str, tup
         "append (submissions/s)": (count / append_s, count / floor_s, "bulk write of the same rows"),
         # What no design behind the contract avoids: pydantic's parse, the
         # idempotency digest and writing the rows. The append cannot beat this.
-        CEILING: (count / (contract_s + floor_s), count / floor_s,
-                                           "parse + digest + bulk write; judging free"),
+        CEILING: (count / (contract_s + floor_s), count / floor_s, "parse + digest + bulk write; judging free"),
         "single append (calls/s)": (len(singles) / single_s, len(singles) / single_floor_s,
                                     "INSERT+COMMIT of one row"),
         "first catch-up (events/s)": (caught_up / catch_up_s, read_count / read_s, "read every event row"),
@@ -282,11 +280,11 @@ def contract_cost(lines: list[str]) -> float:
     """Seconds to parse every line with the submission contract (pydantic's
     ``validate_json`` and the duplicate-key check) and digest it for idempotency
     (the receipt's content_sha256): the part of an append owed to the contract."""
-    from leadledger.submissions import canonical_content, parse_submission
+    from leadledger.submissions import content_sha256, parse_submission
 
     start = time.perf_counter()
     for line in lines:
-        hashlib.sha256(canonical_content(parse_submission(line)).encode("utf-8")).hexdigest()
+        content_sha256(parse_submission(line))
     return time.perf_counter() - start
 
 

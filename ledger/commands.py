@@ -9,7 +9,6 @@ work asserts it.
 from __future__ import annotations
 
 import functools
-import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable
@@ -235,7 +234,7 @@ def decide(uow: UnitOfWork, submission: Any) -> Outcome:
     """
     internal = is_internal(submission)
     if not internal:
-        digest = _sha256(sub.canonical_content(submission))
+        digest = sub.content_sha256(submission)
         receipt = uow.receipt(submission.event_id)
         if receipt is not None:
             if not receipt.in_log:
@@ -280,10 +279,6 @@ def _policy_of(uow: UnitOfWork, submission: Any) -> MarketPolicy | None:
         contact = uow.contact(submission.contact_id)
         wallet = uow.wallet(contact.pro_id) if contact is not None else None
     return market_policy(wallet.market, wallet.policy_version) if wallet is not None else None
-
-
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 # --- lookups that reject -------------------------------------------------------

@@ -8,6 +8,7 @@ field the type does not define.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import unicodedata
@@ -445,6 +446,12 @@ def canonical_content(submission: BaseModel) -> str:
     if fast.isascii():
         return fast.decode("ascii")
     return json.dumps(content, sort_keys=True, separators=(",", ":"))
+
+
+def content_sha256(submission: BaseModel) -> str:
+    """The idempotency digest a receipt keeps (``Receipt.content_sha256``): SHA-256
+    of ``canonical_content``, in hex."""
+    return hashlib.sha256(canonical_content(submission).encode("utf-8")).hexdigest()
 
 
 def json_schema(ref_template: str | None = None) -> dict[str, Any]:

@@ -277,10 +277,18 @@ class LedgerProjection(Projection[Any]):
         self.view.write_statements_tracked(statements_for(self.mapper.batch([event]), rebuilding=False), tracking)
 
 
+def _no_progress(events: int) -> None:
+    pass
+
+
+def _no_warning(message: str) -> None:
+    pass
+
+
 def catch_up(app: Any, view: LedgerViewMixin, batch_size: int | None = None,
              start_progress: Callable[[int], Callable[[int], None]] | None = None,
              in_worker: Callable[[int], bool] = lambda behind: False,
-             warn: Callable[[str], None] | None = None) -> int:
+             warn: Callable[[str], None] = _no_warning) -> int:
     """Project every event recorded after the view's tracking position; returns how many.
 
     Two processes catching up at once cannot both write a position: the second
@@ -313,8 +321,7 @@ def catch_up(app: Any, view: LedgerViewMixin, batch_size: int | None = None,
                         advance = start_progress(behind)
                     if in_worker(behind):
                         # Its first batch included: the loop goes on from where it stopped.
-                        done += _backlog_in_worker(view, batch_size, advance or _no_progress,
-                                                   warn or _no_warning)
+                        done += _backlog_in_worker(view, batch_size, advance or _no_progress, warn)
                         mapper = EventMapper(view.wallet_lookup)  # the worker saw wallets change
                         continue
                 try:
@@ -329,14 +336,6 @@ def catch_up(app: Any, view: LedgerViewMixin, batch_size: int | None = None,
     finally:
         if advance is not None:
             advance(-1)
-
-
-def _no_progress(events: int) -> None:
-    pass
-
-
-def _no_warning(message: str) -> None:
-    pass
 
 
 def _backlog_in_worker(view: LedgerViewMixin, batch_size: int, advance: Callable[[int], None],

@@ -455,3 +455,23 @@ def test_copy_text_pages_give_the_same_rows(store_url, monkeypatch, workers_star
         assert loaded  # a batch with late postings: the checkpoints read its rows
     else:
         assert not copied and not loaded
+
+
+def test_the_services_ledgers_log_what_they_are_warned_of(tmp_path, caplog):
+    """The service's readers (a read catches up first) and its writer hand a
+    warning to the ``leadledger.service`` log, where an operator looks."""
+    from leadledger.service.app import Readers
+    from leadledger.service.writer import writers_ledger
+
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    readers = Readers(url, 2)
+    writer = writers_ledger(url)
+    with caplog.at_level("WARNING", logger="leadledger.service"):
+        for number, ledger in enumerate([*readers._all, writer]):
+            ledger.warn(f"the mapping worker could not start ({number}); catching up in this process")
+    writer.close()
+    for ledger in readers._all:
+        ledger.close()
+    assert [(r.name, r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("leadledger.service", "WARNING", f"the mapping worker could not start ({n}); catching up in this process")
+        for n in range(3)]
