@@ -20,8 +20,16 @@ For each store it measures, then prints one table (leadledger, raw floor, ratio)
 - single: one submission per ``Ledger.append([one])`` on a reused Ledger (the
   service's path) against one INSERT of an event row of the same size, committed
   on its own (autocommit: the database's fastest durable single write) on a
-  connection kept open. The two alternate in three blocks, so both meet the same
-  machine and the same server (still flushing what the bulk append wrote).
+  connection kept open, into a table of the same database (SQLite: the same
+  file, so the same write-ahead log). The two alternate in three blocks, so
+  both meet the same machine and the same server (still flushing what the bulk
+  append wrote).
+- single ceiling: the same calls over the time to parse and digest each one
+  plus writing each call's own rows (its events and its receipt, byte for byte)
+  again as one durable transaction into empty copies of the tables in the same
+  database (alternated in the same blocks): the rate a single call would reach
+  if judging, chaining and the checks of its guesses cost nothing. Beside it,
+  what a call spends on those now and what 0.6 of the floor leaves them.
 - first catch-up: the read models brought level with the whole appended log
   (``Ledger.catch_up``, what the first read after a bulk load does), and
 - rebuild: ``Ledger.rebuild``, both against reading every stored event row.
@@ -82,6 +90,29 @@ class SingleFloor:
         self.conn.close()
 
 
+Call = tuple[list[tuple[Any, ...]], tuple[Any, ...]]  # one call's event rows, its receipt row
+
+
+class CallWriter:
+    """The rows single calls stored, each call's written again as one durable
+    transaction into empty copies of the same tables: what storing them costs
+    with no judging, no chain and no checks."""
+
+    def __init__(self, conn: Any, write: Callable[[Any, Call], None], drop: list[str] = []) -> None:
+        self.conn, self.write, self.drop = conn, write, drop
+
+    def run(self, calls: list[Call]) -> float:
+        start = time.perf_counter()
+        for call in calls:
+            self.write(self.conn, call)
+        return time.perf_counter() - start
+
+    def close(self) -> None:
+        for statement in self.drop:
+            self.conn.execute(statement)
+        self.conn.close()
+
+
 class Store:
     """A fresh store for leadledger and raw access to the same database."""
 
@@ -93,6 +124,8 @@ class Store:
     def bulk_write(self, rows: dict[str, list[tuple[Any, ...]]]) -> float: ...
     def sample_event(self) -> tuple[Any, ...]: ...
     def single_floor(self, row: tuple[Any, ...]) -> "SingleFloor": ...
+    def calls_since(self, position: int) -> list["Call"]: ...
+    def call_writer(self) -> "CallWriter": ...
     def read_events(self) -> tuple[int, float]: ...
 
 
@@ -155,13 +188,45 @@ class SQLiteStore(Store):
                                 " ORDER BY rowid LIMIT 1 OFFSET (SELECT count(*) / 2 FROM stored_events)").fetchone()
 
     def single_floor(self, row: tuple[Any, ...]) -> SingleFloor:
-        conn = self._connect(os.path.join(self.dir, "single.db"))
-        conn.execute("CREATE TABLE IF NOT EXISTS t (originator_id TEXT, originator_version INTEGER,"
+        # In the store's own file: the same write-ahead log, grown as far, synced
+        # by the same calls (a fresh file's log grows at each commit, dearer).
+        conn = self._connect(self.path)
+        conn.execute("CREATE TABLE floor_single (originator_id TEXT, originator_version INTEGER,"
                      " topic TEXT, state BLOB, PRIMARY KEY (originator_id, originator_version))")
         # Outside a transaction a statement commits on its own: one INSERT is the
         # whole durable write, as leadledger's own single call is one transaction.
-        return SingleFloor(conn, "INSERT INTO t VALUES (?, ?, ?, ?)",
-                           lambda i: (row[0], time.time_ns() + i, row[2], row[3]))
+        return SingleFloor(conn, "INSERT INTO floor_single VALUES (?, ?, ?, ?)",
+                           lambda i: (row[0], time.time_ns() + i, row[2], row[3]), drop="DROP TABLE floor_single")
+
+    def calls_since(self, position: int) -> list[Call]:
+        with self._connect(self.path) as conn:
+            events = conn.execute("SELECT rowid, * FROM stored_events WHERE rowid > ? ORDER BY rowid",
+                                  (position,)).fetchall()
+            receipts = conn.execute("SELECT * FROM leadledger_receipts WHERE position > ? ORDER BY position",
+                                    (position,)).fetchall()
+        return _split_calls(events, receipts, position_of_receipt=lambda r: r[-1])
+
+    def call_writer(self) -> CallWriter:
+        conn = self._connect(self.path)  # the store's own file, as the floor
+        for sql in self._schema():
+            if sql.startswith("CREATE TABLE"):
+                conn.execute(sql.replace("CREATE TABLE ", "CREATE TABLE calls_", 1))
+
+        columns = self._columns()
+
+        def write(conn: Any, call: Call) -> None:
+            events, receipt = call
+            conn.execute("BEGIN")
+            conn.executemany(f"INSERT INTO calls_stored_events (rowid, {', '.join(columns)})"
+                             f" VALUES ({','.join('?' * len(events[0]))})", events)
+            conn.execute(f"INSERT INTO calls_leadledger_receipts VALUES ({','.join('?' * len(receipt))})", receipt)
+            conn.execute("COMMIT")
+
+        return CallWriter(conn, write, drop=["DROP TABLE calls_stored_events", "DROP TABLE calls_leadledger_receipts"])
+
+    def _columns(self) -> list[str]:
+        with self._connect(self.path) as conn:
+            return [row[1] for row in conn.execute("PRAGMA table_info(stored_events)")]
 
     def read_events(self) -> tuple[int, float]:
         conn = self._connect(self.path)
@@ -247,6 +312,33 @@ class PostgresStore(Store):
                            " VALUES (%s, %s, %s, %s)", lambda i: (uuid.uuid4(), 1, row[2], row[3]),
                            drop="DROP TABLE floor_single")
 
+    def calls_since(self, position: int) -> list[Call]:
+        with self._connect() as conn:
+            events = conn.execute("SELECT originator_id, originator_version, topic, state, notification_id,"
+                                  " chain_sha256 FROM leadledger_events WHERE notification_id > %s"
+                                  " ORDER BY notification_id", (position,)).fetchall()
+            receipts = conn.execute("SELECT * FROM leadledger_receipts WHERE position > %s ORDER BY position",
+                                    (position,)).fetchall()
+        return _split_calls(events, receipts, position_of_receipt=lambda r: r[-1], position_of_event=4)
+
+    def call_writer(self) -> CallWriter:
+        conn = self._connect(autocommit=True)
+        for table in ("leadledger_events", "leadledger_receipts"):
+            conn.execute(f"DROP TABLE IF EXISTS calls_{table}")
+            conn.execute(f"CREATE TABLE calls_{table} (LIKE {table} INCLUDING ALL EXCLUDING DEFAULTS)")
+
+        def write(conn: Any, call: Call) -> None:
+            # One statement committed on its own, as leadledger's single call is.
+            events, receipt = call
+            rows = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(events))
+            conn.execute("WITH receipt AS (INSERT INTO calls_leadledger_receipts VALUES (%s, %s, %s, %s, %s, %s))"
+                         " INSERT INTO calls_leadledger_events (originator_id, originator_version, topic, state,"
+                         f" notification_id, chain_sha256) VALUES {rows}",
+                         [*receipt, *(value for event in events for value in event)])
+
+        return CallWriter(conn, write, drop=["DROP TABLE calls_leadledger_events",
+                                             "DROP TABLE calls_leadledger_receipts"])
+
     def read_events(self) -> tuple[int, float]:
         with self._connect() as conn:
             start = time.perf_counter()
@@ -258,6 +350,19 @@ class PostgresStore(Store):
                 for _ in cur:
                     count += 1
             return count, time.perf_counter() - start
+
+
+def _split_calls(events: list[tuple[Any, ...]], receipts: list[tuple[Any, ...]],
+                 position_of_receipt: Callable[[tuple[Any, ...]], int], position_of_event: int = 0) -> list[Call]:
+    """Each single call's events (from its receipt's first position to the next
+    receipt's) with its receipt: one submission, one receipt a call."""
+    starts = [position_of_receipt(receipt) for receipt in receipts] + [float("inf")]
+    calls: list[Call] = []
+    for receipt, start, stop in zip(receipts, starts, starts[1:]):
+        rows = [event for event in events if start <= event[position_of_event] < stop]
+        assert rows, f"a receipt at position {start} with no events"
+        calls.append((rows, receipt))
+    return calls
 
 
 # --- measurements ----------------------------------------------------------
@@ -277,17 +382,23 @@ def measure(store: Store, lines: list[str], singles: list[str]) -> dict[str, tup
         # collection the bulk append's survivors made due (~230k tracked objects, ~0.2 s
         # to walk) ran at its end (ledger/collector.py), not inside these calls.
         floor = store.single_floor(store.sample_event())
-        single_s = single_floor_s = 0.0
+        calls = store.call_writer()
+        single_s = single_floor_s = calls_s = 0.0
         per_block = -(-len(singles) // SINGLE_BLOCKS)
         try:
             for block in range(0, len(singles), per_block):
+                before = ledger.log_size()
                 start = time.perf_counter()
                 for line in singles[block:block + per_block]:
                     ledger.append([line])
                 single_s += time.perf_counter() - start
                 single_floor_s += floor.run(len(singles[block:block + per_block]))
+                written = store.calls_since(before)
+                assert len(written) == len(singles[block:block + per_block])
+                calls_s += calls.run(written)
         finally:
             floor.close()
+            calls.close()
         events = ledger.log_size()
         # Appends leave the read models behind: the first read catches them up.
         start = time.perf_counter()
@@ -300,6 +411,7 @@ def measure(store: Store, lines: list[str], singles: list[str]) -> dict[str, tup
     floor_s = store.bulk_write(rows)
     read_count, read_s = store.read_events()
     contract_s = contract_cost(lines)
+    single_contract_s = contract_cost(singles)
     return {
         "append (submissions/s)": (count / append_s, count / floor_s, "bulk write of the same rows"),
         # What no design behind the contract avoids: pydantic's parse, the
@@ -307,6 +419,10 @@ def measure(store: Store, lines: list[str], singles: list[str]) -> dict[str, tup
         CEILING: (count / (contract_s + floor_s), count / floor_s, "parse + digest + bulk write; judging free"),
         "single append (calls/s)": (len(singles) / single_s, len(singles) / single_floor_s,
                                     "one-row INSERT committed on its own, alternated"),
+        # The same for one call: parse, digest, and each call's own rows written
+        # as one durable transaction. A single call cannot beat this.
+        SINGLE_CEILING: (len(singles) / (single_contract_s + calls_s), len(singles) / single_floor_s,
+                         "parse + digest + each call's rows in one transaction; judging free"),
         "first catch-up (events/s)": (caught_up / catch_up_s, read_count / read_s, "read every event row"),
         "rebuild (events/s)": (events / rebuild_s, read_count / read_s, "read every event row"),
     }
@@ -352,7 +468,9 @@ def main() -> None:
             ours = statistics.median(run[name][0] for run in runs)
             floor = statistics.median(run[name][1] for run in runs)
             verdict = (budget(ours, statistics.median(run["append (submissions/s)"][0] for run in runs))
-                       if name == CEILING else goal(name, ours, floor))
+                       if name == CEILING else
+                       single_budget(ours, floor, statistics.median(run["single append (calls/s)"][0] for run in runs))
+                       if name == SINGLE_CEILING else goal(name, ours, floor))
             print(f"| {store.kind} | {name} | {ours:,.0f} | {floor:,.0f} ({runs[0][name][2]}) | "
                   f"{ours / floor:.2f} | {verdict} |", flush=True)
 
@@ -368,6 +486,7 @@ GOALS: dict[str, tuple[float | None, float | None]] = {
 
 
 CEILING = "append ceiling (submissions/s)"
+SINGLE_CEILING = "single ceiling (calls/s)"
 
 
 def budget(ceiling: float, append: float) -> str:
@@ -380,6 +499,18 @@ def budget(ceiling: float, append: float) -> str:
     return (f"the rest of the append (judging, encoding, chaining) takes {spent_us:.0f} us a submission; "
             + (f"{target:,.0f}/s leaves it {allowed_us:.1f} us" if allowed_us > 0
                else f"{target:,.0f}/s is out of reach even with it free"))
+
+
+def single_budget(ceiling: float, floor: float, single: float) -> str:
+    """What a single call spends beyond its ceiling's parts (judging, chaining,
+    the checks of its guesses), against what 0.6 of the floor leaves it."""
+    ratio = GOALS["single append (calls/s)"][1]
+    assert ratio is not None
+    allowed_us = 1e6 / (ratio * floor) - 1e6 / ceiling
+    spent_us = 1e6 / single - 1e6 / ceiling
+    return (f"the rest of a call (judging, chaining, checks) takes {spent_us:.0f} us; "
+            + (f"{ratio} of the floor leaves it {allowed_us:.0f} us" if allowed_us > 0
+               else f"{ratio} of the floor is out of reach even with it free"))
 
 
 def goal(name: str, ours: float, floor: float) -> str:
