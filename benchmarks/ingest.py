@@ -140,8 +140,13 @@ class SQLiteStore(Store):
     def _connect(self, path: str) -> sqlite3.Connection:
         # As eventsourcing opens it: WAL, synchronous FULL (the default), so a
         # commit is durable on both sides.
+        from leadledger.sqlite_factory import WAL_AUTOCHECKPOINT_PAGES
+
         conn = sqlite3.connect(path, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
+        # The ledger's own cadence: in the store's file, whichever connection's
+        # commit crosses the mark copies the log back, for all of them.
+        conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
         return conn
 
     def fresh(self) -> None:
