@@ -48,8 +48,9 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -66,45 +67,22 @@ SINGLE_BLOCKS = 3  # ... in this many blocks, each followed by as many floor INS
 # --- stores ----------------------------------------------------------------
 
 
-class SingleFloor:
-    """One-row durable INSERTs on a connection kept open, timed in blocks that
-    alternate with leadledger's single calls, so both meet the same machine
-    (and, on PostgreSQL, the same server still flushing the bulk append)."""
-
-    def __init__(self, conn: Any, insert: str, params: Callable[[int], tuple[Any, ...]],
-                 drop: str | None = None) -> None:
-        self.conn, self.insert, self.params, self.drop = conn, insert, params, drop
-        self.done = 0
-
-    def run(self, count: int) -> float:
-        start = time.perf_counter()
-        for i in range(self.done, self.done + count):
-            self.conn.execute(self.insert, self.params(i))
-        elapsed = time.perf_counter() - start
-        self.done += count
-        return elapsed
-
-    def close(self) -> None:
-        if self.drop:
-            self.conn.execute(self.drop)
-        self.conn.close()
-
-
 Call = tuple[list[tuple[Any, ...]], tuple[Any, ...]]  # one call's event rows, its receipt row
 
 
-class CallWriter:
-    """The rows single calls stored, each call's written again as one durable
-    transaction into empty copies of the same tables: what storing them costs
-    with no judging, no chain and no checks."""
+class TimedWrites:
+    """Durable writes on a connection kept open, timed in blocks that alternate
+    with leadledger's single calls, so both meet the same machine (and, on
+    PostgreSQL, the same server still flushing the bulk append). Its tables are
+    dropped at ``close``."""
 
-    def __init__(self, conn: Any, write: Callable[[Any, Call], None], drop: list[str] = []) -> None:
+    def __init__(self, conn: Any, write: Callable[[Any, Any], None], drop: Sequence[str] = ()) -> None:
         self.conn, self.write, self.drop = conn, write, drop
 
-    def run(self, calls: list[Call]) -> float:
+    def run(self, items: Sequence[Any]) -> float:
         start = time.perf_counter()
-        for call in calls:
-            self.write(self.conn, call)
+        for item in items:
+            self.write(self.conn, item)
         return time.perf_counter() - start
 
     def close(self) -> None:
@@ -123,9 +101,9 @@ class Store:
     def stored_rows(self) -> dict[str, list[tuple[Any, ...]]]: ...
     def bulk_write(self, rows: dict[str, list[tuple[Any, ...]]]) -> float: ...
     def sample_event(self) -> tuple[Any, ...]: ...
-    def single_floor(self, row: tuple[Any, ...]) -> "SingleFloor": ...
-    def calls_since(self, position: int) -> list["Call"]: ...
-    def call_writer(self) -> "CallWriter": ...
+    def single_floor(self) -> TimedWrites: ...  # writes one row per item: its params
+    def calls_since(self, position: int) -> list[Call]: ...
+    def call_writer(self) -> TimedWrites: ...  # writes one call per item
     def read_events(self) -> tuple[int, float]: ...
 
 
@@ -192,7 +170,7 @@ class SQLiteStore(Store):
             return conn.execute("SELECT originator_id, originator_version, topic, state FROM stored_events"
                                 " ORDER BY rowid LIMIT 1 OFFSET (SELECT count(*) / 2 FROM stored_events)").fetchone()
 
-    def single_floor(self, row: tuple[Any, ...]) -> SingleFloor:
+    def single_floor(self) -> TimedWrites:
         # In the store's own file: the same write-ahead log, grown as far, synced
         # by the same calls (a fresh file's log grows at each commit, dearer).
         conn = self._connect(self.path)
@@ -200,8 +178,8 @@ class SQLiteStore(Store):
                      " topic TEXT, state BLOB, PRIMARY KEY (originator_id, originator_version))")
         # Outside a transaction a statement commits on its own: one INSERT is the
         # whole durable write, as leadledger's own single call is one transaction.
-        return SingleFloor(conn, "INSERT INTO floor_single VALUES (?, ?, ?, ?)",
-                           lambda i: (row[0], time.time_ns() + i, row[2], row[3]), drop="DROP TABLE floor_single")
+        return TimedWrites(conn, lambda conn, row: conn.execute("INSERT INTO floor_single VALUES (?, ?, ?, ?)", row),
+                           drop=["DROP TABLE floor_single"])
 
     def calls_since(self, position: int) -> list[Call]:
         with self._connect(self.path) as conn:
@@ -211,7 +189,7 @@ class SQLiteStore(Store):
                                     (position,)).fetchall()
         return _split_calls(events, receipts, position_of_receipt=lambda r: r[-1])
 
-    def call_writer(self) -> CallWriter:
+    def call_writer(self) -> TimedWrites:
         conn = self._connect(self.path)  # the store's own file, as the floor
         for sql in self._schema():
             if sql.startswith("CREATE TABLE"):
@@ -227,7 +205,7 @@ class SQLiteStore(Store):
             conn.execute(f"INSERT INTO calls_leadledger_receipts VALUES ({','.join('?' * len(receipt))})", receipt)
             conn.execute("COMMIT")
 
-        return CallWriter(conn, write, drop=["DROP TABLE calls_stored_events", "DROP TABLE calls_leadledger_receipts"])
+        return TimedWrites(conn, write, drop=["DROP TABLE calls_stored_events", "DROP TABLE calls_leadledger_receipts"])
 
     def _columns(self) -> list[str]:
         with self._connect(self.path) as conn:
@@ -305,17 +283,15 @@ class PostgresStore(Store):
                                 " ORDER BY notification_id LIMIT 1"
                                 " OFFSET (SELECT count(*) / 2 FROM leadledger_events)").fetchone()
 
-    def single_floor(self, row: tuple[Any, ...]) -> SingleFloor:
-        import uuid
-
+    def single_floor(self) -> TimedWrites:
         conn = self._connect(autocommit=True)
         conn.execute("DROP TABLE IF EXISTS floor_single")
         conn.execute("CREATE TABLE floor_single (LIKE leadledger_events INCLUDING ALL)")
         # Autocommit: one round trip, the server commits the INSERT on its own, as
         # leadledger's single call is one statement committed on its own.
-        return SingleFloor(conn, "INSERT INTO floor_single (originator_id, originator_version, topic, state)"
-                           " VALUES (%s, %s, %s, %s)", lambda i: (uuid.uuid4(), 1, row[2], row[3]),
-                           drop="DROP TABLE floor_single")
+        return TimedWrites(conn, lambda conn, row: conn.execute(
+            "INSERT INTO floor_single (originator_id, originator_version, topic, state) VALUES (%s, %s, %s, %s)", row),
+            drop=["DROP TABLE floor_single"])
 
     def calls_since(self, position: int) -> list[Call]:
         with self._connect() as conn:
@@ -326,7 +302,7 @@ class PostgresStore(Store):
                                     (position,)).fetchall()
         return _split_calls(events, receipts, position_of_receipt=lambda r: r[-1], position_of_event=4)
 
-    def call_writer(self) -> CallWriter:
+    def call_writer(self) -> TimedWrites:
         conn = self._connect(autocommit=True)
         for table in ("leadledger_events", "leadledger_receipts"):
             conn.execute(f"DROP TABLE IF EXISTS calls_{table}")
@@ -341,8 +317,8 @@ class PostgresStore(Store):
                          f" notification_id, chain_sha256) VALUES {rows}",
                          [*receipt, *(value for event in events for value in event)])
 
-        return CallWriter(conn, write, drop=["DROP TABLE calls_leadledger_events",
-                                             "DROP TABLE calls_leadledger_receipts"])
+        return TimedWrites(conn, write, drop=["DROP TABLE calls_leadledger_events",
+                                              "DROP TABLE calls_leadledger_receipts"])
 
     def read_events(self) -> tuple[int, float]:
         with self._connect() as conn:
@@ -355,6 +331,12 @@ class PostgresStore(Store):
                 for _ in cur:
                     count += 1
             return count, time.perf_counter() - start
+
+
+def fresh_id(store: Store) -> Any:
+    """A new originator id in the store's own type (SQLite: hex text)."""
+    made = uuid.uuid4()
+    return made.hex if store.kind == "sqlite" else made
 
 
 def _split_calls(events: list[tuple[Any, ...]], receipts: list[tuple[Any, ...]],
@@ -386,20 +368,21 @@ def measure(store: Store, lines: list[str], singles: list[str]) -> dict[str, tup
         # One submission per call on the same Ledger: what a service does. The full
         # collection the bulk append's survivors made due (~230k tracked objects, ~0.2 s
         # to walk) ran at its end (ledger/collector.py), not inside these calls.
-        floor = store.single_floor(store.sample_event())
-        calls = store.call_writer()
+        floor, calls = store.single_floor(), store.call_writer()
+        sample = store.sample_event()  # a stored event row: the floor writes rows of its size
         single_s = single_floor_s = calls_s = 0.0
         per_block = -(-len(singles) // SINGLE_BLOCKS)
         try:
             for block in range(0, len(singles), per_block):
+                lines_of_block = singles[block:block + per_block]
                 before = ledger.log_size()
                 start = time.perf_counter()
-                for line in singles[block:block + per_block]:
+                for line in lines_of_block:
                     ledger.append([line])
                 single_s += time.perf_counter() - start
-                single_floor_s += floor.run(len(singles[block:block + per_block]))
+                single_floor_s += floor.run([(fresh_id(store), 1, sample[2], sample[3]) for _ in lines_of_block])
                 written = store.calls_since(before)
-                assert len(written) == len(singles[block:block + per_block])
+                assert len(written) == len(lines_of_block)
                 calls_s += calls.run(written)
         finally:
             floor.close()
