@@ -199,7 +199,7 @@ class SQLiteStore(Store):
             if sql.startswith("CREATE TABLE"):
                 conn.execute(sql.replace("CREATE TABLE ", "CREATE TABLE calls_", 1))
 
-        columns = self._columns()
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(stored_events)")]
 
         def write(conn: Any, call: Call) -> None:
             events, receipt = call
@@ -210,10 +210,6 @@ class SQLiteStore(Store):
             conn.execute("COMMIT")
 
         return TimedWrites(conn, write, drop=["DROP TABLE calls_stored_events", "DROP TABLE calls_leadledger_receipts"])
-
-    def _columns(self) -> list[str]:
-        with self._connect(self.path) as conn:
-            return [row[1] for row in conn.execute("PRAGMA table_info(stored_events)")]
 
     def read_events(self) -> tuple[int, float]:
         conn = self._connect(self.path)
