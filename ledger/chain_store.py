@@ -155,7 +155,7 @@ def _typed_page(curs: Any, statement: str, params: tuple[int, int]) -> list[Row]
     from psycopg.rows import tuple_row  # here: a SQLite store never imports psycopg
 
     with curs.connection.cursor(row_factory=tuple_row) as rows:
-        rows.execute(statement, params)
+        rows.execute(statement, params, binary=True)
         return [Row.typed(*row) for row in rows.fetchall()]
 
 

@@ -40,7 +40,7 @@ class PostgresLedgerView(LedgerViewMixin, PostgresTrackingRecorder):
         # process, py-spy, in the process that had just appended 273k submissions).
         with self.datastore.transaction(commit=False) as curs:
             curs.row_factory = tuple_row
-            curs.execute(*self._raw_after_query(position, limit))
+            curs.execute(*self._raw_after_query(position, limit), binary=True)
             return curs.fetchall()
 
     def write_statement(self, curs: Any, statement: str, params: list[tuple[Any, ...]] | CopyText) -> None:
