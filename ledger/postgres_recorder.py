@@ -7,6 +7,7 @@ start) never imports psycopg: ~0.2 s of a one-line append's start-up.
 from __future__ import annotations
 
 import functools
+from collections import deque
 from contextlib import nullcontext
 from typing import Any, Sequence
 
@@ -185,6 +186,32 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                        f" JOIN {RECEIPTS_TABLE} k ON k.event_id = r.id) AS stale", (list(absent), list(unreceipted)))
         if cursor.fetchone()["stale"]:
             raise chain_store.StaleWrite(STALE)
+
+
+class _MostRecentFirst(deque):  # type: ignore[type-arg]
+    """A pool's idle connections, the one returned last handed out first.
+
+    psycopg_pool takes connections from the left and returns them to the right:
+    each call of a single-threaded writer got the connection idle the longest, so
+    six server processes took turns (their caches and prepared statements cold
+    in turn). Returned to the left, the writer's connection is the one it gets
+    next. A single submission per call on a warm PostgreSQL Ledger: 660-740 us
+    against 900-950 (three alternations, 600 calls each). Under concurrent use
+    the others are handed out as before. psycopg_pool has no option for this; its
+    shrinking after ``max_idle`` also takes from the left, so it closes the
+    connection used last (reopened on the next call): once per ``max_idle``
+    (10 minutes) at most, and only with more connections open than the pool's size."""
+
+    def append(self, conn: Any) -> None:
+        self.appendleft(conn)
+
+
+def serve_most_recent_first(datastore: Any) -> None:
+    """Make ``datastore``'s pool hand out its most recently used connection first."""
+    pool = datastore.pool
+    with pool._lock:  # psycopg_pool's own lock: its workers add connections under it
+        if not isinstance(pool._pool, _MostRecentFirst):
+            pool._pool = _MostRecentFirst(pool._pool)
 
 
 STALE = ("the store no longer bears out what the writer judged on: the chain head moved, or the log no"

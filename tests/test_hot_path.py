@@ -242,3 +242,54 @@ def test_sqlite_connections_checkpoint_the_log_every_10000_pages_and_bound_analy
                 assert conn._sqlite_conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
                 # ANALYZE reads at most 1,000 rows per index: its cost does not grow with the log.
                 assert conn._sqlite_conn.execute("PRAGMA analysis_limit").fetchone()[0] == 1000
+
+
+def test_a_postgresql_writer_keeps_to_the_connection_it_used_last():
+    """psycopg_pool hands out the connection idle the longest: a writer's single
+    calls took turns over every connection of the pool, each server process cold
+    in turn (ledger/postgres_recorder.py, _MostRecentFirst). Now one call after
+    another writes on one connection while the others stay idle in the pool."""
+    from tests.conftest import PG_URL, require_postgres, reset_postgres
+    from tests.helpers import buy, ok, quote, wallet
+
+    from leadledger import Ledger
+
+    require_postgres()
+    reset_postgres()
+    with Ledger.from_url(PG_URL) as ledger:
+        app, _ = ledger._open()
+        pool = app.factory.datastore.pool
+        # The pool's connections opened and used, as a service's readers leave them.
+        held = [pool.getconn() for _ in range(3)]
+        for conn in held:
+            pool.putconn(conn)
+        ok(ledger.append([wallet("p"), buy("p", 100_000)]))
+        used = []
+        real = app.recorder.datastore.get_connection
+
+        def spy(*args, **kwargs):
+            manager = real(*args, **kwargs)
+            conn = manager.__enter__()
+            used.append(conn)
+            return _Entered(manager, conn)
+
+        app.recorder.datastore.get_connection = spy
+        try:
+            for n in range(12):
+                ok(ledger.append([quote(f"c{n}", "p")]))
+        finally:
+            del app.recorder.datastore.get_connection
+        assert len(used) >= 12
+        assert len({id(conn) for conn in used}) == 1
+        assert len(pool._pool) >= 3  # the others still there, idle
+
+
+class _Entered:
+    def __init__(self, manager, conn):
+        self.manager, self.conn = manager, conn
+
+    def __enter__(self):
+        return self.conn
+
+    def __exit__(self, *exc):
+        return self.manager.__exit__(*exc)
