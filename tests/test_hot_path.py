@@ -7,6 +7,7 @@ time formatting; and the CLI's start-up is checked for what it must not load.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -267,11 +268,11 @@ def test_a_postgresql_writer_keeps_to_the_connection_it_used_last():
         used = []
         real = app.recorder.datastore.get_connection
 
+        @contextlib.contextmanager
         def spy(*args, **kwargs):
-            manager = real(*args, **kwargs)
-            conn = manager.__enter__()
-            used.append(conn)
-            return _Entered(manager, conn)
+            with real(*args, **kwargs) as conn:
+                used.append(conn)
+                yield conn
 
         app.recorder.datastore.get_connection = spy
         try:
@@ -282,14 +283,3 @@ def test_a_postgresql_writer_keeps_to_the_connection_it_used_last():
         assert len(used) >= 12
         assert len({id(conn) for conn in used}) == 1
         assert len(pool._pool) >= 3  # the others still there, idle
-
-
-class _Entered:
-    def __init__(self, manager, conn):
-        self.manager, self.conn = manager, conn
-
-    def __enter__(self):
-        return self.conn
-
-    def __exit__(self, *exc):
-        return self.manager.__exit__(*exc)
