@@ -6,8 +6,11 @@ finished in this process."""
 
 from __future__ import annotations
 
+import io
+import pickle
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -475,3 +478,99 @@ def test_the_services_ledgers_log_what_they_are_warned_of(tmp_path, caplog):
     assert [(r.name, r.levelname, r.getMessage()) for r in caplog.records] == [
         ("leadledger.service", "WARNING", f"the mapping worker could not start ({n}); catching up in this process")
         for n in range(3)]
+
+
+# --- the pipe between the processes ---------------------------------------------
+
+
+def _message(data: bytes) -> bytes:
+    out = io.BytesIO()
+    mapping._write_message(out, data)
+    return out.getvalue()
+
+
+def test_a_message_that_does_not_check_out_is_refused_not_read():
+    data = pickle.dumps(("ok", [("INSERT", [(1, "a")])]))
+    framed = _message(data)
+    assert mapping._read_message(io.BytesIO(framed)) == data
+    assert mapping._read_message(io.BytesIO(framed[:-1])) is None  # cut: the stream's end
+    assert mapping._read_message(io.BytesIO(b"")) is None
+    changed = bytearray(framed)
+    changed[-3] ^= 0x01  # one bit of the body
+    with pytest.raises(mapping.DamagedMessage, match="CRC-32"):
+        mapping._read_message(io.BytesIO(bytes(changed)))
+    # A length no page has: refused before anything is allocated for it.
+    huge = (mapping.MAX_MESSAGE_BYTES + 1).to_bytes(8, "big") + bytes(4)
+    with pytest.raises(mapping.DamagedMessage, match="announced"):
+        mapping._read_message(io.BytesIO(huge + b"x" * 100))
+
+
+class _SpoiledPipe:
+    """The worker's answers as this process reads them, the ``at``-th read spoiled:
+    one byte changed (``how="flip"``) or the read failing (``how="fail"``)."""
+
+    def __init__(self, stream, at: int, how: str):
+        self._stream, self._at, self._how, self.reads = stream, at, how, 0
+
+    def read(self, size: int) -> bytes:
+        data = self._stream.read(size)
+        self.reads += 1
+        if self.reads == self._at:
+            if self._how == "fail":
+                raise OSError("the pipe failed")
+            data = bytes([data[0] ^ 0xFF]) + data[1:]
+        return data
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+@pytest.mark.parametrize("how", ["flip", "fail"])
+def test_a_worker_whose_answers_cannot_be_read_leaves_the_catch_up_to_this_process(store_url, monkeypatch,
+                                                                                   workers_started, how):
+    """A changed byte is caught by the message's CRC-32, a failing read by the
+    reader thread: either way the worker is dropped with a warning (never an
+    unpickled page of wrong rows, never a wait for an answer that cannot come),
+    and the catch-up goes on here from what the worker's pages wrote."""
+
+    class SpoiledPopen(subprocess.Popen):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            # Reads alternate head and body: the 6th is the third answer's body.
+            self.stdout = _SpoiledPipe(self.stdout, 6, how)
+
+    warnings: list[str] = []
+    with Ledger.from_url(store_url) as ledger:
+        history(ledger)
+        expected = tables(ledger)
+        _behind_in_small_batches(ledger, monkeypatch)
+        monkeypatch.setattr(subprocess, "Popen", SpoiledPopen)
+        monkeypatch.setenv(mapping.WORKER_SETTING, "on")
+        ledger.warn = warnings.append
+        caught_up: list[int] = []
+        runner = threading.Thread(target=lambda: caught_up.append(ledger.catch_up()), daemon=True)
+        runner.start()
+        runner.join(timeout=120)
+        assert caught_up == [ledger.log_size()], "the catch-up waited for an answer that could not come"
+        monkeypatch.undo()
+        assert len(workers_started) == 1
+        assert tables(ledger) == expected
+        assert all(check.ok for check in ledger.verify())
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith("the mapping worker stopped: its answers could not be read (")
+    assert ("CRC-32 does not match" if how == "flip" else "the pipe failed") in warnings[0]
+    assert warnings[0].endswith("catching up in this process")
+
+
+def test_a_worker_sent_a_damaged_page_stops_and_says_why():
+    first = _message(pickle.dumps(({}, True, False)))
+    page = bytearray(_message(pickle.dumps([])))
+    page[-1] ^= 0x01
+    done = subprocess.run([sys.executable, "-c", "from leadledger.projections.mapping import serve; serve()"],
+                          input=first + bytes(page), capture_output=True, timeout=60)
+    assert done.returncode == 1 and done.stdout == b""  # no answer to a page it could not read
+    assert done.stderr.decode().strip().splitlines()[-1] == (
+        f"its pages could not be read (a message of {len(page) - 12:,} bytes whose CRC-32 does not match)")
