@@ -506,20 +506,22 @@ def test_a_message_that_does_not_check_out_is_refused_not_read():
 
 
 class _SpoiledPipe:
-    """The worker's answers as this process reads them, the ``at``-th read spoiled:
-    one byte changed (``how="flip"``) or the read failing (``how="fail"``)."""
+    """The worker's answers as this process reads them (a raw file), the ``at``-th
+    read of a message's body spoiled: one byte changed (``how="flip"``) or the
+    read failing (``how="fail"``)."""
 
     def __init__(self, stream, at: int, how: str):
-        self._stream, self._at, self._how, self.reads = stream, at, how, 0
+        self._stream, self._at, self._how, self.body_reads = stream, at, how, 0
 
-    def read(self, size: int) -> bytes:
-        data = self._stream.read(size)
-        self.reads += 1
-        if self.reads == self._at:
-            if self._how == "fail":
+    def readinto(self, view) -> int:
+        if len(view) > 12:  # not a message's head (length and CRC-32)
+            self.body_reads += 1
+            if self.body_reads == self._at and self._how == "fail":
                 raise OSError("the pipe failed")
-            data = bytes([data[0] ^ 0xFF]) + data[1:]
-        return data
+        count = self._stream.readinto(view)
+        if self.body_reads == self._at and self._how == "flip" and len(view) > 12 and count:
+            view[count - 1] ^= 0xFF
+        return count
 
     def fileno(self) -> int:
         return self._stream.fileno()
@@ -539,8 +541,7 @@ def test_a_worker_whose_answers_cannot_be_read_leaves_the_catch_up_to_this_proce
     class SpoiledPopen(subprocess.Popen):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
-            # Reads alternate head and body: the 6th is the third answer's body.
-            self.stdout = _SpoiledPipe(self.stdout, 6, how)
+            self.stdout = _SpoiledPipe(self.stdout, 3, how)  # the third read of a body
 
     warnings: list[str] = []
     with Ledger.from_url(store_url) as ledger:
