@@ -244,10 +244,8 @@ class Ledger:
                     view.create_table()
                     chain_store.ensure_sqlite(datastore)
                 else:
-                    from leadledger.postgres_recorder import serve_most_recent_first
                     from leadledger.projections.postgres_view import PostgresLedgerView
 
-                    serve_most_recent_first(datastore)
                     view = PostgresLedgerView(datastore, tracking_table_name=TRACKING_TABLE)
                     self._check_initialised(view)
                 _ensure_read_model_layout(view, self.config.kind)

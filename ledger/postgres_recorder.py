@@ -12,7 +12,7 @@ from contextlib import nullcontext
 from typing import Any, Sequence
 
 from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
-from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresFactory
 from eventsourcing.utils import retry
 from psycopg.errors import NotNullViolation
 from psycopg.sql import SQL, Identifier
@@ -204,6 +204,16 @@ class _MostRecentFirst(deque):  # type: ignore[type-arg]
 
     def append(self, conn: Any) -> None:
         self.appendleft(conn)
+
+
+class LedgerPostgresFactory(PostgresFactory):
+    """eventsourcing's PostgreSQL factory, its pool serving the connection used
+    last first (as ledger/sqlite_factory.py replaces the SQLite pool where it is
+    built): every datastore of a PostgreSQL store gets it, whoever opens it."""
+
+    def __init__(self, env: Any) -> None:
+        super().__init__(env)
+        serve_most_recent_first(self.datastore)
 
 
 def serve_most_recent_first(datastore: Any) -> None:

@@ -186,7 +186,8 @@ def config_for(url: str) -> StoreConfig:
         if not dbname or not parts.hostname:
             raise LedgerError("bad_database_url", f"{url!r} needs a host and a database name")
         return StoreConfig(url, "postgres", {
-            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            # eventsourcing's factory, its pool handing out the connection used last first.
+            "PERSISTENCE_MODULE": "leadledger.postgres_recorder:LedgerPostgresFactory",
             "POSTGRES_DBNAME": dbname,
             "POSTGRES_HOST": parts.hostname,
             "POSTGRES_PORT": str(parts.port or 5432),

@@ -269,7 +269,8 @@ class MapInWorker:
             raise self._gone()
         try:
             kind, value = pickle.loads(answer)
-        except Exception as exc:  # noqa: BLE001 - checked in the pipe; never a page of rows from it
+        except Exception as exc:  # noqa: BLE001 - e.g. the worker's error, of a class that unpickles
+            # only with other arguments: the page is mapped here again, raising it as itself.
             self._process.kill()
             raise WorkerGone(f"the mapping worker stopped: an answer could not be read ({type(exc).__name__})"
                              ) from None

@@ -576,3 +576,19 @@ def test_a_worker_sent_a_damaged_page_stops_and_says_why():
     assert done.returncode == 1 and done.stdout == b""  # no answer to a page it could not read
     assert done.stderr.decode().strip().splitlines()[-1] == (
         f"its pages could not be read (a message of {len(page) - 12:,} bytes whose CRC-32 does not match)")
+
+
+class _Unpicklable(Exception):
+    def __init__(self, a, b):  # pickled with one argument, so it does not unpickle
+        super().__init__(f"{a} {b}")
+
+
+def test_an_answer_that_does_not_unpickle_is_the_worker_gone_not_a_traceback():
+    """The worker's own error, of a class that unpickles only with other arguments:
+    WorkerGone (the caller maps the page here, where the error is raised as itself)."""
+    with mapping.MapInWorker(rebuilding=True) as worker:
+        worker._pending += 1
+        worker._answers.put(bytearray(pickle.dumps(("error", _Unpicklable(1, 2)))))
+        with pytest.raises(mapping.WorkerGone, match=r"an answer could not be read \(TypeError\)"):
+            worker.take()
+        assert worker._process.wait(timeout=10) is not None  # stopped, not left running
