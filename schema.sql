@@ -32,19 +32,19 @@ CREATE OR REPLACE TRIGGER leadledger_receipts_append_only BEFORE UPDATE OR DELET
 CREATE TABLE IF NOT EXISTS leadledger_api_keys ( name text PRIMARY KEY, scope text NOT NULL, secret_sha256 text NOT NULL UNIQUE, created_at text NOT NULL, revoked_at text);
 
 -- Read models (projections/tables.py):
-CREATE TABLE IF NOT EXISTS ll_wallets ( pro_id TEXT PRIMARY KEY, market TEXT NOT NULL, unit TEXT NOT NULL, card_currency TEXT NOT NULL, region TEXT NOT NULL, policy_version INTEGER NOT NULL, opened_at TEXT NOT NULL, position BIGINT NOT NULL, card_ref TEXT);
+CREATE TABLE IF NOT EXISTS ll_wallets ( pro_id TEXT COLLATE "C" PRIMARY KEY, market TEXT COLLATE "C" NOT NULL, unit TEXT COLLATE "C" NOT NULL, card_currency TEXT COLLATE "C" NOT NULL, region TEXT COLLATE "C" NOT NULL, policy_version INTEGER NOT NULL, opened_at TEXT COLLATE "C" NOT NULL, position BIGINT NOT NULL, card_ref TEXT COLLATE "C");
 
-CREATE TABLE IF NOT EXISTS ll_contacts ( contact_id TEXT PRIMARY KEY, pro_id TEXT NOT NULL, market TEXT NOT NULL, pricing TEXT NOT NULL, management_fee BIGINT NOT NULL, sent_at TEXT NOT NULL, refund_deadline TEXT NOT NULL, unread_refund_due TEXT, first_seen_at TEXT, position BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS ll_contacts ( contact_id TEXT COLLATE "C" PRIMARY KEY, pro_id TEXT COLLATE "C" NOT NULL, market TEXT COLLATE "C" NOT NULL, pricing TEXT COLLATE "C" NOT NULL, management_fee BIGINT NOT NULL, sent_at TEXT COLLATE "C" NOT NULL, refund_deadline TEXT COLLATE "C" NOT NULL, unread_refund_due TEXT COLLATE "C", first_seen_at TEXT COLLATE "C", position BIGINT NOT NULL);
 
 CREATE INDEX IF NOT EXISTS ll_contacts_pro ON ll_contacts (pro_id, contact_id);
 
 CREATE INDEX IF NOT EXISTS ll_contacts_unread ON ll_contacts (unread_refund_due);
 
-CREATE TABLE IF NOT EXISTS ll_contact_facts ( position BIGINT NOT NULL, seq INTEGER NOT NULL, contact_id TEXT NOT NULL, kind TEXT NOT NULL, occurred_at TEXT NOT NULL, amount BIGINT NOT NULL, refundable BIGINT NOT NULL, PRIMARY KEY (position, seq));
+CREATE TABLE IF NOT EXISTS ll_contact_facts ( position BIGINT NOT NULL, seq INTEGER NOT NULL, contact_id TEXT COLLATE "C" NOT NULL, kind TEXT COLLATE "C" NOT NULL, occurred_at TEXT COLLATE "C" NOT NULL, amount BIGINT NOT NULL, refundable BIGINT NOT NULL, PRIMARY KEY (position, seq));
 
 CREATE INDEX IF NOT EXISTS ll_contact_facts_contact ON ll_contact_facts (contact_id, occurred_at);
 
-CREATE TABLE IF NOT EXISTS ll_postings ( position BIGINT NOT NULL, seq INTEGER NOT NULL, occurred_at TEXT NOT NULL, event_type TEXT NOT NULL, event_id TEXT NOT NULL, pro_id TEXT, contact_id TEXT, kind TEXT NOT NULL, account TEXT NOT NULL, unit TEXT NOT NULL, debit BIGINT NOT NULL, credit BIGINT NOT NULL, market TEXT, reason TEXT, ref TEXT, PRIMARY KEY (position, seq));
+CREATE TABLE IF NOT EXISTS ll_postings ( position BIGINT NOT NULL, seq INTEGER NOT NULL, occurred_at TEXT COLLATE "C" NOT NULL, event_type TEXT COLLATE "C" NOT NULL, event_id TEXT COLLATE "C" NOT NULL, pro_id TEXT COLLATE "C", contact_id TEXT COLLATE "C", kind TEXT COLLATE "C" NOT NULL, account TEXT COLLATE "C" NOT NULL, unit TEXT COLLATE "C" NOT NULL, debit BIGINT NOT NULL, credit BIGINT NOT NULL, market TEXT COLLATE "C", reason TEXT COLLATE "C", ref TEXT COLLATE "C", PRIMARY KEY (position, seq));
 
 CREATE INDEX IF NOT EXISTS ll_postings_pro ON ll_postings (pro_id, occurred_at);
 
@@ -52,6 +52,6 @@ CREATE INDEX IF NOT EXISTS ll_postings_account ON ll_postings (account, unit, oc
 
 CREATE INDEX IF NOT EXISTS ll_postings_time ON ll_postings (occurred_at);
 
-CREATE TABLE IF NOT EXISTS ll_checkpoint_marks ( checkpoint_at TEXT PRIMARY KEY, pending BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS ll_checkpoint_marks ( checkpoint_at TEXT COLLATE "C" PRIMARY KEY, pending BIGINT NOT NULL);
 
-CREATE TABLE IF NOT EXISTS ll_checkpoints ( checkpoint_at TEXT NOT NULL, account TEXT NOT NULL, unit TEXT NOT NULL, market TEXT NOT NULL, kind TEXT NOT NULL, pro_id TEXT, debit BIGINT NOT NULL, credit BIGINT NOT NULL, PRIMARY KEY (checkpoint_at, account, unit, market));
+CREATE TABLE IF NOT EXISTS ll_checkpoints ( checkpoint_at TEXT COLLATE "C" NOT NULL, account TEXT COLLATE "C" NOT NULL, unit TEXT COLLATE "C" NOT NULL, market TEXT COLLATE "C" NOT NULL, kind TEXT COLLATE "C" NOT NULL, pro_id TEXT COLLATE "C", debit BIGINT NOT NULL, credit BIGINT NOT NULL, PRIMARY KEY (checkpoint_at, account, unit, market));

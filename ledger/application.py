@@ -73,7 +73,8 @@ from leadledger.timefmt import format_utc, parse_utc
 from leadledger.periods import Period, as_instant
 from leadledger.projections import beancount, checkpoints, explain, mapping, queries, verify
 from leadledger.projections.stored import EVENT_TYPES
-from leadledger.projections.tables import LAYOUT_MARKER, READ_MODEL_DDL, READ_MODEL_TABLES
+from leadledger.projections.tables import (BYTE_ORDER_MARKER, LAYOUT_MARKER, POSTGRES_READ_MODEL_DDL,
+                                           READ_MODEL_TABLES, read_model_ddl)
 from leadledger.projections.view import APPLICATION_NAME, LedgerProjection, SQLiteLedgerView, catch_up
 
 CHUNK_SIZE = 1000  # submissions decided and committed per transaction (group commit)
@@ -287,7 +288,7 @@ class Ledger:
                     password=env["POSTGRES_PASSWORD"] or None, connect_timeout=5,
                     autocommit=True,
                 ) as conn:
-                    for statement in (*POSTGRES_EVENT_STORE_DDL, *READ_MODEL_DDL):
+                    for statement in (*POSTGRES_EVENT_STORE_DDL, *POSTGRES_READ_MODEL_DDL):
                         conn.execute(statement)  # type: ignore[arg-type]
                     chain_store.ensure_postgres(conn)
                     if roles:
@@ -343,8 +344,12 @@ class Ledger:
         """Every key (or the one named), by name; never a secret."""
         _, view = self._open()
         where, params = (" WHERE name = ?", (name,)) if name is not None else ("", ())
-        return [keys.ApiKey.from_row(row) for row in view.query(
-            f"SELECT name, scope, created_at, revoked_at FROM {keys.KEYS_TABLE}{where} ORDER BY name", params)]
+        # Sorted here, not by ORDER BY: PostgreSQL would sort by the database's
+        # collation (see projections/tables.py), SQLite by bytes; Python's order of
+        # str is code point order, which is UTF-8's byte order.
+        return sorted((keys.ApiKey.from_row(row) for row in view.query(
+            f"SELECT name, scope, created_at, revoked_at FROM {keys.KEYS_TABLE}{where}", params)),
+            key=lambda key: key.name)
 
     def revoke_key(self, name: str) -> keys.ApiKey:
         """Revoke a key (idempotent): requests with its secret get 401 from then on."""
@@ -1273,17 +1278,23 @@ class Ledger:
 
 def _ensure_read_model_layout(view: Any, kind: str) -> None:
     """Read models of an older layout are dropped and projected again on first
-    use; read models from before checkpoints (0.4) get their checkpoints laid."""
-    def columns(table: str) -> set[str]:
+    use (so are PostgreSQL's from before their text was in byte order, 0.6.2:
+    projections/tables.py); read models from before checkpoints (0.4) get their
+    checkpoints laid."""
+    def columns(table: str) -> dict[str, str | None]:
+        """Column name -> its collation (None: the database's default; always None on SQLite)."""
         if kind == "sqlite":
-            return {r["name"] for r in view.query(f"PRAGMA table_info({table})")}
-        return {r["column_name"] for r in view.query(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table])}
+            return {r["name"]: None for r in view.query(f"PRAGMA table_info({table})")}
+        return {r["column_name"]: r["collation_name"] for r in view.query(
+            "SELECT column_name, collation_name FROM information_schema.columns WHERE table_name = ?", [table])}
 
     if not columns("ll_postings"):
         return
     table, column = LAYOUT_MARKER
     reset = column not in columns(table)
+    if kind != "sqlite" and not reset:
+        table, column = BYTE_ORDER_MARKER
+        reset = columns(table).get(column) != "C"
     if not reset and columns("ll_checkpoint_marks") and (
             view.query("SELECT 1 AS one FROM ll_checkpoint_marks LIMIT 1")
             or not view.query("SELECT 1 AS one FROM ll_postings LIMIT 1")):
@@ -1296,7 +1307,7 @@ def _ensure_read_model_layout(view: Any, kind: str) -> None:
                     curs.execute(f"DROP TABLE IF EXISTS {name}")
                 curs.execute(view.sql(f"DELETE FROM {view.tracking_table} WHERE application_name = ?"),
                              (APPLICATION_NAME,))
-            for statement in READ_MODEL_DDL:
+            for statement in read_model_ddl(kind):
                 curs.execute(statement)
             if not reset:  # idempotent: another process that laid them first leaves nothing due
                 checkpoints.lay_due(curs, view.sql)

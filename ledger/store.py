@@ -14,7 +14,7 @@ from urllib.parse import unquote, urlparse
 
 from leadledger.errors import LedgerError
 from leadledger.keys import KEYS_DDL, KEYS_TABLE
-from leadledger.projections.tables import READ_MODEL_DDL
+from leadledger.projections.tables import POSTGRES_READ_MODEL_DDL
 
 DEFAULT_URL = "sqlite:///leadledger.db"
 URL_ENV = "LEADLEDGER_DATABASE_URL"
@@ -241,5 +241,5 @@ def postgres_schema_sql() -> str:
         "-- Event store (eventsourcing 9.5, CREATE_TABLE=false):\n"
     )
     body = ";\n\n".join(POSTGRES_EVENT_STORE_DDL)
-    views = ";\n\n".join(READ_MODEL_DDL)
+    views = ";\n\n".join(POSTGRES_READ_MODEL_DDL)
     return f"{header}{body};\n\n-- Read models (projections/tables.py):\n{views};\n"

@@ -45,6 +45,29 @@ READ_MODEL_DDL = (
     *CHECKPOINT_DDL,
 )
 
+# PostgreSQL compares and sorts text by the database's collation, SQLite byte by
+# byte (BINARY). Under a linguistic collation (en_US.UTF-8, ICU) "alpha" sorts
+# before "Bravo" and "pro_1" before "pro-1" on PostgreSQL and after them on SQLite,
+# so reports would list pros, contacts and accounts in another order, and
+# occurred_at ranges would rest on the locale's rules. Every read-model text
+# column is "C" there: byte order on both stores, whatever the server's locale
+# (and memcmp instead of strcoll for the indexes' upkeep). SQLite has no
+# collation named "C": its DDL stays as written.
+BYTE_ORDER_MARKER = ("ll_postings", "occurred_at")  # 0.6.2: text in byte order on PostgreSQL
+
+
+def in_byte_order(statement: str) -> str:
+    """A read-model statement for PostgreSQL: its TEXT columns collated "C"."""
+    return statement.replace(" TEXT", ' TEXT COLLATE "C"')
+
+
+POSTGRES_READ_MODEL_DDL = tuple(in_byte_order(statement) for statement in READ_MODEL_DDL)
+
+
+def read_model_ddl(kind: str) -> tuple[str, ...]:
+    return READ_MODEL_DDL if kind == "sqlite" else POSTGRES_READ_MODEL_DDL
+
+
 # Secondary indexes: a rebuild drops them, fills the tables, and creates them
 # again (one sort each instead of a B-tree insert per row).
 SECONDARY_INDEXES = tuple((statement.split()[5], statement) for statement in READ_MODEL_DDL

@@ -1,0 +1,128 @@
+"""Text is ordered byte by byte on both stores, whatever PostgreSQL's collation.
+
+SQLite compares text as bytes (BINARY). PostgreSQL uses the database's collation,
+and a linguistic one (ICU's en-US here; glibc's en_US.UTF-8 behaves alike) sorts
+"alpha" before "Bravo" and "pro_1" before "pro-1". The read models' text columns
+are collated "C" on PostgreSQL (projections/tables.py), and API keys are sorted
+in Python, so every report lists rows in the same order on either store.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+
+from leadledger import Ledger
+from leadledger.projections.tables import READ_MODEL_DDL, READ_MODEL_TABLES
+
+from tests.conftest import _connect, pg_url_for, require_postgres
+
+ICU_DATABASE = "leadledger_test_icu"
+AS_OF = "2026-02-01T00:00:00Z"
+NOW = "2026-01-07T00:00:00Z"
+# Ids whose byte order and en-US order differ: case, and '_' against '-' and digits.
+PROS = ["Zed", "alpha", "Bravo", "bravo-2", "pro_1", "pro-1", "Pro-2", "pro1"]
+
+
+def _submissions() -> list[str]:
+    lines: list[dict[str, Any]] = []
+
+    def event_id(*parts: str) -> str:
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, ":".join(parts)))
+
+    for i, pro in enumerate(PROS):
+        lines += [
+            {"type": "WalletOpened", "event_id": event_id("w", pro), "occurred_at": "2026-01-05T10:00:00Z",
+             "pro_id": pro, "market": "pro360", "region": "US-CA"},
+            {"type": "CreditsPurchased", "event_id": event_id("b", pro), "occurred_at": "2026-01-05T11:00:00Z",
+             "pro_id": pro, "amount": 10_000 + i, "payment_ref": f"pay-{pro}"},
+        ]
+        for contact in (f"Ct-{pro}", f"ct_{pro}", f"ct-{pro}"):
+            lines.append({"type": "QuoteSent", "event_id": event_id("q", contact),
+                          "occurred_at": "2026-01-05T12:00:00Z", "contact_id": contact, "pro_id": pro,
+                          "request_id": f"req-{contact}", "customer_id": f"cus-{contact}",
+                          "category": "plumbing", "job_date": "2026-01-20", "pricing": "manual",
+                          "commission": 1000 + i, "management_fee": 0})
+    return [json.dumps(line) for line in lines]
+
+
+def _reports(ledger: Ledger) -> dict[str, Any]:
+    return {
+        "balances": ledger.balances(as_of=AS_OF),
+        "refunds": ledger.refunds(as_of=AS_OF, now=NOW),
+        "trial_balance": ledger.trial_balance(as_of=AS_OF),
+        "trial_balance_by_pro": ledger.trial_balance(as_of=AS_OF, pro_id="pro-1"),
+        "keys": [key.name for key in ledger.list_keys()],
+    }
+
+
+def _fill(ledger: Ledger) -> None:
+    results = ledger.append(_submissions())
+    assert {r.status for r in results} == {"recorded"}, [r for r in results if r.status != "recorded"]
+    for name in ("a1", "a_b", "a-b", "a.b", "ab"):
+        ledger.create_key(name, "append")
+
+
+@pytest.fixture
+def icu_url() -> Any:
+    """A database whose default collation is ICU's en-US (PostgreSQL 15's LOCALE_PROVIDER)."""
+    require_postgres()
+    with _connect("postgres") as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{ICU_DATABASE}" WITH (FORCE)')
+        conn.execute(f"CREATE DATABASE \"{ICU_DATABASE}\" LOCALE_PROVIDER icu ICU_LOCALE 'en-US'"
+                     " LOCALE 'C.UTF-8' TEMPLATE template0")
+    with _connect(ICU_DATABASE) as conn:  # the premise: this database orders text otherwise
+        (linguistic,) = conn.execute("SELECT 'alpha' < 'Bravo'").fetchone()
+        assert linguistic
+    try:
+        yield pg_url_for(ICU_DATABASE)
+    finally:
+        with _connect("postgres") as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{ICU_DATABASE}" WITH (FORCE)')
+
+
+def _expected(tmp_path: Any) -> dict[str, Any]:
+    with Ledger.from_url(f"sqlite:///{tmp_path / 'ledger.db'}") as ledger:
+        ledger.init()
+        _fill(ledger)
+        reports = _reports(ledger)
+    # SQLite's order is byte order: the premise of the comparison below.
+    assert [row["pro_id"] for row in reports["balances"]] == sorted(PROS, key=str.encode)
+    assert reports["keys"] == sorted(reports["keys"], key=str.encode)
+    return reports
+
+
+def test_reports_list_rows_in_byte_order_under_a_linguistic_collation(icu_url: str, tmp_path: Any) -> None:
+    expected = _expected(tmp_path)
+    with Ledger.from_url(icu_url) as ledger:
+        ledger.init()
+        _fill(ledger)
+        assert _reports(ledger) == expected
+
+
+def test_read_models_from_before_byte_order_are_projected_again(icu_url: str, tmp_path: Any) -> None:
+    """A store whose read models took the database's collation (before 0.6.2) gets
+    them dropped and projected again on first use, in byte order."""
+    expected = _expected(tmp_path)
+    with Ledger.from_url(icu_url) as ledger:
+        ledger.init()
+        _fill(ledger)
+    with _connect(ICU_DATABASE) as conn:  # the read models as 0.6.1 created them
+        for table in READ_MODEL_TABLES:
+            conn.execute(f"DROP TABLE {table}")
+        for statement in READ_MODEL_DDL:
+            conn.execute(statement)
+        conn.execute("DELETE FROM leadledger_tracking WHERE application_name <> '__migration__'")
+        (collation,) = conn.execute("SELECT collation_name FROM information_schema.columns"
+                                    " WHERE table_name = 'll_postings' AND column_name = 'occurred_at'").fetchone()
+        assert collation is None  # the database's default
+    with Ledger.from_url(icu_url) as ledger:
+        assert _reports(ledger) == expected
+    with _connect(ICU_DATABASE) as conn:
+        collations = {row[0] for row in conn.execute(
+            "SELECT collation_name FROM information_schema.columns WHERE table_name = ANY(%s)"
+            " AND data_type = 'text'", (list(READ_MODEL_TABLES),))}
+        assert collations == {"C"}
