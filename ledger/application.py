@@ -189,6 +189,8 @@ class Ledger:
         self._guess_next = True  # the next batch may be judged on warm state (see _commit)
         self._receipts_checked_until = 0.0  # monotonic time: the receipts were there (see _check_receipts)
         self._recorded_since_analyze = 0
+        # Why this store may not record (a PostgreSQL database not in UTF-8), else None.
+        self._unwritable: str | None = None
         # False: an append never runs ANALYZE itself (the service's writer runs it
         # when no request waits, see ``analyze_due``: it stalls every writer ~0.3 s).
         self.auto_analyze = True
@@ -236,7 +238,9 @@ class Ledger:
     def _open(self) -> tuple[LedgerApp, Any]:
         if self._app is None:
             if self.config.kind == "postgres":
-                probe_postgres(self.config.env)  # a clear cause in < 1 s, not a pool time-out
+                # A clear cause in < 1 s, not a pool time-out; and the server's encoding.
+                encoding = probe_postgres(self.config.env)
+                self._unwritable = None if encoding == "UTF8" else _not_utf8(self.config.env, encoding)
             try:
                 app = LedgerApp(env=self.config.env)
                 datastore = app.factory.datastore  # type: ignore[attr-defined]
@@ -288,6 +292,7 @@ class Ledger:
                     password=env["POSTGRES_PASSWORD"] or None, connect_timeout=5,
                     autocommit=True,
                 ) as conn:
+                    refuse_unless_utf8(conn, env)
                     for statement in (*POSTGRES_EVENT_STORE_DDL, *POSTGRES_READ_MODEL_DDL):
                         conn.execute(statement)  # type: ignore[arg-type]
                     chain_store.ensure_postgres(conn)
@@ -672,6 +677,9 @@ class Ledger:
         self._receipts_checked_until = time.monotonic() + RECEIPTS_RECHECK_SECONDS
 
     def _commit(self, batch: list[Judged], *, atomic: bool) -> list[AppendResult]:
+        self._open()
+        if self._unwritable is not None:
+            raise LedgerError("store_unavailable", self._unwritable)
         if time.monotonic() >= self._receipts_checked_until:
             self._check_receipts()
         conflicts = lost = 0
@@ -1316,16 +1324,18 @@ def _ensure_read_model_layout(view: Any, kind: str) -> None:
                           f"role cannot replace them: run `leadledger init` as the owner ({_one_line(exc)})") from None
 
 
-def probe_postgres(env: dict[str, str]) -> None:
+def probe_postgres(env: dict[str, str]) -> str | None:
     """Connect once, directly, to say what is wrong in words: a missing database,
-    an unknown role, a refused port, a wrong password."""
+    an unknown role, a refused port, a wrong password. Returns the database's
+    encoding (the server reports it as the connection starts: no query)."""
     import psycopg
 
     host, port, dbname, user = (env["POSTGRES_HOST"], env["POSTGRES_PORT"], env["POSTGRES_DBNAME"],
                                 env["POSTGRES_USER"])
     try:
-        psycopg.connect(host=host, port=int(port), dbname=dbname, user=user,
-                        password=env["POSTGRES_PASSWORD"] or None, connect_timeout=3).close()
+        with psycopg.connect(host=host, port=int(port), dbname=dbname, user=user,
+                             password=env["POSTGRES_PASSWORD"] or None, connect_timeout=3) as conn:
+            return conn.info.parameter_status("server_encoding")
     except psycopg.Error as exc:
         text = _one_line(exc)
         if f'database "{dbname}" does not exist' in text:
@@ -1342,6 +1352,26 @@ def probe_postgres(env: dict[str, str]) -> None:
         else:
             message = text
         raise LedgerError("store_unavailable", message) from None
+
+
+def refuse_unless_utf8(conn: Any, env: dict[str, str]) -> None:
+    """``init`` creates no store in a database it could not record into."""
+    encoding = conn.info.parameter_status("server_encoding")
+    if encoding != "UTF8":
+        raise LedgerError("store_unavailable", _not_utf8(env, encoding))
+
+
+def _not_utf8(env: dict[str, str], encoding: str | None) -> str:
+    """Why a PostgreSQL database not encoded in UTF-8 records nothing. Ids and other
+    text may be any Unicode (submissions.check_identifier): in a LATIN1 database an
+    accepted submission's text could not be written into the read models, and every
+    read after it failed. ``init`` and every write refuse; what is there stays
+    readable, so a log written before 0.6.2 can be moved out."""
+    host, port, dbname = env["POSTGRES_HOST"], env["POSTGRES_PORT"], env["POSTGRES_DBNAME"]
+    return (f'database "{dbname}" on {host}:{port} is encoded {encoding or "unknown"}, and leadledger records'
+            f" only into UTF8 databases (its text may be any Unicode): create one with createdb -h {host}"
+            f" -p {port} -E UTF8 -T template0 NAME (a log already here stays readable: move it with"
+            " `leadledger events` and `leadledger replay`)")
 
 
 def _store_message(config: StoreConfig, exc: BaseException) -> str:

@@ -1,21 +1,30 @@
-"""Text is ordered byte by byte on both stores, whatever PostgreSQL's collation.
+"""Text on PostgreSQL, whatever the database's settings: ordered byte by byte, as
+on SQLite, and refused where the database cannot hold it.
 
-SQLite compares text as bytes (BINARY). PostgreSQL uses the database's collation,
+Order. SQLite compares text as bytes (BINARY). PostgreSQL uses the database's collation,
 and a linguistic one (ICU's en-US here; glibc's en_US.UTF-8 behaves alike) sorts
 "alpha" before "Bravo" and "pro_1" before "pro-1". The read models' text columns
 are collated "C" on PostgreSQL (projections/tables.py), and API keys are sorted
 in Python, so every report lists rows in the same order on either store.
+
+Encoding. Ids may be any Unicode; a LATIN1 database accepted a submission and then
+failed every read after it. A database not encoded in UTF8 records nothing, and
+says why; what an older store holds there stays readable.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import uuid
+from pathlib import Path
+from urllib.parse import urlparse
 from typing import Any
 
 import pytest
 
-from leadledger import Ledger
+from leadledger import Ledger, application
 from leadledger.projections.tables import READ_MODEL_DDL, READ_MODEL_TABLES
 
 from tests.conftest import _connect, pg_url_for, require_postgres
@@ -126,3 +135,58 @@ def test_read_models_from_before_byte_order_are_projected_again(icu_url: str, tm
             "SELECT collation_name FROM information_schema.columns WHERE table_name = ANY(%s)"
             " AND data_type = 'text'", (list(READ_MODEL_TABLES),))}
         assert collations == {"C"}
+
+
+LATIN1_DATABASE = "leadledger_test_latin1"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _cli(url: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "leadledger.cli.main", "--db", url, *args],
+                          input=stdin, capture_output=True, text=True, cwd=ROOT, timeout=120)
+
+
+def test_a_database_not_in_utf8_records_nothing_and_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``init`` refuses it; a store made there before 0.6.2 refuses to record and
+    stays readable, so its log can be moved out (events, then replay elsewhere)."""
+    require_postgres()
+    with _connect("postgres") as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{LATIN1_DATABASE}" WITH (FORCE)')
+        conn.execute(f"CREATE DATABASE \"{LATIN1_DATABASE}\" ENCODING 'LATIN1' LOCALE 'C' TEMPLATE template0")
+    try:
+        url = pg_url_for(LATIN1_DATABASE)
+        where = urlparse(url)
+        refusal = (f'leadledger: error[store_unavailable]: database "{LATIN1_DATABASE}" on {where.hostname}:'
+                   f"{where.port} is encoded LATIN1, and leadledger records only into UTF8 databases (its text"
+                   f" may be any Unicode): create one with createdb -h {where.hostname} -p {where.port} -E UTF8"
+                   " -T template0 NAME (a log already here stays readable: move it with `leadledger events`"
+                   " and `leadledger replay`)\n")
+        proc = _cli(url, "init")
+        assert (proc.returncode, proc.stderr) == (3, refusal)
+        with _connect(LATIN1_DATABASE) as conn:  # refused before anything was created
+            assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()[0] == 0
+
+        # A store an older leadledger made there, with a wallet recorded then.
+        monkeypatch.setattr(application, "refuse_unless_utf8", lambda conn, env: None)
+        monkeypatch.setattr(application, "probe_postgres", lambda env: "UTF8")
+        with Ledger.from_url(url) as ledger:
+            ledger.init()
+            ledger.append([json.dumps({"type": "WalletOpened", "event_id": str(uuid.uuid4()),
+                                       "occurred_at": "2026-01-05T10:00:00Z", "pro_id": "josé",
+                                       "market": "pro360", "region": "US-CA"})])
+        monkeypatch.undo()
+
+        submission = json.dumps({"type": "WalletOpened", "event_id": str(uuid.uuid4()),
+                                 "occurred_at": "2026-01-05T10:00:00Z", "pro_id": "李",
+                                 "market": "pro360", "region": "US-CA"})
+        proc = _cli(url, "append", "-", stdin=submission + "\n")
+        assert (proc.returncode, proc.stderr) == (3, refusal)
+        proc = _cli(url, "events")
+        assert proc.returncode == 0, proc.stderr
+        assert [json.loads(line)["pro_id"] for line in proc.stdout.splitlines()] == ["josé"]
+        proc = _cli(url, "balances", "--format", "json")
+        assert proc.returncode == 0, proc.stderr
+        assert [row["pro_id"] for row in json.loads(proc.stdout)] == ["josé"]
+    finally:
+        with _connect("postgres") as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{LATIN1_DATABASE}" WITH (FORCE)')
