@@ -209,11 +209,29 @@ class _MostRecentFirst(deque):  # type: ignore[type-arg]
 class LedgerPostgresFactory(PostgresFactory):
     """eventsourcing's PostgreSQL factory, its pool serving the connection used
     last first (as ledger/sqlite_factory.py replaces the SQLite pool where it is
-    built): every datastore of a PostgreSQL store gets it, whoever opens it."""
+    built), its sessions at READ COMMITTED: every datastore of a PostgreSQL store
+    gets both, whoever opens it."""
 
     def __init__(self, env: Any) -> None:
         super().__init__(env)
         serve_most_recent_first(self.datastore)
+        read_committed(self.datastore)
+
+
+# The writers' and read models' transactions are serialised by locks (the chain
+# head's row, the read models' advisory lock) and rely on READ COMMITTED: a
+# transaction that waited for a lock then sees what the holder committed. Under a
+# database default of REPEATABLE READ or SERIALIZABLE (ALTER DATABASE ... SET
+# default_transaction_isolation) its snapshot predates the wait, and a reader's
+# catch-up beside a rebuild failed with "could not serialize access". Set in the
+# connection's startup packet (libpq's options): no round trip.
+READ_COMMITTED_OPTION = r"-c default_transaction_isolation=read\ committed"
+
+
+def read_committed(datastore: Any) -> None:
+    """Make every connection of ``datastore``'s pool run its transactions at READ COMMITTED."""
+    kwargs = datastore.pool.kwargs
+    kwargs["options"] = " ".join(filter(None, (kwargs.get("options"), READ_COMMITTED_OPTION)))
 
 
 def serve_most_recent_first(datastore: Any) -> None:

@@ -1,5 +1,5 @@
-"""Text on PostgreSQL, whatever the database's settings: ordered byte by byte, as
-on SQLite, and refused where the database cannot hold it.
+"""PostgreSQL, whatever the database's settings: text ordered byte by byte, as on
+SQLite; refused where the database cannot hold it; transactions at READ COMMITTED.
 
 Order. SQLite compares text as bytes (BINARY). PostgreSQL uses the database's collation,
 and a linguistic one (ICU's en-US here; glibc's en_US.UTF-8 behaves alike) sorts
@@ -10,6 +10,11 @@ in Python, so every report lists rows in the same order on either store.
 Encoding. Ids may be any Unicode; a LATIN1 database accepted a submission and then
 failed every read after it. A database not encoded in UTF8 records nothing, and
 says why; what an older store holds there stays readable.
+
+Isolation. The writers and the read models serialise on locks and rely on READ
+COMMITTED (a transaction that waited for a lock sees what its holder committed).
+Under a database default of SERIALIZABLE a catch-up beside a rebuild failed with
+"could not serialize access"; the ledger's sessions set READ COMMITTED.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from pathlib import Path
 from urllib.parse import urlparse
@@ -190,3 +197,60 @@ def test_a_database_not_in_utf8_records_nothing_and_says_why(monkeypatch: pytest
     finally:
         with _connect("postgres") as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{LATIN1_DATABASE}" WITH (FORCE)')
+
+
+SERIALIZABLE_DATABASE = "leadledger_test_serializable"
+
+
+def test_transactions_read_committed_under_a_serializable_default() -> None:
+    """A ledger transaction that waits for a lock (here the read models' advisory
+    lock, held by another session that changes a row) then changes the same row:
+    at SERIALIZABLE its snapshot predates the wait and it fails; at READ COMMITTED
+    it sees the other's commit and goes on."""
+    require_postgres()
+    from leadledger.projections.postgres_view import PROJECTION_LOCK_KEY
+
+    with _connect("postgres") as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{SERIALIZABLE_DATABASE}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{SERIALIZABLE_DATABASE}"')
+        conn.execute(f'ALTER DATABASE "{SERIALIZABLE_DATABASE}" SET default_transaction_isolation = \'serializable\'')
+    try:
+        url = pg_url_for(SERIALIZABLE_DATABASE)
+        with _connect(SERIALIZABLE_DATABASE) as other:
+            assert other.execute("SHOW default_transaction_isolation").fetchone()[0] == "serializable"
+            other.execute("CREATE TABLE counter (id int PRIMARY KEY, n int)")
+            other.execute("INSERT INTO counter VALUES (1, 0)")
+        with Ledger.from_url(url) as ledger:
+            ledger.init()
+            datastore = ledger._open()[0].factory.datastore
+            with datastore.transaction(commit=False) as curs:
+                curs.execute("SHOW transaction_isolation")
+                assert curs.fetchone()["transaction_isolation"] == "read committed"
+
+            with _connect(SERIALIZABLE_DATABASE) as other:
+                other.autocommit = False
+                other.execute("SELECT pg_advisory_xact_lock(%s)", (PROJECTION_LOCK_KEY,))
+                other.execute("UPDATE counter SET n = n + 1 WHERE id = 1")
+                failure: list[BaseException] = []
+
+                def waiter() -> None:
+                    try:
+                        with datastore.transaction(commit=True) as curs:
+                            curs.execute("SELECT 1")  # the snapshot, at SERIALIZABLE, is taken here
+                            curs.execute("SELECT pg_advisory_xact_lock(%s)", (PROJECTION_LOCK_KEY,))
+                            curs.execute("UPDATE counter SET n = n + 1 WHERE id = 1")
+                    except BaseException as exc:  # noqa: BLE001 - reported below
+                        failure.append(exc)
+
+                thread = threading.Thread(target=waiter)
+                thread.start()
+                time.sleep(0.5)  # the waiter holds its snapshot and waits for the lock
+                other.commit()
+                thread.join(timeout=30)
+                assert not thread.is_alive()
+            assert failure == []
+            with _connect(SERIALIZABLE_DATABASE) as other:
+                assert other.execute("SELECT n FROM counter").fetchone()[0] == 2
+    finally:
+        with _connect("postgres") as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{SERIALIZABLE_DATABASE}" WITH (FORCE)')
