@@ -238,11 +238,17 @@ class Ledger:
     def _open(self) -> tuple[LedgerApp, Any]:
         if self._app is None:
             if self.config.kind == "postgres":
-                # A clear cause in < 1 s, not a pool time-out; and the server's encoding.
-                encoding = probe_postgres(self.config.env)
+                # A clear cause in < 1 s, not a pool time-out; and two of the database's settings.
+                encoding, synchronous_commit = probe_postgres(self.config.env)
                 self._unwritable = None if encoding == "UTF8" else _not_utf8(self.config.env, encoding)
+                from leadledger.postgres_recorder import FLUSH_COMMITS_ENV
+
+                flush = synchronous_commit == "off"
+                env = {**self.config.env, FLUSH_COMMITS_ENV: "1"} if flush else self.config.env
+            else:
+                env = self.config.env
             try:
-                app = LedgerApp(env=self.config.env)
+                app = LedgerApp(env=env)
                 datastore = app.factory.datastore  # type: ignore[attr-defined]
                 if self.config.kind == "sqlite":
                     view = SQLiteLedgerView(datastore)
@@ -1324,10 +1330,11 @@ def _ensure_read_model_layout(view: Any, kind: str) -> None:
                           f"role cannot replace them: run `leadledger init` as the owner ({_one_line(exc)})") from None
 
 
-def probe_postgres(env: dict[str, str]) -> str | None:
+def probe_postgres(env: dict[str, str]) -> tuple[str | None, str]:
     """Connect once, directly, to say what is wrong in words: a missing database,
     an unknown role, a refused port, a wrong password. Returns the database's
-    encoding (the server reports it as the connection starts: no query)."""
+    encoding (the server reports it as the connection starts) and its default
+    synchronous_commit."""
     import psycopg
 
     host, port, dbname, user = (env["POSTGRES_HOST"], env["POSTGRES_PORT"], env["POSTGRES_DBNAME"],
@@ -1335,7 +1342,8 @@ def probe_postgres(env: dict[str, str]) -> str | None:
     try:
         with psycopg.connect(host=host, port=int(port), dbname=dbname, user=user,
                              password=env["POSTGRES_PASSWORD"] or None, connect_timeout=3) as conn:
-            return conn.info.parameter_status("server_encoding")
+            (synchronous_commit,) = conn.execute("SHOW synchronous_commit").fetchone()
+            return conn.info.parameter_status("server_encoding"), synchronous_commit
     except psycopg.Error as exc:
         text = _one_line(exc)
         if f'database "{dbname}" does not exist' in text:

@@ -209,13 +209,13 @@ class _MostRecentFirst(deque):  # type: ignore[type-arg]
 class LedgerPostgresFactory(PostgresFactory):
     """eventsourcing's PostgreSQL factory, its pool serving the connection used
     last first (as ledger/sqlite_factory.py replaces the SQLite pool where it is
-    built), its sessions at READ COMMITTED: every datastore of a PostgreSQL store
-    gets both, whoever opens it."""
+    built), its sessions at READ COMMITTED and never acknowledging a commit before
+    it is flushed: every datastore of a PostgreSQL store gets them, whoever opens it."""
 
     def __init__(self, env: Any) -> None:
         super().__init__(env)
         serve_most_recent_first(self.datastore)
-        read_committed(self.datastore)
+        session_options(self.datastore, flush_commits=env.get(FLUSH_COMMITS_ENV) == "1")
 
 
 # The writers' and read models' transactions are serialised by locks (the chain
@@ -226,12 +226,21 @@ class LedgerPostgresFactory(PostgresFactory):
 # catch-up beside a rebuild failed with "could not serialize access". Set in the
 # connection's startup packet (libpq's options): no round trip.
 READ_COMMITTED_OPTION = r"-c default_transaction_isolation=read\ committed"
+# What is acknowledged is durable: under a database default of synchronous_commit
+# = off, a commit returns before its WAL is flushed, and a crash loses it. Ledger
+# opens a store after reading the setting (application.probe_postgres) and, only
+# then, has its sessions flush locally ("local"); a stronger setting (on,
+# remote_write, remote_apply: every one flushes locally first) is left as it is.
+FLUSH_COMMITS_ENV = "LEADLEDGER_FLUSH_COMMITS"
+FLUSH_COMMITS_OPTION = "-c synchronous_commit=local"
 
 
-def read_committed(datastore: Any) -> None:
-    """Make every connection of ``datastore``'s pool run its transactions at READ COMMITTED."""
+def session_options(datastore: Any, *, flush_commits: bool) -> None:
+    """Every connection of ``datastore``'s pool runs its transactions at READ
+    COMMITTED and, with ``flush_commits``, flushes each commit before acknowledging it."""
     kwargs = datastore.pool.kwargs
-    kwargs["options"] = " ".join(filter(None, (kwargs.get("options"), READ_COMMITTED_OPTION)))
+    options = [kwargs.get("options"), READ_COMMITTED_OPTION, FLUSH_COMMITS_OPTION if flush_commits else None]
+    kwargs["options"] = " ".join(filter(None, options))
 
 
 def serve_most_recent_first(datastore: Any) -> None:

@@ -1,5 +1,6 @@
 """PostgreSQL, whatever the database's settings: text ordered byte by byte, as on
-SQLite; refused where the database cannot hold it; transactions at READ COMMITTED.
+SQLite; refused where the database cannot hold it; transactions at READ COMMITTED;
+commits flushed before they are acknowledged.
 
 Order. SQLite compares text as bytes (BINARY). PostgreSQL uses the database's collation,
 and a linguistic one (ICU's en-US here; glibc's en_US.UTF-8 behaves alike) sorts
@@ -175,7 +176,7 @@ def test_a_database_not_in_utf8_records_nothing_and_says_why(monkeypatch: pytest
 
         # A store an older leadledger made there, with a wallet recorded then.
         monkeypatch.setattr(application, "refuse_unless_utf8", lambda conn, env: None)
-        monkeypatch.setattr(application, "probe_postgres", lambda env: "UTF8")
+        monkeypatch.setattr(application, "probe_postgres", lambda env: ("UTF8", "on"))
         with Ledger.from_url(url) as ledger:
             ledger.init()
             ledger.append([json.dumps({"type": "WalletOpened", "event_id": str(uuid.uuid4()),
@@ -254,3 +255,28 @@ def test_transactions_read_committed_under_a_serializable_default() -> None:
     finally:
         with _connect("postgres") as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{SERIALIZABLE_DATABASE}" WITH (FORCE)')
+
+
+DURABILITY_DATABASE = "leadledger_test_durability"
+
+
+@pytest.mark.parametrize("default, session", [("off", "local"), ("on", "on"), ("remote_apply", "remote_apply")])
+def test_commits_are_flushed_whatever_the_database_default(default: str, session: str) -> None:
+    """What is acknowledged is durable: a database default of synchronous_commit =
+    off (a commit returns before its WAL is flushed) becomes "local" for the
+    ledger's sessions; a setting that flushes is left as it is."""
+    require_postgres()
+    with _connect("postgres") as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{DURABILITY_DATABASE}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{DURABILITY_DATABASE}"')
+        conn.execute(f'ALTER DATABASE "{DURABILITY_DATABASE}" SET synchronous_commit = {default}')
+    try:
+        with Ledger.from_url(pg_url_for(DURABILITY_DATABASE)) as ledger:
+            ledger.init()
+            datastore = ledger._open()[0].factory.datastore
+            with datastore.transaction(commit=False) as curs:
+                curs.execute("SHOW synchronous_commit")
+                assert curs.fetchone()["synchronous_commit"] == session
+    finally:
+        with _connect("postgres") as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{DURABILITY_DATABASE}" WITH (FORCE)')
