@@ -290,13 +290,15 @@ class Ledger:
         if self.config.kind == "postgres":
             import psycopg
 
+            from leadledger.postgres_recorder import connection_options
+
             env = self.config.env
             try:
                 with psycopg.connect(
                     host=env["POSTGRES_HOST"], port=int(env["POSTGRES_PORT"]),
                     dbname=env["POSTGRES_DBNAME"], user=env["POSTGRES_USER"],
                     password=env["POSTGRES_PASSWORD"] or None, connect_timeout=5,
-                    autocommit=True,
+                    autocommit=True, options=connection_options(),
                 ) as conn:
                     refuse_unless_utf8(conn, env)
                     for statement in (*POSTGRES_EVENT_STORE_DDL, *POSTGRES_READ_MODEL_DDL):

@@ -20,7 +20,7 @@ from psycopg.sql import SQL, Identifier
 from leadledger import chain_store
 from leadledger.chain import Head
 from leadledger.recorders import Receipt
-from leadledger.store import CHAIN_COLUMN, HEAD_TABLE, RECEIPTS_TABLE
+from leadledger.store import CHAIN_COLUMN, HEAD_TABLE, POSTGRES_SCHEMA, RECEIPTS_TABLE
 
 INSERT_PAGE = 2000  # events per INSERT statement: bounded message size
 SMALL_ROWS = 8  # up to this many events and receipts, a writer's batch is one statement of scalars
@@ -235,12 +235,26 @@ FLUSH_COMMITS_ENV = "LEADLEDGER_FLUSH_COMMITS"
 FLUSH_COMMITS_OPTION = "-c synchronous_commit=local"
 
 
+# schema.sql's DDL and the ledger's own queries name tables without a schema, and
+# eventsourcing's name them in the datastore's (store.POSTGRES_SCHEMA): under a
+# database search_path that puts another schema first, `init` created the tables
+# there and eventsourcing then found none. Every session looks in that one schema.
+SEARCH_PATH_OPTION = f"-c search_path={POSTGRES_SCHEMA}"
+
+
+def connection_options(*, flush_commits: bool = False) -> str:
+    """libpq's ``options`` for the ledger's sessions (sent at connection start)."""
+    return " ".join(filter(None, (READ_COMMITTED_OPTION, SEARCH_PATH_OPTION,
+                                  FLUSH_COMMITS_OPTION if flush_commits else None)))
+
+
 def session_options(datastore: Any, *, flush_commits: bool) -> None:
     """Every connection of ``datastore``'s pool runs its transactions at READ
-    COMMITTED and, with ``flush_commits``, flushes each commit before acknowledging it."""
+    COMMITTED, looks for tables in the ledger's schema and, with ``flush_commits``,
+    flushes each commit before acknowledging it."""
+    assert datastore.schema == POSTGRES_SCHEMA, datastore.schema
     kwargs = datastore.pool.kwargs
-    options = [kwargs.get("options"), READ_COMMITTED_OPTION, FLUSH_COMMITS_OPTION if flush_commits else None]
-    kwargs["options"] = " ".join(filter(None, options))
+    kwargs["options"] = " ".join(filter(None, (kwargs.get("options"), connection_options(flush_commits=flush_commits))))
 
 
 def serve_most_recent_first(datastore: Any) -> None:

@@ -1,6 +1,6 @@
 """PostgreSQL, whatever the database's settings: text ordered byte by byte, as on
 SQLite; refused where the database cannot hold it; transactions at READ COMMITTED;
-commits flushed before they are acknowledged.
+commits flushed before they are acknowledged; tables in one schema.
 
 Order. SQLite compares text as bytes (BINARY). PostgreSQL uses the database's collation,
 and a linguistic one (ICU's en-US here; glibc's en_US.UTF-8 behaves alike) sorts
@@ -280,3 +280,35 @@ def test_commits_are_flushed_whatever_the_database_default(default: str, session
     finally:
         with _connect("postgres") as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{DURABILITY_DATABASE}" WITH (FORCE)')
+
+
+SEARCH_PATH_DATABASE = "leadledger_test_search_path"
+
+
+def test_tables_live_in_public_whatever_the_search_path() -> None:
+    """Under a database search_path that puts another schema first, `init` created
+    the tables there (its DDL names no schema) while eventsourcing looked for them in
+    public: every command after it failed. The sessions pin search_path."""
+    require_postgres()
+    with _connect("postgres") as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{SEARCH_PATH_DATABASE}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{SEARCH_PATH_DATABASE}"')
+        conn.execute(f'ALTER DATABASE "{SEARCH_PATH_DATABASE}" SET search_path = app, public')
+    try:
+        with _connect(SEARCH_PATH_DATABASE) as conn:
+            conn.execute("CREATE SCHEMA app")
+        url = pg_url_for(SEARCH_PATH_DATABASE)
+        assert _cli(url, "init").returncode == 0
+        proc = _cli(url, "append", "cli/demo.ndjson")
+        assert proc.returncode == 1, proc.stderr  # the demo holds one rejected line
+        assert proc.stderr.endswith("24 recorded, 0 duplicate, 1 rejected\n"), proc.stderr
+        proc = _cli(url, "balances", "--format", "json")
+        assert proc.returncode == 0, proc.stderr
+        assert {row["pro_id"] for row in json.loads(proc.stdout)} >= {"pro-ana"}
+        with _connect(SEARCH_PATH_DATABASE) as conn:
+            schemas = dict(conn.execute("SELECT schemaname, count(*) FROM pg_tables"
+                                        " WHERE schemaname IN ('app', 'public') GROUP BY schemaname").fetchall())
+        assert set(schemas) == {"public"}
+    finally:
+        with _connect("postgres") as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{SEARCH_PATH_DATABASE}" WITH (FORCE)')
