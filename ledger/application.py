@@ -1317,6 +1317,7 @@ def _ensure_read_model_layout(view: Any, kind: str) -> None:
         return
     try:
         with view.datastore.transaction(commit=True) as curs:
+            view.lock_out_readers(curs)
             view.lock_projection(curs)
             if reset:
                 for name in READ_MODEL_TABLES:

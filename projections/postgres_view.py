@@ -20,6 +20,14 @@ _FIRST_SEEN_ARRAYS = (
 
 # pg_advisory_xact_lock key: "leadledger read models" (any constant the app owns).
 PROJECTION_LOCK_KEY = 0x6C6C5F7669657773
+_READ_GATE = "SELECT pg_advisory_xact_lock_shared(%s)"
+# "ll_reads": every read of the read models takes it shared, first; a rebuild takes
+# it exclusive before any table lock. A rebuild drops indexes and empties tables
+# one after another, and a report's one statement locks its tables in its plan's
+# order: the two could each hold a table the other waited for ("deadlock
+# detected", and the report failed). Now a read waits for a rebuild before it
+# holds anything, and a rebuild for the reads in progress.
+READERS_LOCK_KEY = 0x6C6C5F7265616473
 
 
 class PostgresLedgerView(LedgerViewMixin, PostgresTrackingRecorder):
@@ -28,6 +36,12 @@ class PostgresLedgerView(LedgerViewMixin, PostgresTrackingRecorder):
 
     def lock_projection(self, curs: Any) -> None:
         curs.execute("SELECT pg_advisory_xact_lock(%s)", (PROJECTION_LOCK_KEY,))
+
+    def lock_out_readers(self, curs: Any) -> None:
+        curs.execute("SELECT pg_advisory_xact_lock(%s)", (READERS_LOCK_KEY,))
+
+    def begin_read(self, curs: Any) -> None:
+        curs.execute(_READ_GATE, (READERS_LOCK_KEY,))
 
     def clear_tables(self, curs: Any) -> None:
         # TRUNCATE, not DELETE: no dead rows left behind (this server may run with

@@ -196,6 +196,44 @@ def test_rebuild_racing_readers_never_shows_a_half_built_view(store_url, tmp_pat
     assert models(store_url) == expected
 
 
+@pytest.mark.postgres
+def test_a_rebuild_and_a_reader_holding_a_table_do_not_deadlock(tmp_path):
+    """A rebuild locks the read models' tables one after another (indexes dropped,
+    then the tables emptied); a reader may hold one of them and then ask for
+    another. Here the reader holds ll_checkpoints, the rebuild takes ll_postings and
+    waits for ll_checkpoints, the reader asks for ll_postings: before the readers'
+    gate (projections/postgres_view.py) PostgreSQL found a deadlock and failed one
+    of them. Now the rebuild waits for the read to finish before taking any table."""
+    require_postgres()
+    reset_postgres()
+    lines = clean_lines(3_000, seed=11)
+    with Ledger.from_url(PG_URL) as ledger:
+        ledger.append(lines)
+        ledger.catch_up()
+        _, view = ledger._open()
+        failures: list[BaseException] = []
+
+        def rebuild() -> None:
+            try:
+                with Ledger.from_url(PG_URL) as other:
+                    other.rebuild()
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                failures.append(exc)
+
+        with view.datastore.transaction(commit=False) as curs:
+            view.begin_read(curs)
+            curs.execute("SELECT count(*) AS n FROM ll_checkpoints")
+            thread = threading.Thread(target=rebuild)
+            thread.start()
+            time.sleep(2.0)  # the rebuild would now hold ll_postings and wait for ll_checkpoints
+            curs.execute("SELECT count(*) AS n FROM ll_postings")
+            assert curs.fetchone()["n"] > 0
+        thread.join(timeout=120)
+        assert not thread.is_alive()
+        assert failures == []
+        assert all(c.ok for c in ledger.verify(replay=False))
+
+
 # --- 8. verify during appends, a deleted event, a read-only role --------------------------
 
 def test_verify_during_a_live_append_judges_a_consistent_prefix(store_url, tmp_path):
