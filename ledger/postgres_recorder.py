@@ -254,7 +254,8 @@ def session_options(datastore: Any, *, flush_commits: bool) -> None:
     flushes each commit before acknowledging it."""
     assert datastore.schema == POSTGRES_SCHEMA, datastore.schema
     kwargs = datastore.pool.kwargs
-    kwargs["options"] = " ".join(filter(None, (kwargs.get("options"), connection_options(flush_commits=flush_commits))))
+    ours = connection_options(flush_commits=flush_commits)
+    kwargs["options"] = " ".join(filter(None, (kwargs.get("options"), ours)))
 
 
 def serve_most_recent_first(datastore: Any) -> None:
