@@ -85,13 +85,17 @@ def pg_url_for(dbname: str, user: str = "postgres") -> str:
 
 
 @contextmanager
-def scratch_database(name: str) -> Iterator[str]:
+def scratch_database(name: str, *, create_options: str = "", settings: dict[str, str] | None = None) -> Iterator[str]:
     """A database of its own (roles and restores change ownership and contents;
-    a server under test keeps state between tests)."""
+    a server under test keeps state between tests). ``create_options``: CREATE
+    DATABASE's (an encoding, a locale); ``settings``: its defaults (ALTER DATABASE
+    ... SET name = value, the value as SQL text)."""
     require_postgres()
     with _connect("postgres") as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}" {create_options}')
+        for setting, value in (settings or {}).items():
+            conn.execute(f'ALTER DATABASE "{name}" SET {setting} = {value}')
     try:
         yield pg_url_for(name)
     finally:

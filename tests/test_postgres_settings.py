@@ -35,7 +35,7 @@ import pytest
 from leadledger import Ledger, application
 from leadledger.projections.tables import READ_MODEL_DDL, READ_MODEL_TABLES
 
-from tests.conftest import _connect, pg_url_for, require_postgres
+from tests.conftest import _connect, scratch_database
 
 ICU_DATABASE = "leadledger_test_icu"
 AS_OF = "2026-02-01T00:00:00Z"
@@ -86,19 +86,12 @@ def _fill(ledger: Ledger) -> None:
 @pytest.fixture
 def icu_url() -> Any:
     """A database whose default collation is ICU's en-US (PostgreSQL 15's LOCALE_PROVIDER)."""
-    require_postgres()
-    with _connect("postgres") as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{ICU_DATABASE}" WITH (FORCE)')
-        conn.execute(f"CREATE DATABASE \"{ICU_DATABASE}\" LOCALE_PROVIDER icu ICU_LOCALE 'en-US'"
-                     " LOCALE 'C.UTF-8' TEMPLATE template0")
-    with _connect(ICU_DATABASE) as conn:  # the premise: this database orders text otherwise
-        (linguistic,) = conn.execute("SELECT 'alpha' < 'Bravo'").fetchone()
-        assert linguistic
-    try:
-        yield pg_url_for(ICU_DATABASE)
-    finally:
-        with _connect("postgres") as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{ICU_DATABASE}" WITH (FORCE)')
+    with scratch_database(ICU_DATABASE, create_options="LOCALE_PROVIDER icu ICU_LOCALE 'en-US'"
+                          " LOCALE 'C.UTF-8' TEMPLATE template0") as url:
+        with _connect(ICU_DATABASE) as conn:  # the premise: this database orders text otherwise
+            (linguistic,) = conn.execute("SELECT 'alpha' < 'Bravo'").fetchone()
+            assert linguistic
+        yield url
 
 
 def _expected(tmp_path: Any) -> dict[str, Any]:
@@ -157,12 +150,7 @@ def _cli(url: str, *args: str, stdin: str | None = None) -> subprocess.Completed
 def test_a_database_not_in_utf8_records_nothing_and_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
     """``init`` refuses it; a store made there before 0.6.2 refuses to record and
     stays readable, so its log can be moved out (events, then replay elsewhere)."""
-    require_postgres()
-    with _connect("postgres") as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{LATIN1_DATABASE}" WITH (FORCE)')
-        conn.execute(f"CREATE DATABASE \"{LATIN1_DATABASE}\" ENCODING 'LATIN1' LOCALE 'C' TEMPLATE template0")
-    try:
-        url = pg_url_for(LATIN1_DATABASE)
+    with scratch_database(LATIN1_DATABASE, create_options="ENCODING 'LATIN1' LOCALE 'C' TEMPLATE template0") as url:
         where = urlparse(url)
         refusal = (f'leadledger: error[store_unavailable]: database "{LATIN1_DATABASE}" on {where.hostname}:'
                    f"{where.port} is encoded LATIN1, and leadledger records only into UTF8 databases (its text"
@@ -195,9 +183,6 @@ def test_a_database_not_in_utf8_records_nothing_and_says_why(monkeypatch: pytest
         proc = _cli(url, "balances", "--format", "json")
         assert proc.returncode == 0, proc.stderr
         assert [row["pro_id"] for row in json.loads(proc.stdout)] == ["josé"]
-    finally:
-        with _connect("postgres") as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{LATIN1_DATABASE}" WITH (FORCE)')
 
 
 SERIALIZABLE_DATABASE = "leadledger_test_serializable"
@@ -208,15 +193,9 @@ def test_transactions_read_committed_under_a_serializable_default() -> None:
     lock, held by another session that changes a row) then changes the same row:
     at SERIALIZABLE its snapshot predates the wait and it fails; at READ COMMITTED
     it sees the other's commit and goes on."""
-    require_postgres()
     from leadledger.projections.postgres_view import PROJECTION_LOCK_KEY
 
-    with _connect("postgres") as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{SERIALIZABLE_DATABASE}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{SERIALIZABLE_DATABASE}"')
-        conn.execute(f'ALTER DATABASE "{SERIALIZABLE_DATABASE}" SET default_transaction_isolation = \'serializable\'')
-    try:
-        url = pg_url_for(SERIALIZABLE_DATABASE)
+    with scratch_database(SERIALIZABLE_DATABASE, settings={"default_transaction_isolation": "serializable"}) as url:
         with _connect(SERIALIZABLE_DATABASE) as other:
             assert other.execute("SHOW default_transaction_isolation").fetchone()[0] == "serializable"
             other.execute("CREATE TABLE counter (id int PRIMARY KEY, n int)")
@@ -252,9 +231,6 @@ def test_transactions_read_committed_under_a_serializable_default() -> None:
             assert failure == []
             with _connect(SERIALIZABLE_DATABASE) as other:
                 assert other.execute("SELECT n FROM counter").fetchone()[0] == 2
-    finally:
-        with _connect("postgres") as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{SERIALIZABLE_DATABASE}" WITH (FORCE)')
 
 
 DURABILITY_DATABASE = "leadledger_test_durability"
@@ -265,21 +241,13 @@ def test_commits_are_flushed_whatever_the_database_default(default: str, session
     """What is acknowledged is durable: a database default of synchronous_commit =
     off (a commit returns before its WAL is flushed) becomes "local" for the
     ledger's sessions; a setting that flushes is left as it is."""
-    require_postgres()
-    with _connect("postgres") as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DURABILITY_DATABASE}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{DURABILITY_DATABASE}"')
-        conn.execute(f'ALTER DATABASE "{DURABILITY_DATABASE}" SET synchronous_commit = {default}')
-    try:
-        with Ledger.from_url(pg_url_for(DURABILITY_DATABASE)) as ledger:
+    with scratch_database(DURABILITY_DATABASE, settings={"synchronous_commit": default}) as url:
+        with Ledger.from_url(url) as ledger:
             ledger.init()
             datastore = ledger._open()[0].factory.datastore
             with datastore.transaction(commit=False) as curs:
                 curs.execute("SHOW synchronous_commit")
                 assert curs.fetchone()["synchronous_commit"] == session
-    finally:
-        with _connect("postgres") as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{DURABILITY_DATABASE}" WITH (FORCE)')
 
 
 SEARCH_PATH_DATABASE = "leadledger_test_search_path"
@@ -289,15 +257,9 @@ def test_tables_live_in_public_whatever_the_search_path() -> None:
     """Under a database search_path that puts another schema first, `init` created
     the tables there (its DDL names no schema) while eventsourcing looked for them in
     public: every command after it failed. The sessions pin search_path."""
-    require_postgres()
-    with _connect("postgres") as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{SEARCH_PATH_DATABASE}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{SEARCH_PATH_DATABASE}"')
-        conn.execute(f'ALTER DATABASE "{SEARCH_PATH_DATABASE}" SET search_path = app, public')
-    try:
+    with scratch_database(SEARCH_PATH_DATABASE, settings={"search_path": "app, public"}) as url:
         with _connect(SEARCH_PATH_DATABASE) as conn:
             conn.execute("CREATE SCHEMA app")
-        url = pg_url_for(SEARCH_PATH_DATABASE)
         assert _cli(url, "init").returncode == 0
         proc = _cli(url, "append", "cli/demo.ndjson")
         assert proc.returncode == 1, proc.stderr  # the demo holds one rejected line
@@ -309,6 +271,3 @@ def test_tables_live_in_public_whatever_the_search_path() -> None:
             schemas = dict(conn.execute("SELECT schemaname, count(*) FROM pg_tables"
                                         " WHERE schemaname IN ('app', 'public') GROUP BY schemaname").fetchall())
         assert set(schemas) == {"public"}
-    finally:
-        with _connect("postgres") as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{SEARCH_PATH_DATABASE}" WITH (FORCE)')
