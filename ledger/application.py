@@ -714,6 +714,10 @@ class Ledger:
             except (IntegrityError, OperationalError, InterfaceError, DatabaseError,
                     sqlite3.OperationalError) as exc:
                 self._keep_warm(None)
+                if _is_read_only(exc):  # nor here
+                    raise LedgerError("permission_denied", f"this database takes no writes: {_one_line(exc)} (a"
+                                      " standby, or default_transaction_read_only = on: append to the"
+                                      " primary)") from None
                 if _is_refusal(exc):  # retrying cannot help: say so at once
                     raise LedgerError("permission_denied", f"this role may not append: {_one_line(exc)} "
                                       "(append with the writer's URL, e.g. leadledger_writer)") from None
@@ -1515,6 +1519,12 @@ def _replayed_up_to(view: Any) -> int:
     rows = view.query(f"SELECT notification_id FROM {view.tracking_table} WHERE application_name = ?",
                       [eventlog.REPLAYED])
     return int(rows[0]["notification_id"]) if rows else 0
+
+
+def _is_read_only(exc: BaseException) -> bool:
+    """PostgreSQL takes no writes here (a hot standby, or default_transaction_read_only):
+    before, the writer retried it five times, ~6 s, as if the store were down."""
+    return "in a read-only transaction" in str(exc)
 
 
 def _is_refusal(exc: BaseException) -> bool:

@@ -271,3 +271,24 @@ def test_tables_live_in_public_whatever_the_search_path() -> None:
             schemas = dict(conn.execute("SELECT schemaname, count(*) FROM pg_tables"
                                         " WHERE schemaname IN ('app', 'public') GROUP BY schemaname").fetchall())
         assert set(schemas) == {"public"}
+
+
+READ_ONLY_DATABASE = "leadledger_test_read_only"
+
+
+def test_a_database_that_takes_no_writes_is_said_at_once() -> None:
+    """A standby, or default_transaction_read_only = on: the writer said "the store
+    failed 5 times in a row" after ~6 s of retries; it says why at once."""
+    with scratch_database(READ_ONLY_DATABASE) as url:
+        assert _cli(url, "init").returncode == 0
+        with _connect("postgres") as conn:
+            conn.execute(f'ALTER DATABASE "{READ_ONLY_DATABASE}" SET default_transaction_read_only = on')
+        started = time.monotonic()
+        proc = _cli(url, "append", "cli/demo.ndjson")
+        assert proc.returncode == 3, proc.stderr
+        assert proc.stderr.startswith("leadledger: error[permission_denied]: this database takes no writes: ")
+        assert proc.stderr.endswith("(a standby, or default_transaction_read_only = on: append to the primary)\n")
+        assert proc.stderr.count("\n") == 1
+        assert time.monotonic() - started < 5  # no retries with back-off (they took ~6 s)
+        proc = _cli(url, "balances", "--format", "json")  # reads still work
+        assert (proc.returncode, proc.stdout) == (0, "[]\n"), proc.stderr
