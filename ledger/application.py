@@ -1306,7 +1306,8 @@ def _ensure_read_model_layout(view: Any, kind: str) -> None:
         if kind == "sqlite":
             return {r["name"]: None for r in view.query(f"PRAGMA table_info({table})")}
         return {r["column_name"]: r["collation_name"] for r in view.query(
-            "SELECT column_name, collation_name FROM information_schema.columns WHERE table_name = ?", [table])}
+            "SELECT column_name, collation_name FROM information_schema.columns"
+            " WHERE table_schema = current_schema() AND table_name = ?", [table])}
 
     if not columns("ll_postings"):
         return

@@ -79,6 +79,19 @@ def reset_postgres() -> None:
         conn.execute(f"DELETE FROM {TRACKING_TABLE} WHERE application_name <> '__migration__'")
 
 
+def wait_for_a_blocked_session(dbname: str, timeout_s: float = 60.0) -> None:
+    """Until some session of ``dbname`` waits for a lock (pg_locks: one not granted):
+    a race a test sets up is then under way, however slow the machine."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    with _connect(dbname) as conn:
+        while not conn.execute("SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database"
+                               " WHERE NOT l.granted AND d.datname = %s", (dbname,)).fetchone()[0]:
+            assert time.monotonic() < deadline, f"no session of {dbname} came to wait for a lock"
+            time.sleep(0.02)
+
+
 def pg_url_for(dbname: str, user: str = "postgres") -> str:
     parts = urlparse(PG_URL)
     return f"postgresql://{user}@{parts.hostname}:{parts.port or 5432}/{dbname}"

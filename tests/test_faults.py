@@ -22,7 +22,8 @@ from urllib.parse import urlparse
 import pytest
 
 from leadledger import Ledger
-from tests.conftest import PG_URL, _connect, require_postgres, reset_postgres, scratch_database
+from tests.conftest import (PG_URL, _connect, require_postgres, reset_postgres, scratch_database,
+                            wait_for_a_blocked_session)
 from tests.helpers import guards_off
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -225,7 +226,9 @@ def test_a_rebuild_and_a_reader_holding_a_table_do_not_deadlock(tmp_path):
             curs.execute("SELECT count(*) AS n FROM ll_checkpoints")
             thread = threading.Thread(target=rebuild)
             thread.start()
-            time.sleep(2.0)  # the rebuild would now hold ll_postings and wait for ll_checkpoints
+            # The rebuild waits: for this read (the gate), or, without it, for
+            # ll_checkpoints while it holds ll_postings.
+            wait_for_a_blocked_session(urlparse(PG_URL).path.lstrip("/"))
             curs.execute("SELECT count(*) AS n FROM ll_postings")
             assert curs.fetchone()["n"] > 0
         thread.join(timeout=120)

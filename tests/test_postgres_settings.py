@@ -35,7 +35,7 @@ import pytest
 from leadledger import Ledger, application
 from leadledger.projections.tables import READ_MODEL_DDL, READ_MODEL_TABLES
 
-from tests.conftest import _connect, scratch_database
+from tests.conftest import _connect, scratch_database, wait_for_a_blocked_session
 
 ICU_DATABASE = "leadledger_test_icu"
 AS_OF = "2026-02-01T00:00:00Z"
@@ -224,7 +224,7 @@ def test_transactions_read_committed_under_a_serializable_default() -> None:
 
                 thread = threading.Thread(target=waiter)
                 thread.start()
-                time.sleep(0.5)  # the waiter holds its snapshot and waits for the lock
+                wait_for_a_blocked_session(SERIALIZABLE_DATABASE)  # the waiter holds its snapshot
                 other.commit()
                 thread.join(timeout=30)
                 assert not thread.is_alive()
