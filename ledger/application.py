@@ -40,7 +40,7 @@ from eventsourcing.persistence import (
 
 from leadledger import chain_store, collector, errors, eventlog, keys, snapshots
 from leadledger.chain import Head, Row
-from leadledger.codec import FastJSONTranscoder
+from leadledger.codec import FastJSONTranscoder, LedgerMapper
 from leadledger.aggregates import Contact, Customer, Wallet, wallet_id
 from leadledger.loader import any_created, load_many, refresh
 from leadledger.recorders import RECEIPTS_TABLE, LedgerSQLiteRecorder, Receipt, load_receipts
@@ -130,6 +130,12 @@ class LedgerApp(Application):
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
         transcoder.register(DateAsISO())
+
+    def construct_mapper(self) -> Any:
+        # The environment's cipher and compressor, as eventsourcing's own; a
+        # MAPPER_TOPIC set there still wins.
+        mapper_class = None if self.factory.env.get(self.factory.MAPPER_TOPIC) else LedgerMapper
+        return self.factory.mapper(transcoder=self.construct_transcoder(), mapper_class=mapper_class)
 
 
 @dataclass(frozen=True)

@@ -10,16 +10,28 @@ states are flat dicts, with the odd nested one).
 Measured on the ingest benchmark's events (py-spy, PostgreSQL): the json
 module's encoder with its ``default`` hook was ~10% of an append and its
 decoder with ``object_hook`` ~16% of a rebuild.
+
+``LedgerMapper`` writes the ledger's own events in one pass over their fields,
+without the copy, the pops and the per-value dispatch of eventsourcing's
+``Mapper.to_stored_event``: the same bytes, ~4% less CPU a bulk append
+(alternated, README "Performance").
 """
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from typing import Any
+from uuid import UUID
 
 import orjson
-from eventsourcing.persistence import JSONTranscoder
+from eventsourcing.persistence import JSONTranscoder, Mapper, StoredEvent
+from eventsourcing.utils import get_topic
 
 _PLAIN = frozenset({str, int, bool, type(None)})
+# The tagged scalars an event holds, each as eventsourcing's transcodings write
+# it (DatetimeAsISO, UUIDAsHex and the application's DateAsISO).
+_SCALARS = {datetime: ("datetime_iso", datetime.isoformat), UUID: ("uuid_hex", lambda value: value.hex),
+            date: ("date_iso", date.isoformat)}
 
 
 class FastJSONTranscoder(JSONTranscoder):
@@ -89,3 +101,56 @@ class FastJSONTranscoder(JSONTranscoder):
 
 class _NotExact(Exception):
     pass
+
+
+class LedgerMapper(Mapper):
+    """eventsourcing's Mapper; the ledger's own events are written by one pass over
+    their fields (``encode_event``), the bytes its ``to_stored_event`` writes."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        from leadledger.events import DOMAIN_EVENT_CLASSES  # here: the events module is the domain's
+
+        super().__init__(*args, **kwargs)
+        # The classes written by the fast pass: neither compressed nor encrypted,
+        # no class_version, and the transcoder registered for exactly _SCALARS.
+        plain = self.compressor is None and self.cipher is None
+        names = getattr(self.transcoder, "names", {})
+        scalars = {name for name, _ in _SCALARS.values()}
+        fast = plain and isinstance(self.transcoder, FastJSONTranscoder) and scalars <= set(names)
+        self._topics = {cls: get_topic(cls) for cls in DOMAIN_EVENT_CLASSES.values()
+                        if fast and getattr(cls, "class_version", 1) == 1}
+
+    def to_stored_event(self, domain_event: Any) -> StoredEvent:
+        topic = self._topics.get(type(domain_event))
+        if topic is not None:
+            state = encode_event(vars(domain_event), self.transcoder)
+            if state is not None:
+                stored = object.__new__(StoredEvent)  # a frozen dataclass: its fields, set at once
+                object.__setattr__(stored, "__dict__", {
+                    "originator_id": domain_event.originator_id,
+                    "originator_version": domain_event.originator_version, "topic": topic, "state": state})
+                return stored
+        return super().to_stored_event(domain_event)
+
+
+def encode_event(fields: dict[str, Any], transcoder: FastJSONTranscoder) -> bytes | None:
+    """An event's stored state: its fields but the id and version, in order, the
+    tagged scalars formatted inline. None when a value needs the transcoder's
+    slow path (an integer past 64 bits, a lone surrogate, a float): the caller
+    takes it."""
+    state: dict[str, Any] = {}
+    plain, scalars = _PLAIN, _SCALARS
+    try:
+        for key, value in fields.items():
+            kind = type(value)
+            if kind in plain:
+                state[key] = value
+            elif kind in scalars:
+                name, encode = scalars[kind]
+                state[key] = {"_type_": name, "_data_": encode(value)}
+            else:
+                state[key] = transcoder._tag(value)
+        del state["originator_id"], state["originator_version"]
+        return orjson.dumps(state)
+    except (orjson.JSONEncodeError, TypeError):
+        return None
