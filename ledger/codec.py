@@ -27,6 +27,8 @@ import orjson
 from eventsourcing.persistence import JSONTranscoder, Mapper, StoredEvent
 from eventsourcing.utils import get_topic
 
+from leadledger.events import DOMAIN_EVENT_CLASSES
+
 _PLAIN = frozenset({str, int, bool, type(None)})
 # The tagged scalars an event holds, each as eventsourcing's transcodings write
 # it (DatetimeAsISO, UUIDAsHex and the application's DateAsISO).
@@ -108,8 +110,6 @@ class LedgerMapper(Mapper):
     their fields (``encode_event``), the bytes its ``to_stored_event`` writes."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        from leadledger.events import DOMAIN_EVENT_CLASSES  # here: the events module is the domain's
-
         super().__init__(*args, **kwargs)
         # The classes written by the fast pass: neither compressed nor encrypted,
         # no class_version, and the transcoder registered for exactly _SCALARS.
