@@ -49,8 +49,8 @@ from leadledger.commands import (
     UnitOfWork,
     UnreadRefundDue,
     decide,
+    ids_named,
     ids_touched,
-    ids_usually_absent,
     is_internal,
     wallet_touched,
     wallets_to_load_whole,
@@ -564,13 +564,11 @@ class Ledger:
         ``_verify_speculation`` checks what the write cannot."""
         uow = UnitOfWork(app.repository, self._warm, now=self.clock(), max_future_skew=self.max_future_skew)
         items = [item for _, item, _ in batch if not isinstance(item, Rejection)]
-        touched = {i for item in items for i in ids_touched(item)}
-        cold = {i for i in touched if self._warm.get(i) is None}
-        guess_customers = len(items) <= GUESS_CUSTOMERS_UP_TO
-        absent = {i for item in items for i in ids_usually_absent(item, customers=guess_customers)} & cold
+        touched, absent = ids_named(items, self._warm, customers=len(items) <= GUESS_CUSTOMERS_UP_TO)
+        cold = {i for i, aggregate in touched.items() if aggregate is None}
         uow.assumed_absent = absent
         uow.preload({i: None for i in absent})  # "fetched": kept warm only if created
-        uow.refreshed(touched - cold)
+        uow.refreshed([i for i, aggregate in touched.items() if aggregate is not None])
         to_read = cold - absent
         if to_read:
             wallets = {wallet_touched(item) for item in items} - {None}

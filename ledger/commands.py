@@ -167,13 +167,37 @@ def wallet_touched(submission: Any) -> UUID | None:
 _USUALLY_NEW = {sub.QuoteSent: ("contact_id", "customer_id"), sub.WalletOpened: ("pro_id",)}
 
 
-def ids_usually_absent(submission: Any, *, customers: bool = True) -> set[UUID]:
-    """``customers=False``: not the customers (a large batch reads them: one query,
-    where one terminated customer taken as absent would make the whole batch be
-    judged twice)."""
-    names = _USUALLY_NEW.get(type(submission), ("customer_id",))
-    return {to_id(value) for name, to_id in _keys_of(type(submission))
-            if name in names and (customers or name != "customer_id") and (value := getattr(submission, name))}
+@functools.cache
+def _guesses_of(kind: type) -> tuple[tuple[str, Callable[[str], UUID], bool, bool], ...]:
+    """Per submission type, each field naming an aggregate: its id function, whether
+    a writer may take the aggregate as absent, and whether it is a customer's."""
+    names = _USUALLY_NEW.get(kind, ("customer_id",))
+    return tuple((name, to_id, name in names, name == "customer_id") for name, to_id in _keys_of(kind))
+
+
+def ids_named(submissions: list[Any], warm: dict[UUID, Any], *,
+              customers: bool = True) -> tuple[dict[UUID, Any], set[UUID]]:
+    """A batch's ids in one pass: every id it names (``ids_touched``) with its aggregate
+    in ``warm`` (None: not warm), and those not warm it may take as absent: the ones
+    its submissions usually create (``_USUALLY_NEW``; a customer unless
+    ``customers=False``: a large batch reads them, one query, where one terminated
+    customer taken as absent would make the whole batch be judged twice). Each id is
+    derived and looked up once (five passes took a tenth of a bulk append)."""
+    touched: dict[UUID, Any] = {}
+    absent: set[UUID] = set()
+    for submission in submissions:
+        for name, to_id, usually_new, customer in _guesses_of(type(submission)):
+            value = getattr(submission, name)
+            if not value:
+                continue
+            aggregate_id = to_id(value)
+            if aggregate_id in touched:
+                aggregate = touched[aggregate_id]
+            else:
+                aggregate = touched[aggregate_id] = warm.get(aggregate_id)
+            if aggregate is None and usually_new and (customers or not customer):
+                absent.add(aggregate_id)
+    return touched, absent
 
 
 def ids_touched(submission: Any) -> list[UUID]:

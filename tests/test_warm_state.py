@@ -214,3 +214,36 @@ def test_after_a_batch_of_resends_the_next_batch_is_not_judged_on_a_guess(store_
         ok(mine.append([buy("p1", 1, t=at(9), ref="pay-z")]))
         assert len(wrong) == 1 and mine._guess_next
         assert mine._warm[wallet_id("p1")].balance == 5000 - 20 * 10 + 1
+
+
+def test_a_batchs_ids_are_named_once_with_the_guesses_the_rules_allow():
+    """``ids_named`` (one pass) against the rule as stated: every id a submission names,
+    and the cold ones it may take as absent: a QuoteSent's contact and customer, a
+    WalletOpened's wallet, any other's customer; customers only when asked."""
+    import itertools
+    import random
+    import sys
+    from pathlib import Path
+
+    from leadledger.aggregates import customer_id_to_uuid
+    from leadledger.commands import ids_named, ids_touched
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from workload import submissions
+
+    items = [item for _, item, _ in judged(itertools.islice(submissions(40, 6), 300), "test")]
+    rng = random.Random(5)
+    every = {i for item in items for i in ids_touched(item)}
+    warm = {i: object() for i in every if rng.random() < 0.5}
+    usually_new = {"QuoteSent": ("contact_id", "customer_id"), "WalletOpened": ("pro_id",)}
+    to_id = {"pro_id": wallet_id, "contact_id": contact_id_to_uuid, "customer_id": customer_id_to_uuid}
+    for customers in (True, False):
+        touched, absent = ids_named(items, warm, customers=customers)
+        assert set(touched) == every
+        assert all(touched[i] is warm.get(i) for i in every)
+        expected = {to_id[name](getattr(item, name)) for item in items
+                    for name in usually_new.get(item.type, ("customer_id",))
+                    if getattr(item, name, None) and (customers or name != "customer_id")}
+        assert absent == {i for i in expected if i not in warm}
+        assert any(customer_id_to_uuid(item.customer_id) in absent for item in items
+                   if item.type == "QuoteSent") is customers
