@@ -19,9 +19,7 @@ without the copy, the pops and the per-value dispatch of eventsourcing's
 
 from __future__ import annotations
 
-from datetime import date, datetime
 from typing import Any
-from uuid import UUID
 
 import orjson
 from eventsourcing.persistence import JSONTranscoder, Mapper, StoredEvent
@@ -30,10 +28,6 @@ from eventsourcing.utils import get_topic
 from leadledger.events import DOMAIN_EVENT_CLASSES
 
 _PLAIN = frozenset({str, int, bool, type(None)})
-# The tagged scalars an event holds, each as eventsourcing's transcodings write
-# it (DatetimeAsISO, UUIDAsHex and the application's DateAsISO).
-_SCALARS = {datetime: ("datetime_iso", datetime.isoformat), UUID: ("uuid_hex", lambda value: value.hex),
-            date: ("date_iso", date.isoformat)}
 
 
 class FastJSONTranscoder(JSONTranscoder):
@@ -112,11 +106,10 @@ class LedgerMapper(Mapper):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # The classes written by the fast pass: neither compressed nor encrypted,
-        # no class_version, and the transcoder registered for exactly _SCALARS.
-        plain = self.compressor is None and self.cipher is None
-        names = getattr(self.transcoder, "names", {})
-        scalars = {name for name, _ in _SCALARS.values()}
-        fast = plain and isinstance(self.transcoder, FastJSONTranscoder) and scalars <= set(names)
+        # with this module's transcoder (its transcodings write the tagged values),
+        # no class_version.
+        fast = (self.compressor is None and self.cipher is None
+                and isinstance(self.transcoder, FastJSONTranscoder))
         self._topics = {cls: get_topic(cls) for cls in DOMAIN_EVENT_CLASSES.values()
                         if fast and getattr(cls, "class_version", 1) == 1}
 
@@ -134,20 +127,22 @@ class LedgerMapper(Mapper):
 
 
 def encode_event(fields: dict[str, Any], transcoder: FastJSONTranscoder) -> bytes | None:
-    """An event's stored state: its fields but the id and version, in order, the
-    tagged scalars formatted inline. None when a value needs the transcoder's
-    slow path (an integer past 64 bits, a lone surrogate, a float): the caller
-    takes it."""
+    """An event's stored state: its fields but the id and version, in order, each
+    tagged scalar written inline by its registered transcoding (what the
+    transcoder's ``_tag`` does, without its dispatch). None when a value needs the
+    transcoder's slow path (an integer past 64 bits, a lone surrogate, a float):
+    the caller takes it."""
     state: dict[str, Any] = {}
-    plain, scalars = _PLAIN, _SCALARS
+    plain, types = _PLAIN, transcoder.types
     try:
         for key, value in fields.items():
             kind = type(value)
             if kind in plain:
                 state[key] = value
-            elif kind in scalars:
-                name, encode = scalars[kind]
-                state[key] = {"_type_": name, "_data_": encode(value)}
+            elif (transcoding := types.get(kind)) is not None:
+                data = transcoding.encode(value)
+                state[key] = {"_type_": transcoding.name,
+                              "_data_": data if type(data) in plain else transcoder._tag(data)}
             else:
                 state[key] = transcoder._tag(value)
         del state["originator_id"], state["originator_version"]
