@@ -246,7 +246,7 @@ class Ledger:
             if self.config.kind == "postgres":
                 # A clear cause in < 1 s, not a pool time-out; and two of the database's settings.
                 encoding, synchronous_commit = probe_postgres(self.config.env)
-                self._unwritable = None if encoding == "UTF8" else _not_utf8(self.config.env, encoding)
+                self._unwritable = utf8_refusal(self.config.env, encoding)
                 from leadledger.postgres_recorder import FLUSH_COMMITS_ENV
 
                 flush = synchronous_commit == "off"
@@ -306,7 +306,9 @@ class Ledger:
                     password=env["POSTGRES_PASSWORD"] or None, connect_timeout=5,
                     autocommit=True, options=connection_options(),
                 ) as conn:
-                    refuse_unless_utf8(conn, env)
+                    refusal = utf8_refusal(env, conn.info.parameter_status("server_encoding"))
+                    if refusal is not None:  # no store made where nothing could be recorded
+                        raise LedgerError("store_unavailable", refusal)
                     for statement in (*POSTGRES_EVENT_STORE_DDL, *POSTGRES_READ_MODEL_DDL):
                         conn.execute(statement)  # type: ignore[arg-type]
                     chain_store.ensure_postgres(conn)
@@ -1374,19 +1376,15 @@ def probe_postgres(env: dict[str, str]) -> tuple[str | None, str]:
         raise LedgerError("store_unavailable", message) from None
 
 
-def refuse_unless_utf8(conn: Any, env: dict[str, str]) -> None:
-    """``init`` creates no store in a database it could not record into."""
-    encoding = conn.info.parameter_status("server_encoding")
-    if encoding != "UTF8":
-        raise LedgerError("store_unavailable", _not_utf8(env, encoding))
-
-
-def _not_utf8(env: dict[str, str], encoding: str | None) -> str:
-    """Why a PostgreSQL database not encoded in UTF-8 records nothing. Ids and other
-    text may be any Unicode (submissions.check_identifier): in a LATIN1 database an
-    accepted submission's text could not be written into the read models, and every
-    read after it failed. ``init`` and every write refuse; what is there stays
+def utf8_refusal(env: dict[str, str], encoding: str | None) -> str | None:
+    """Why a PostgreSQL database of ``encoding`` (the server reports it as a
+    connection starts) records nothing, or None for UTF8. Ids and other text may
+    be any Unicode (submissions.check_identifier): in a LATIN1 database an accepted
+    submission's text could not be written into the read models, and every read
+    after it failed. ``init`` and every write refuse; what is there stays
     readable, so a log written before 0.6.2 can be moved out."""
+    if encoding == "UTF8":
+        return None
     host, port, dbname = env["POSTGRES_HOST"], env["POSTGRES_PORT"], env["POSTGRES_DBNAME"]
     return (f'database "{dbname}" on {host}:{port} is encoded {encoding or "unknown"}, and leadledger records'
             f" only into UTF8 databases (its text may be any Unicode): create one with createdb -h {host}"

@@ -163,8 +163,7 @@ def test_a_database_not_in_utf8_records_nothing_and_says_why(monkeypatch: pytest
             assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()[0] == 0
 
         # A store an older leadledger made there, with a wallet recorded then.
-        monkeypatch.setattr(application, "refuse_unless_utf8", lambda conn, env: None)
-        monkeypatch.setattr(application, "probe_postgres", lambda env: ("UTF8", "on"))
+        monkeypatch.setattr(application, "utf8_refusal", lambda env, encoding: None)
         with Ledger.from_url(url) as ledger:
             ledger.init()
             ledger.append([json.dumps({"type": "WalletOpened", "event_id": str(uuid.uuid4()),
