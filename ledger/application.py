@@ -1524,16 +1524,52 @@ def _replayed_up_to(view: Any) -> int:
     return int(rows[0]["notification_id"]) if rows else 0
 
 
+# PostgreSQL words its errors in the server's language (lc_messages: Spanish on a
+# server set up on a Spanish system): the writer tells them apart by SQLSTATE, the
+# code psycopg keeps on the error eventsourcing raised its own from. SQLite's
+# messages are always English; its result code names the kind where one does.
+READ_ONLY_SQLSTATES = frozenset({"25006"})  # read_only_sql_transaction: a standby, or read-only by default
+REFUSAL_SQLSTATES = frozenset({"42501"})  # insufficient_privilege
+# Another writer holds or changed what this one needs: serialization_failure,
+# deadlock_detected, lock_not_available (POSTGRES_LOCK_TIMEOUT ran out).
+CONFLICT_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
+_CAUSES_LOOKED_AT = 8  # a wrapped error is one or two deep: bounded, whatever the chain
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc``, then what it was raised from or during (eventsourcing raises its own
+    error from the driver's)."""
+    seen: BaseException | None = exc
+    for _ in range(_CAUSES_LOOKED_AT):
+        if seen is None:
+            return
+        yield seen
+        seen = seen.__cause__ or seen.__context__
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    """PostgreSQL's SQLSTATE for ``exc`` (None: not a server's error)."""
+    return next((code for e in _causes(exc) if isinstance(code := getattr(e, "sqlstate", None), str)), None)
+
+
+def _sqlite_code(exc: BaseException) -> str:
+    """SQLite's result code name for ``exc`` (SQLITE_READONLY_DBMOVED...), or ''."""
+    return next((name for e in _causes(exc) if isinstance(e, sqlite3.Error)
+                 and isinstance(name := getattr(e, "sqlite_errorname", None), str)), "")
+
+
 def _is_read_only(exc: BaseException) -> bool:
     """PostgreSQL takes no writes here (a hot standby, or default_transaction_read_only):
     before, the writer retried it five times, ~6 s, as if the store were down."""
-    return "in a read-only transaction" in str(exc)
+    return _sqlstate(exc) in READ_ONLY_SQLSTATES
 
 
 def _is_refusal(exc: BaseException) -> bool:
     """The store refused this role (PostgreSQL privileges, a read-only SQLite file)."""
-    text = str(exc)
-    return "permission denied" in text or "readonly database" in text
+    if _sqlstate(exc) in REFUSAL_SQLSTATES:
+        return True
+    code = _sqlite_code(exc)
+    return code.startswith("SQLITE_READONLY") or (not code and "readonly database" in str(exc))
 
 
 # SQLite reports a statement it cannot prepare as an OperationalError, like a
@@ -1548,6 +1584,8 @@ def _is_statement_error(exc: BaseException) -> bool:
     retry after a back-off would fail the same way and only hide it."""
     if isinstance(exc, (ProgrammingError, DataError, NotSupportedError)):
         return True
+    if _sqlstate(exc) is not None:  # PostgreSQL's kinds are the classes above
+        return False
     text = str(exc)
     return any(words in text for words in _SQLITE_STATEMENT_ERRORS)
 
@@ -1557,6 +1595,12 @@ def _is_conflict(exc: BaseException) -> bool:
     Anything else (a killed backend, a dropped connection) is a lost connection."""
     if isinstance(exc, IntegrityError):
         return True
+    state = _sqlstate(exc)
+    if state is not None:
+        return state in CONFLICT_SQLSTATES
+    code = _sqlite_code(exc)
+    if code:
+        return code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
     text = str(exc).lower()
     return any(word in text for word in ("lock", "busy", "serializ", "deadlock"))
 

@@ -12,6 +12,10 @@ Encoding. Ids may be any Unicode; a LATIN1 database accepted a submission and th
 failed every read after it. A database not encoded in UTF8 records nothing, and
 says why; what an older store holds there stays readable.
 
+Language. PostgreSQL words its errors in the server's language (lc_messages); the
+writer tells them apart by SQLSTATE, so a Spanish-speaking server gets the same
+error codes and advice as an English one.
+
 Isolation. The writers and the read models serialise on locks and rely on READ
 COMMITTED (a transaction that waited for a lock sees what its holder committed).
 Under a database default of SERIALIZABLE a catch-up beside a rebuild failed with
@@ -35,7 +39,7 @@ import pytest
 from leadledger import Ledger, application
 from leadledger.projections.tables import READ_MODEL_DDL, READ_MODEL_TABLES
 
-from tests.conftest import _connect, scratch_database, wait_for_a_blocked_session
+from tests.conftest import _connect, pg_url_for, scratch_database, wait_for_a_blocked_session
 
 ICU_DATABASE = "leadledger_test_icu"
 AS_OF = "2026-02-01T00:00:00Z"
@@ -291,3 +295,106 @@ def test_a_database_that_takes_no_writes_is_said_at_once() -> None:
         assert time.monotonic() - started < 5  # no retries with back-off (they took ~6 s)
         proc = _cli(url, "balances", "--format", "json")  # reads still work
         assert (proc.returncode, proc.stdout) == (0, "[]\n"), proc.stderr
+
+
+SPANISH_DATABASE = "leadledger_test_spanish"
+SPANISH = "es_ES.utf8"  # glibc's name for it (localedef -i es_ES -f UTF-8 es_ES.UTF-8)
+
+
+def _speaks_spanish() -> bool:
+    import psycopg
+
+    with _connect("postgres") as conn:
+        try:
+            conn.execute(f"SET lc_messages = '{SPANISH}'")
+        except psycopg.errors.InvalidParameterValue:
+            return False
+    return True
+
+
+def test_the_servers_language_changes_no_error_code() -> None:
+    """PostgreSQL words its errors in lc_messages' language (a server set up on a
+    Spanish system speaks Spanish). The writer read them as English text: there a
+    read-only database was retried for ~3 s and called store_unavailable, and a
+    role that may not append was told store_statement_failed ("its schema was
+    changed by hand, or a bug"). It reads their SQLSTATE now."""
+    if not _speaks_spanish():
+        pytest.skip(f"this machine has no {SPANISH} locale for PostgreSQL's messages (localedef -i es_ES"
+                    " -f UTF-8 es_ES.UTF-8 as root, then restart PostgreSQL): the classifying is tested"
+                    " without it by test_errors_are_classified_by_sqlstate_not_words")
+    with scratch_database(SPANISH_DATABASE, settings={"lc_messages": f"'{SPANISH}'"}) as url:
+        import psycopg
+
+        with pytest.raises(psycopg.errors.DivisionByZero, match="división por cero"), \
+                psycopg.connect(url) as conn:  # the server speaks Spanish here
+            conn.execute("SELECT 1/0")
+        assert _cli(url, "init", "--roles").returncode == 0
+        writer, auditor, owner = (pg_url_for(SPANISH_DATABASE, role)
+                                  for role in ("leadledger_writer", "leadledger_auditor", "leadledger_owner"))
+        line = ('{"type": "WalletOpened", "event_id": "0b5e8a3c-6f1e-4a8e-9a51-3d1c0e5b7f21",'
+                ' "occurred_at": "2026-01-05T10:00:00Z", "pro_id": "pro-es", "market": "cronoshare",'
+                ' "region": "ES-MD"}\n')
+        started = time.monotonic()
+        proc = _cli(auditor, "append", "-", stdin=line)
+        assert proc.returncode == 3, proc.stderr
+        assert proc.stderr.startswith("leadledger: error[permission_denied]: this role may not append: "
+                                      "permiso denegado"), proc.stderr
+        assert proc.stderr.count("\n") == 1
+        proc = _cli(auditor, "keys", "create", "billing", "--scope", "append")
+        assert proc.returncode == 3, proc.stderr
+        assert proc.stderr.startswith("leadledger: error[permission_denied]: this role may not manage keys"), \
+            proc.stderr
+        # The read models behind the log, for a role that may not bring them level.
+        assert _cli(writer, "append", "-", stdin=line).returncode == 0
+        proc = _cli(auditor, "balances")
+        assert proc.returncode == 3, proc.stderr
+        assert proc.stderr.startswith("leadledger: error[read_models_behind]: the read models are 1 events "
+                                      "behind the log"), proc.stderr
+        assert _cli(owner, "balances").returncode == 0
+        # A database that takes no writes (a standby): said at once.
+        with _connect("postgres") as conn:
+            conn.execute(f'ALTER DATABASE "{SPANISH_DATABASE}" SET default_transaction_read_only = on')
+        proc = _cli(writer, "append", "-", stdin=line.replace("pro-es", "pro-es-2").replace("0b5e", "1b5e"))
+        assert proc.returncode == 3, proc.stderr
+        assert proc.stderr.startswith("leadledger: error[permission_denied]: this database takes no writes: "
+                                      "no se puede ejecutar"), proc.stderr
+        assert time.monotonic() - started < 60
+
+
+def _raised_as_eventsourcing_does(error: Exception, wrapper: type[Exception]) -> Exception:
+    try:
+        try:
+            raise error
+        except Exception as driver_error:
+            raise wrapper(str(driver_error)) from driver_error
+    except Exception as wrapped:
+        return wrapped
+
+
+def test_errors_are_classified_by_sqlstate_not_words() -> None:
+    """Each kind of store error the writer acts on, worded in French: its SQLSTATE
+    says what it is (the server above speaks Spanish, where that locale exists)."""
+    import psycopg.errors as pg
+    from eventsourcing import persistence as es
+
+    def wrapped(error: Exception, wrapper: type[Exception] = es.OperationalError) -> Exception:
+        return _raised_as_eventsourcing_does(error, wrapper)
+
+    read_only = wrapped(pg.ReadOnlySqlTransaction("ne peut pas exécuter INSERT dans une transaction en lecture seule"),
+                        es.InternalError)
+    refused = wrapped(pg.InsufficientPrivilege("droit refusé pour la table leadledger_chain_head"),
+                      es.ProgrammingError)
+    conflicts = [wrapped(pg.SerializationFailure("n'a pas pu sérialiser un accès")),
+                 wrapped(pg.DeadlockDetected("blocage mortel détecté")),
+                 wrapped(pg.LockNotAvailable("annulation de la requête à cause du délai écoulé pour l'obtention"
+                                             " des verrous"))]
+    lost = wrapped(pg.AdminShutdown("arrêt de la connexion à cause d'une commande de l'administrateur"))
+    assert application._is_read_only(read_only) and not application._is_refusal(read_only)
+    assert application._is_refusal(refused) and not application._is_read_only(refused)
+    assert all(application._is_conflict(exc) for exc in conflicts)
+    for exc in (read_only, refused, lost):
+        assert not application._is_conflict(exc)
+    assert not application._is_statement_error(lost)
+    # English words that once decided it decide nothing against the code.
+    assert not application._is_conflict(wrapped(pg.AdminShutdown("lock busy deadlock")))
+    assert not application._is_refusal(wrapped(pg.AdminShutdown("permission denied")))
