@@ -296,7 +296,7 @@ class Ledger:
         if self.config.kind == "postgres":
             import psycopg
 
-            from leadledger.postgres_recorder import connection_options
+            from leadledger.postgres_recorder import CLIENT_ENCODING, connection_options
 
             env = self.config.env
             try:
@@ -304,7 +304,7 @@ class Ledger:
                     host=env["POSTGRES_HOST"], port=int(env["POSTGRES_PORT"]),
                     dbname=env["POSTGRES_DBNAME"], user=env["POSTGRES_USER"],
                     password=env["POSTGRES_PASSWORD"] or None, connect_timeout=5,
-                    autocommit=True, options=connection_options(),
+                    autocommit=True, options=connection_options(), client_encoding=CLIENT_ENCODING,
                 ) as conn:
                     refusal = utf8_refusal(env, conn.info.parameter_status("server_encoding"))
                     if refusal is not None:  # no store made where nothing could be recorded

@@ -242,6 +242,15 @@ FLUSH_COMMITS_OPTION = "-c synchronous_commit=local"
 SEARCH_PATH_OPTION = f"-c search_path={POSTGRES_SCHEMA}"
 
 
+# The ledger's text is any Unicode (submissions.check_identifier), and psycopg
+# encodes and decodes it in the session's client_encoding: under PGCLIENTENCODING=
+# LATIN1 (or a database default of it) a `李` id was recorded (the state is bytes),
+# then every read after it failed in the read models' catch-up with an internal
+# UnicodeEncodeError. libpq's own keyword, which beats both (an `options` -c
+# setting would not: the startup packet's client_encoding is applied after it).
+CLIENT_ENCODING = "UTF8"
+
+
 def connection_options(*, flush_commits: bool = False) -> str:
     """libpq's ``options`` for the ledger's sessions (sent at connection start)."""
     return " ".join(filter(None, (READ_COMMITTED_OPTION, SEARCH_PATH_OPTION,
@@ -250,12 +259,13 @@ def connection_options(*, flush_commits: bool = False) -> str:
 
 def session_options(datastore: Any, *, flush_commits: bool) -> None:
     """Every connection of ``datastore``'s pool runs its transactions at READ
-    COMMITTED, looks for tables in the ledger's schema and, with ``flush_commits``,
-    flushes each commit before acknowledging it."""
+    COMMITTED, looks for tables in the ledger's schema, speaks UTF-8 and, with
+    ``flush_commits``, flushes each commit before acknowledging it."""
     assert datastore.schema == POSTGRES_SCHEMA, datastore.schema
     kwargs = datastore.pool.kwargs
     ours = connection_options(flush_commits=flush_commits)
     kwargs["options"] = " ".join(filter(None, (kwargs.get("options"), ours)))
+    kwargs["client_encoding"] = CLIENT_ENCODING
 
 
 def serve_most_recent_first(datastore: Any) -> None:

@@ -12,6 +12,9 @@ Encoding. Ids may be any Unicode; a LATIN1 database accepted a submission and th
 failed every read after it. A database not encoded in UTF8 records nothing, and
 says why; what an older store holds there stays readable.
 
+Client encoding. Text travels as UTF-8 whatever PGCLIENTENCODING or the database's
+default client_encoding say.
+
 Language. PostgreSQL words its errors in the server's language (lc_messages); the
 writer tells them apart by SQLSTATE, so a Spanish-speaking server gets the same
 error codes and advice as an English one.
@@ -25,6 +28,7 @@ Under a database default of SERIALIZABLE a catch-up beside a rebuild failed with
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -146,9 +150,10 @@ LATIN1_DATABASE = "leadledger_test_latin1"
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _cli(url: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def _cli(url: str, *args: str, stdin: str | None = None,
+         env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "leadledger.cli.main", "--db", url, *args],
-                          input=stdin, capture_output=True, text=True, cwd=ROOT, timeout=120)
+                          input=stdin, capture_output=True, text=True, cwd=ROOT, timeout=120, env=env)
 
 
 def test_a_database_not_in_utf8_records_nothing_and_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -398,3 +403,31 @@ def test_errors_are_classified_by_sqlstate_not_words() -> None:
     # English words that once decided it decide nothing against the code.
     assert not application._is_conflict(wrapped(pg.AdminShutdown("lock busy deadlock")))
     assert not application._is_refusal(wrapped(pg.AdminShutdown("permission denied")))
+
+
+CLIENT_ENCODING_DATABASE = "leadledger_test_client_encoding"
+
+
+@pytest.mark.parametrize("where", ["environment", "database"])
+def test_text_travels_as_utf8_whatever_the_client_encoding(where: str) -> None:
+    """psycopg encodes text in the session's client_encoding. Under PGCLIENTENCODING=
+    LATIN1, or a database default of it, a `李` id was recorded (an event's state is
+    bytes) and then every read failed: `error[internal]: UnicodeEncodeError` as the
+    read models caught up. The ledger's sessions ask for UTF8."""
+    settings = {"client_encoding": "'LATIN1'"} if where == "database" else {}
+    env = {**os.environ, "PGCLIENTENCODING": "LATIN1"} if where == "environment" else None
+    with scratch_database(CLIENT_ENCODING_DATABASE, settings=settings) as url:
+        assert _cli(url, "init", env=env).returncode == 0
+        lines = "".join(line + "\n" for line in _submissions()[:6])
+        lines += json.dumps({"type": "WalletOpened", "event_id": "2c1b7a52-8e0d-4f55-b7f4-5a3e7d1c9b60",
+                             "occurred_at": "2026-01-05T10:00:00Z", "pro_id": "pro-李 ü",
+                             "market": "cronoshare", "region": "ES-MD"}, ensure_ascii=False) + "\n"
+        proc = _cli(url, "append", "-", stdin=lines, env=env)
+        assert proc.returncode == 0, proc.stderr
+        proc = _cli(url, "balances", "--format", "json", env=env)
+        assert proc.returncode == 0, proc.stderr
+        assert "pro-李 ü" in {row["pro_id"] for row in json.loads(proc.stdout)}
+        proc = _cli(url, "events", "--format", "json", env=env)
+        assert proc.returncode == 0, proc.stderr
+        assert '"pro-李 ü"' in proc.stdout
+        assert _cli(url, "verify", env=env).returncode == 0
