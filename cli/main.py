@@ -4,7 +4,9 @@ shares (exit codes, --db, errors) in cli/app.py."""
 
 from __future__ import annotations
 
+import codecs
 import collections
+import io
 import json
 import os
 import stat
@@ -385,7 +387,20 @@ for _command in cli.commands.values():
     add_db_option(_command)
 
 
+def utf8_stdout() -> None:
+    """What leadledger prints is UTF-8, whatever the locale says: NDJSON, JSON and
+    CSV must be (RFC 8259), ids may be any Unicode, and under an ASCII or Latin-1
+    stdout (PYTHONIOENCODING, a non-UTF-8 locale, a redirected Windows console)
+    printing one failed halfway through with error[internal]. `export -o FILE`
+    writes UTF-8 already. Only before anything is written (reconfigure's rule)."""
+    stream = sys.stdout
+    if isinstance(stream, io.TextIOWrapper) and codecs.lookup(stream.encoding).name != "utf-8":
+        # backslashreplace: only a lone surrogate (refused at the door) is not UTF-8.
+        stream.reconfigure(encoding="utf-8", errors="backslashreplace")
+
+
 def main() -> None:
+    utf8_stdout()
     try:
         cli.main(obj={}, standalone_mode=False)
     except click.exceptions.Abort:

@@ -164,3 +164,32 @@ def test_streamed_json_is_byte_identical_to_the_array(rows):
     out = io.StringIO()
     write_json(iter(rows), out)
     assert out.getvalue() == to_json(rows)
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
+def test_output_is_utf8_whatever_the_locale_says(tmp_path, encoding):
+    """Ids may be any Unicode. Under an ASCII or Latin-1 stdout (PYTHONIOENCODING, a
+    non-UTF-8 locale, a redirected Windows console) printing one failed halfway with
+    error[internal]: UnicodeEncodeError, exit 4. NDJSON, JSON, CSV and tables are UTF-8."""
+    import os
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    env = {**os.environ, "PYTHONIOENCODING": encoding}
+
+    def leadledger(*args, stdin=None):
+        proc = subprocess.run([sys.executable, "-m", "leadledger.cli.main", "--db", url, *args], env=env,
+                              input=stdin, capture_output=True, timeout=120, cwd=Path(__file__).parent.parent)
+        return proc.returncode, proc.stdout.decode("utf-8"), proc.stderr
+
+    pro = "pro-李 ü"
+    code, out, err = leadledger("append", "-", stdin=ndjson(wallet(pro), buy(pro, 5000), buy("pro-ß李", 5)).encode())
+    assert code == 1, err  # the last one is rejected: no such wallet, named in the result
+    assert "'pro-ß李' has no wallet" in out.splitlines()[2], out
+    for fmt in ("json", "csv", "table"):
+        code, out, err = leadledger("balances", "--format", fmt)
+        assert code == 0, err
+        assert pro in out, out
+    code, out, err = leadledger("events")
+    assert code == 0 and pro in out, err
