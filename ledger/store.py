@@ -167,6 +167,10 @@ def config_for(url: str) -> StoreConfig:
     if os.environ.get("POSTGRES_ENABLE_DB_FUNCTIONS"):
         # In eventsourcing 9.5.6 the insert function drops tracking records.
         raise LedgerError("bad_config", "unset POSTGRES_ENABLE_DB_FUNCTIONS: leadledger does not support it")
+    if "\x00" in url:
+        # libpq cuts a parameter at its NUL (".../ledger\x00x" opened the database "ledger"),
+        # and sqlite3 refuses one with a bare ValueError.
+        raise LedgerError("bad_database_url", "the URL holds a NUL byte")
     if url.startswith("sqlite:///"):
         path = url[len("sqlite:///"):]
         if not path:
@@ -182,7 +186,11 @@ def config_for(url: str) -> StoreConfig:
             "APPLICATION_RECORDER_TOPIC": "leadledger.recorders:LedgerSQLiteRecorder",
         })
     if url.startswith(("postgresql://", "postgres://")):
-        parts = urlparse(url)
+        try:
+            parts = urlparse(url)
+            port = parts.port  # parsed on access: a port past 65535, or not a number, raises here
+        except ValueError as exc:  # and "Invalid IPv6 URL" from urlparse
+            raise LedgerError("bad_database_url", f"{url!r}: {exc}") from None
         dbname = unquote(parts.path.lstrip("/"))
         if not dbname or not parts.hostname:
             raise LedgerError("bad_database_url", f"{url!r} needs a host and a database name")
@@ -191,7 +199,7 @@ def config_for(url: str) -> StoreConfig:
             "PERSISTENCE_MODULE": "leadledger.postgres_recorder:LedgerPostgresFactory",
             "POSTGRES_DBNAME": dbname,
             "POSTGRES_HOST": parts.hostname,
-            "POSTGRES_PORT": str(parts.port or 5432),
+            "POSTGRES_PORT": str(port or 5432),
             "POSTGRES_USER": unquote(parts.username or "postgres"),
             "POSTGRES_PASSWORD": unquote(parts.password or ""),
             "POSTGRES_CONNECT_TIMEOUT": "5",

@@ -123,6 +123,11 @@ def test_user_errors_are_one_line_with_a_code_and_no_traceback(tmp_path):
     for args, code, exit_code in (
         (["balances", "--as-of", "yesterday"], "usage", 2),
         (["--db", "mysql://x", "balances"], "bad_database_url", 3),
+        # A port past 65535 or not a number, a broken IPv6 host: urllib raised a bare
+        # ValueError when the port was read, error[internal] (exit 4) before 0.6.3.
+        (["--db", "postgresql://u@127.0.0.1:99999/db", "balances"], "bad_database_url", 3),
+        (["--db", "postgresql://u@127.0.0.1:abc/db", "balances"], "bad_database_url", 3),
+        (["--db", "postgresql://u@[::1/db", "balances"], "bad_database_url", 3),
         (["refunds", "--status", "Done"], "usage", 2),
     ):
         import subprocess
@@ -193,3 +198,16 @@ def test_output_is_utf8_whatever_the_locale_says(tmp_path, encoding):
         assert pro in out, out
     code, out, err = leadledger("events")
     assert code == 0 and pro in out, err
+
+
+def test_a_url_with_a_nul_byte_is_refused():
+    """libpq cuts a parameter at its NUL: ".../ledger\\x00x" opened the database
+    "ledger", another one than named; sqlite3 raised a bare ValueError."""
+    from leadledger import Ledger
+    from leadledger.errors import LedgerError
+
+    for url in ("sqlite:///ledger\x00x.db", "postgresql://postgres@127.0.0.1:5432/ledger\x00x"):
+        with pytest.raises(LedgerError) as refused:
+            with Ledger.from_url(url) as ledger:
+                ledger.balances()
+        assert refused.value.code == "bad_database_url"
