@@ -24,7 +24,7 @@ import pytest
 from leadledger import Ledger
 from tests.conftest import (PG_URL, _connect, require_postgres, reset_postgres, scratch_database,
                             wait_for_a_blocked_session)
-from tests.helpers import guards_off
+from tests.helpers import buy, guards_off, wallet
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = datetime(2026, 1, 5, 8, tzinfo=timezone.utc)
@@ -425,3 +425,25 @@ def test_a_statement_the_store_refuses_fails_at_once_and_records_nothing(kind, t
         by_hand(f"ALTER TABLE {RECEIPTS_TABLE} RENAME COLUMN moved_event_id TO event_id")
         with Ledger.from_url(url) as ledger:
             assert [r.status for r in ledger.append([json.dumps(second)])] == ["recorded"]
+
+
+def test_sqlite_commits_are_synced_whatever_the_builds_default(tmp_path, monkeypatch):
+    """SQLite's WAL commits are durable at synchronous=FULL; a build compiled with
+    SQLITE_DEFAULT_WAL_SYNCHRONOUS=1 opens at NORMAL, which syncs only at checkpoints
+    (a power cut takes back acknowledged appends). Such a build, stood in for by
+    connections opened at NORMAL: the ledger's connections still sync each commit."""
+    opened: list[sqlite3.Connection] = []
+    connect = sqlite3.connect
+
+    def normal_by_default(*args, **kwargs):
+        conn = connect(*args, **kwargs)
+        conn.execute("PRAGMA synchronous=NORMAL")
+        opened.append(conn)
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", normal_by_default)
+    with Ledger.from_url(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
+        assert [r.status for r in ledger.append([wallet("p1"), buy("p1", 500)])] == ["recorded", "recorded"]
+        assert ledger.balances(pro_id="p1")[0]["balance"] == 500
+        assert opened
+        assert {conn.execute("PRAGMA synchronous").fetchone()[0] for conn in opened} == {2}  # FULL
