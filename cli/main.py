@@ -25,7 +25,7 @@ from leadledger.cli.app import (
 from leadledger.lines import read_lines
 from leadledger.cli.output import render, write_csv, write_json
 from leadledger.cli.params import Duration, Timestamp
-from leadledger.store import postgres_schema_sql
+from leadledger.store import postgres_schema_sql, redacted
 
 TIME = Timestamp(end=True)
 
@@ -52,7 +52,7 @@ def init(ctx: click.Context, print_sql: bool, roles: bool) -> None:
         click.echo(postgres_schema_sql(), nl=False)
         return
     open_ledger(ctx).init(roles=roles)
-    click.echo(f"initialised {ctx.obj['db']}" + (" with the owner, writer and auditor roles" if roles else ""),
+    click.echo(f"initialised {redacted(ctx.obj['db'])}" + (" with the owner, writer and auditor roles" if roles else ""),
                err=True)
 
 

@@ -56,12 +56,9 @@ def serve(ctx: click.Context, host: str, port: int, sweep_every: timedelta | Non
 
 def _safe(url: str) -> str:
     """The store URL without its password, for the log."""
-    from urllib.parse import urlparse
+    from leadledger.store import redacted
 
-    parts = urlparse(url)
-    if parts.password:
-        return url.replace(f":{parts.password}@", ":***@", 1)
-    return url
+    return redacted(url)
 
 
 @cli.group()

@@ -163,6 +163,17 @@ def resolve_url(url: str | None) -> str:
     return url or os.environ.get(URL_ENV) or DEFAULT_URL
 
 
+def redacted(url: str) -> str:
+    """``url`` with its password as ***, for messages and logs; by hand, because a URL
+    worth a message may be one urllib cannot parse (a port past 65535)."""
+    scheme, separator, rest = url.partition("://")
+    # Up to the last "@" at all: a raw "/" or "@" in a password hides more, never less.
+    userinfo, at, host_and_path = rest.rpartition("@")
+    if not (separator and at and ":" in userinfo) or scheme == "sqlite":  # a path has no password
+        return url
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host_and_path}"
+
+
 def config_for(url: str) -> StoreConfig:
     if os.environ.get("POSTGRES_ENABLE_DB_FUNCTIONS"):
         # In eventsourcing 9.5.6 the insert function drops tracking records.
@@ -174,7 +185,7 @@ def config_for(url: str) -> StoreConfig:
     if url.startswith("sqlite:///"):
         path = url[len("sqlite:///"):]
         if not path:
-            raise LedgerError("bad_database_url", f"no file in {url!r}")
+            raise LedgerError("bad_database_url", f"no file in {redacted(url)!r}")
         if path == ":memory:":
             # One shared in-memory database for all the pool's connections.
             path = f"file:leadledger-{uuid.uuid4().hex}?mode=memory&cache=shared"
@@ -190,10 +201,10 @@ def config_for(url: str) -> StoreConfig:
             parts = urlparse(url)
             port = parts.port  # parsed on access: a port past 65535, or not a number, raises here
         except ValueError as exc:  # and "Invalid IPv6 URL" from urlparse
-            raise LedgerError("bad_database_url", f"{url!r}: {exc}") from None
+            raise LedgerError("bad_database_url", f"{redacted(url)!r}: {exc}") from None
         dbname = unquote(parts.path.lstrip("/"))
         if not dbname or not parts.hostname:
-            raise LedgerError("bad_database_url", f"{url!r} needs a host and a database name")
+            raise LedgerError("bad_database_url", f"{redacted(url)!r} needs a host and a database name")
         return StoreConfig(url, "postgres", {
             # eventsourcing's factory, its pool handing out the connection used last first.
             "PERSISTENCE_MODULE": "leadledger.postgres_recorder:LedgerPostgresFactory",
@@ -218,7 +229,7 @@ def config_for(url: str) -> StoreConfig:
         })
     raise LedgerError(
         "bad_database_url",
-        f"{url!r} is neither sqlite:///PATH nor postgresql://USER@HOST/DBNAME",
+        f"{redacted(url)!r} is neither sqlite:///PATH nor postgresql://USER@HOST/DBNAME",
     )
 
 

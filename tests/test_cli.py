@@ -211,3 +211,18 @@ def test_a_url_with_a_nul_byte_is_refused():
             with Ledger.from_url(url) as ledger:
                 ledger.balances()
         assert refused.value.code == "bad_database_url"
+
+
+def test_a_password_in_the_url_is_never_printed():
+    """A URL's password went into the message of every bad_database_url error (and
+    `init` printed the URL whole); it shows as *** now."""
+    import subprocess
+    import sys
+
+    for url in ("postgresql://u:s3cret@127.0.0.1:99999/db", "postgresql://u:s3cret@127.0.0.1:5432/",
+                "mysql://u:s3cret@x/y", "postgresql://u:s3cret@[::1/db", "postgresql://u:s3/cret@h/db"):
+        proc = subprocess.run([sys.executable, "-m", "leadledger.cli.main", "--db", url, "balances"],
+                              capture_output=True, text=True, cwd=ROOT, timeout=60)
+        assert proc.returncode == 3, proc.stderr
+        assert "cret" not in proc.stdout + proc.stderr, proc.stderr
+        assert "u:***@" in proc.stderr, proc.stderr

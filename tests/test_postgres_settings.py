@@ -431,3 +431,11 @@ def test_text_travels_as_utf8_whatever_the_client_encoding(where: str) -> None:
         assert proc.returncode == 0, proc.stderr
         assert '"pro-李 ü"' in proc.stdout
         assert _cli(url, "verify", env=env).returncode == 0
+
+
+def test_init_prints_the_url_without_its_password() -> None:
+    with scratch_database("leadledger_test_password") as url:
+        with_password = url.replace("postgres@", "postgres:s3cret@", 1)  # trust auth: ignored
+        proc = _cli(with_password, "init")
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stderr == f"initialised {url.replace('postgres@', 'postgres:***@', 1)}\n"
