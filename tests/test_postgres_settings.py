@@ -43,7 +43,8 @@ import pytest
 from leadledger import Ledger, application
 from leadledger.projections.tables import READ_MODEL_DDL, READ_MODEL_TABLES
 
-from tests.conftest import _connect, pg_url_for, scratch_database, wait_for_a_blocked_session
+from tests.conftest import (_connect, pg_url_for, require_postgres, scratch_database,
+                            wait_for_a_blocked_session)
 
 ICU_DATABASE = "leadledger_test_icu"
 AS_OF = "2026-02-01T00:00:00Z"
@@ -323,6 +324,7 @@ def test_the_servers_language_changes_no_error_code() -> None:
     read-only database was retried for ~3 s and called store_unavailable, and a
     role that may not append was told store_statement_failed ("its schema was
     changed by hand, or a bug"). It reads their SQLSTATE now."""
+    require_postgres()
     if not _speaks_spanish():
         pytest.skip(f"this machine has no {SPANISH} locale for PostgreSQL's messages (localedef -i es_ES"
                     " -f UTF-8 es_ES.UTF-8 as root, then restart PostgreSQL): the classifying is tested"
@@ -339,7 +341,6 @@ def test_the_servers_language_changes_no_error_code() -> None:
         line = ('{"type": "WalletOpened", "event_id": "0b5e8a3c-6f1e-4a8e-9a51-3d1c0e5b7f21",'
                 ' "occurred_at": "2026-01-05T10:00:00Z", "pro_id": "pro-es", "market": "cronoshare",'
                 ' "region": "ES-MD"}\n')
-        started = time.monotonic()
         proc = _cli(auditor, "append", "-", stdin=line)
         assert proc.returncode == 3, proc.stderr
         assert proc.stderr.startswith("leadledger: error[permission_denied]: this role may not append: "
@@ -361,9 +362,9 @@ def test_the_servers_language_changes_no_error_code() -> None:
             conn.execute(f'ALTER DATABASE "{SPANISH_DATABASE}" SET default_transaction_read_only = on')
         proc = _cli(writer, "append", "-", stdin=line.replace("pro-es", "pro-es-2").replace("0b5e", "1b5e"))
         assert proc.returncode == 3, proc.stderr
+        # (Not store_unavailable after ~3 s of retries: the code says it was not retried.)
         assert proc.stderr.startswith("leadledger: error[permission_denied]: this database takes no writes: "
                                       "no se puede ejecutar"), proc.stderr
-        assert time.monotonic() - started < 60
 
 
 def _raised_as_eventsourcing_does(error: Exception, wrapper: type[Exception]) -> Exception:
