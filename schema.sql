@@ -24,7 +24,7 @@ ALTER TABLE leadledger_receipts ADD COLUMN IF NOT EXISTS position bigint;
 
 CREATE TABLE IF NOT EXISTS leadledger_chain_head ( id integer PRIMARY KEY CHECK (id = 1), position bigint NOT NULL, sha256 bytea NOT NULL);
 
-INSERT INTO leadledger_chain_head SELECT 1, 0, '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea WHERE NOT EXISTS (SELECT 1 FROM leadledger_events) ON CONFLICT DO NOTHING;
+INSERT INTO leadledger_chain_head SELECT 1, 0, decode('0000000000000000000000000000000000000000000000000000000000000000', 'hex') WHERE NOT EXISTS (SELECT 1 FROM leadledger_events) ON CONFLICT DO NOTHING;
 
 CREATE OR REPLACE FUNCTION leadledger_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'leadledger: % is append-only: % refused', TG_TABLE_NAME, TG_OP USING ERRCODE = 'insufficient_privilege'; END $$;
 

@@ -87,7 +87,9 @@ POSTGRES_CHAIN_DDL = (
     f"ALTER TABLE {RECEIPTS_TABLE} ADD COLUMN IF NOT EXISTS position bigint",
     f"CREATE TABLE IF NOT EXISTS {HEAD_TABLE} ( id integer PRIMARY KEY CHECK (id = 1),"
     " position bigint NOT NULL, sha256 bytea NOT NULL)",
-    f"INSERT INTO {HEAD_TABLE} SELECT 1, 0, '\\x{GENESIS_HEX}'::bytea"
+    # decode(), not a '\\x...' literal: a database set to standard_conforming_strings
+    # = off reads the backslash as an escape (a NUL byte, and init failed).
+    f"INSERT INTO {HEAD_TABLE} SELECT 1, 0, decode('{GENESIS_HEX}', 'hex')"
     f" WHERE NOT EXISTS (SELECT 1 FROM {EVENTS_TABLE}) ON CONFLICT DO NOTHING",
     # One statement-level trigger per table: it fires even when no row matches,
     # and TRUNCATE has no row-level triggers.

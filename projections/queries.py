@@ -125,9 +125,14 @@ def iter_refunds(view: Any, now: datetime, pro_id: str | None = None, status: st
         }
 
 
+# LIKE's escape character: not a backslash, which a PostgreSQL database set to
+# standard_conforming_strings = off reads inside '...' as an escape (the query failed).
+LIKE_ESCAPE = "!"
+
+
 def _like_prefix(text: str) -> str:
     """A LIKE pattern for the accounts under ``text`` (its ``%`` and ``_`` taken literally)."""
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + ":%"
+    return "".join(LIKE_ESCAPE + c if c in ("%", "_", LIKE_ESCAPE) else c for c in text) + ":%"
 
 
 def account_matches(account: str, wanted: str | None) -> bool:
@@ -148,7 +153,7 @@ def posting_filters(*, pro_id: str | None = None, market: str | None = None, con
             where += f" AND {alias}{column} = ?"
             params.append(value)
     if account is not None:
-        where += " AND (account = ? OR account LIKE ? ESCAPE '\\')"
+        where += f" AND (account = ? OR account LIKE ? ESCAPE '{LIKE_ESCAPE}')"
         params += [account, _like_prefix(account)]
     for bound, operator in ((start, ">="), (end, "<=")):
         if bound is not None:

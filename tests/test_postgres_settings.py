@@ -440,3 +440,31 @@ def test_init_prints_the_url_without_its_password() -> None:
         proc = _cli(with_password, "init")
         assert proc.returncode == 0, proc.stderr
         assert proc.stderr == f"initialised {url.replace('postgres@', 'postgres:***@', 1)}\n"
+
+
+ESCAPE_STRINGS_DATABASE = "leadledger_test_escape_strings"
+
+
+def test_no_backslash_in_sql_literals_under_standard_conforming_strings_off(tmp_path: Any) -> None:
+    """A database set to standard_conforming_strings = off reads a backslash inside
+    '...' as an escape: `init` failed on the chain head's '\\x00...' literal (invalid
+    byte sequence for encoding "UTF8": 0x00), and the account filter's LIKE ... ESCAPE
+    '\\' was a syntax error. Same reports as SQLite's, filters included."""
+    sqlite_url = f"sqlite:///{tmp_path / 'l.db'}"
+    with scratch_database(ESCAPE_STRINGS_DATABASE, settings={"standard_conforming_strings": "off"}) as url:
+        assert _cli(url, "init").returncode == 0
+        for store in (url, sqlite_url):
+            proc = _cli(store, "append", "cli/demo.ndjson")
+            assert proc.returncode == 1, proc.stderr  # the demo holds one rejected line
+        reports = [("trial-balance", "--as-of", AS_OF, "--format", "json"),
+                   ("trial-balance", "--as-of", AS_OF, "--account", "platform", "--format", "json"),
+                   ("trial-balance", "--as-of", AS_OF, "--account", "platform:revenue", "--format", "json"),
+                   ("statement", "pro-ana", "--period", "2025", "--account", "pro", "--format", "json"),
+                   ("balances", "--as-of", AS_OF, "--format", "json")]
+        for report in reports:
+            on_postgres, on_sqlite = _cli(url, *report), _cli(sqlite_url, *report)
+            assert on_postgres.returncode == 0, (report, on_postgres.stderr)
+            assert on_postgres.stdout == on_sqlite.stdout, report
+        filtered = json.loads(_cli(url, *reports[2]).stdout)
+        assert filtered and all(row["account"].startswith("platform:revenue:") for row in filtered)
+        assert _cli(url, "verify").returncode == 0

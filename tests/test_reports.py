@@ -371,3 +371,17 @@ def test_progress_shows_on_a_terminal_and_not_in_a_pipe(tmp_path):
     piped = subprocess.run([sys.executable, "-m", "leadledger.cli.main", "--db", url, "rebuild"],
                            capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert piped.returncode == 0 and piped.stderr == "rebuilt the read models from 30,001 events\n"
+
+
+def test_an_account_filter_takes_its_text_literally(store_url):
+    """``--account pro:a_b`` is that account and those under it: LIKE's wildcards and
+    its escape character in an id match only themselves (on PostgreSQL the escape is
+    not a backslash, which standard_conforming_strings = off would read as one)."""
+    pros = ["a_b", "axb", "a%b", "a!b", "a!!b", "a\\b", "a"]
+    with Ledger.from_url(store_url) as ledger:
+        ok(ledger.append([s for pro in pros for s in (wallet(pro), buy(pro, 100 + len(pro), ref=f"pay-{pro}"))]))
+        for pro in pros:
+            rows = ledger.trial_balance(account=f"pro:{pro}")
+            assert rows, pro
+            assert {row["account"].split(":")[1] for row in rows} == {pro}, (pro, rows)
+        assert ledger.trial_balance(account="pro:a_") == []
