@@ -74,7 +74,7 @@ def reset_postgres() -> None:
         conn.execute("SET session_replication_role = replica")
         conn.execute(f"TRUNCATE {tables} RESTART IDENTITY")
         # An upsert: a test may have deleted the head row (tampering) and left it gone.
-        conn.execute(f"INSERT INTO {HEAD_TABLE} VALUES (1, 0, '\\x{GENESIS_HEX}') ON CONFLICT (id)"
+        conn.execute(f"INSERT INTO {HEAD_TABLE} VALUES (1, 0, decode('{GENESIS_HEX}', 'hex')) ON CONFLICT (id)"
                      " DO UPDATE SET position = excluded.position, sha256 = excluded.sha256")
         conn.execute(f"DELETE FROM {TRACKING_TABLE} WHERE application_name <> '__migration__'")
 

@@ -110,7 +110,7 @@ def empty_by_hand(curs: Any, ledger: Any) -> None:
     for table in (app.recorder.events_table_name, RECEIPTS_TABLE, SNAPSHOTS_TABLE):
         curs.execute(f"DELETE FROM {table}")
     curs.execute(f"UPDATE {HEAD_TABLE} SET position = 0, sha256 = "
-                 + ("zeroblob(32)" if ledger.config.kind == "sqlite" else f"'\\x{GENESIS_HEX}'::bytea"))
+                 + ("zeroblob(32)" if ledger.config.kind == "sqlite" else f"decode('{GENESIS_HEX}', 'hex')"))
 
 
 def bare_wallet(pro: str = "p") -> Any:
