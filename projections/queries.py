@@ -125,14 +125,14 @@ def iter_refunds(view: Any, now: datetime, pro_id: str | None = None, status: st
         }
 
 
-# LIKE's escape character: not a backslash, which a PostgreSQL database set to
-# standard_conforming_strings = off reads inside '...' as an escape (the query failed).
-LIKE_ESCAPE = "!"
-
-
-def _like_prefix(text: str) -> str:
-    """A LIKE pattern for the accounts under ``text`` (its ``%`` and ``_`` taken literally)."""
-    return "".join(LIKE_ESCAPE + c if c in ("%", "_", LIKE_ESCAPE) else c for c in text) + ":%"
+def _under(account: str) -> tuple[str, str]:
+    """The bounds of the accounts under ``account`` (those starting ``account:``), for
+    ``>= low AND < high``: the text columns compare byte by byte on both stores
+    (SQLite's BINARY, PostgreSQL's "C"), and ":" + 1 is ";". Not LIKE: SQLite's is
+    blind to ASCII case (``pro:Alpha`` took in ``pro:alpha`` and ``pro:ALPHA``, on
+    SQLite only), and its escape character was a backslash, which a PostgreSQL database
+    set to standard_conforming_strings = off reads as an escape."""
+    return account + ":", account + ";"
 
 
 def account_matches(account: str, wanted: str | None) -> bool:
@@ -153,8 +153,8 @@ def posting_filters(*, pro_id: str | None = None, market: str | None = None, con
             where += f" AND {alias}{column} = ?"
             params.append(value)
     if account is not None:
-        where += f" AND (account = ? OR account LIKE ? ESCAPE '{LIKE_ESCAPE}')"
-        params += [account, _like_prefix(account)]
+        where += " AND (account = ? OR (account >= ? AND account < ?))"
+        params += [account, *_under(account)]
     for bound, operator in ((start, ">="), (end, "<=")):
         if bound is not None:
             where += f" AND {alias}occurred_at {operator} ?"

@@ -374,10 +374,11 @@ def test_progress_shows_on_a_terminal_and_not_in_a_pipe(tmp_path):
 
 
 def test_an_account_filter_takes_its_text_literally(store_url):
-    """``--account pro:a_b`` is that account and those under it: LIKE's wildcards and
-    its escape character in an id match only themselves (on PostgreSQL the escape is
-    not a backslash, which standard_conforming_strings = off would read as one)."""
-    pros = ["a_b", "axb", "a%b", "a!b", "a!!b", "a\\b", "a"]
+    """``--account pro:a_b`` is that account and those under it, byte for byte: case
+    counts (SQLite's LIKE, which the filter used, is blind to ASCII case: ``pro:Alpha``
+    took in ``pro:alpha``'s and ``pro:ALPHA``'s postings on SQLite only), and LIKE's
+    wildcards and escape characters match only themselves."""
+    pros = ["a_b", "axb", "a%b", "a!b", "a!!b", "a\\b", "a", "Alpha", "alpha", "ALPHA", "a;b"]
     with Ledger.from_url(store_url) as ledger:
         ok(ledger.append([s for pro in pros for s in (wallet(pro), buy(pro, 100 + len(pro), ref=f"pay-{pro}"))]))
         for pro in pros:
