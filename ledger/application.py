@@ -296,7 +296,7 @@ class Ledger:
         if self.config.kind == "postgres":
             import psycopg
 
-            from leadledger.postgres_recorder import CLIENT_ENCODING, connection_options
+            from leadledger.postgres_recorder import connection_settings
 
             env = self.config.env
             try:
@@ -304,7 +304,7 @@ class Ledger:
                     host=env["POSTGRES_HOST"], port=int(env["POSTGRES_PORT"]),
                     dbname=env["POSTGRES_DBNAME"], user=env["POSTGRES_USER"],
                     password=env["POSTGRES_PASSWORD"] or None, connect_timeout=5,
-                    autocommit=True, options=connection_options(), client_encoding=CLIENT_ENCODING,
+                    autocommit=True, **connection_settings(),
                 ) as conn:
                     refusal = utf8_refusal(env, conn.info.parameter_status("server_encoding"))
                     if refusal is not None:  # no store made where nothing could be recorded
@@ -1568,8 +1568,7 @@ def _is_refusal(exc: BaseException) -> bool:
     """The store refused this role (PostgreSQL privileges, a read-only SQLite file)."""
     if _sqlstate(exc) in REFUSAL_SQLSTATES:
         return True
-    code = _sqlite_code(exc)
-    return code.startswith("SQLITE_READONLY") or (not code and "readonly database" in str(exc))
+    return _sqlite_code(exc).startswith("SQLITE_READONLY")
 
 
 # SQLite reports a statement it cannot prepare as an OperationalError, like a

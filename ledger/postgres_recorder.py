@@ -251,10 +251,12 @@ SEARCH_PATH_OPTION = f"-c search_path={POSTGRES_SCHEMA}"
 CLIENT_ENCODING = "UTF8"
 
 
-def connection_options(*, flush_commits: bool = False) -> str:
-    """libpq's ``options`` for the ledger's sessions (sent at connection start)."""
-    return " ".join(filter(None, (READ_COMMITTED_OPTION, SEARCH_PATH_OPTION,
-                                  FLUSH_COMMITS_OPTION if flush_commits else None)))
+def connection_settings(*, flush_commits: bool = False) -> dict[str, str]:
+    """libpq's parameters for every session of the ledger (sent at connection start,
+    no round trip): its ``options`` and its client_encoding."""
+    options = " ".join(filter(None, (READ_COMMITTED_OPTION, SEARCH_PATH_OPTION,
+                                     FLUSH_COMMITS_OPTION if flush_commits else None)))
+    return {"options": options, "client_encoding": CLIENT_ENCODING}
 
 
 def session_options(datastore: Any, *, flush_commits: bool) -> None:
@@ -263,9 +265,8 @@ def session_options(datastore: Any, *, flush_commits: bool) -> None:
     ``flush_commits``, flushes each commit before acknowledging it."""
     assert datastore.schema == POSTGRES_SCHEMA, datastore.schema
     kwargs = datastore.pool.kwargs
-    ours = connection_options(flush_commits=flush_commits)
-    kwargs["options"] = " ".join(filter(None, (kwargs.get("options"), ours)))
-    kwargs["client_encoding"] = CLIENT_ENCODING
+    ours = connection_settings(flush_commits=flush_commits)
+    kwargs.update(ours, options=" ".join(filter(None, (kwargs.get("options"), ours["options"]))))
 
 
 def serve_most_recent_first(datastore: Any) -> None:

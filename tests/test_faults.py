@@ -447,3 +447,24 @@ def test_sqlite_commits_are_synced_whatever_the_builds_default(tmp_path, monkeyp
         assert ledger.balances(pro_id="p1")[0]["balance"] == 500
         assert opened
         assert {conn.execute("PRAGMA synchronous").fetchone()[0] for conn in opened} == {2}  # FULL
+
+
+def test_a_read_only_sqlite_store_says_why_at_once(tmp_path):
+    """SQLite's refusals are told apart by result code (SQLITE_READONLY), not words:
+    an append to a store opened read-only (an auditor's copy) is permission_denied at
+    once, never retried as an outage; a read behind the log says it cannot catch up."""
+    from leadledger.errors import LedgerError
+
+    path = tmp_path / "l.db"
+    with Ledger.from_url(f"sqlite:///{path}") as ledger:
+        assert [r.status for r in ledger.append([wallet("p1")])] == ["recorded"]
+    with Ledger.from_url(f"sqlite:///file:{path}?mode=ro") as ledger:
+        with pytest.raises(LedgerError) as refused:  # (retried as an outage: store_unavailable)
+            ledger.append([buy("p1", 500)])
+        assert refused.value.code == "permission_denied", refused.value
+        assert "readonly database" in refused.value.message
+        with pytest.raises(LedgerError) as behind:
+            ledger.balances()
+        assert behind.value.code == "read_models_behind", behind.value
+    with Ledger.from_url(f"sqlite:///{path}") as ledger:  # nothing was recorded read-only
+        assert ledger.log_size() == 1
