@@ -267,6 +267,8 @@ class Ledger:
                     self._check_initialised(view)
                 _ensure_read_model_layout(view, self.config.kind)
             except (PersistenceError, OSError, sqlite3.Error) as exc:
+                if is_full(exc):  # creating a new SQLite store's tables
+                    raise LedgerError(errors.STORE_FULL, _full_message(self.config, exc)) from None
                 raise LedgerError("store_unavailable", _store_message(self.config, exc)) from None
             self._app, self._view = app, view
         return self._app, self._view
@@ -396,8 +398,9 @@ class Ledger:
                           " WHERE secret_sha256 = ?", (keys.secret_sha256(secret),))
         return keys.ApiKey.from_row(rows[0]) if rows else None
 
-    @staticmethod
-    def _key_store_error(exc: BaseException) -> LedgerError:
+    def _key_store_error(self, exc: BaseException) -> LedgerError:
+        if is_full(exc):
+            return LedgerError(errors.STORE_FULL, _full_message(self.config, exc))
         if _is_refusal(exc):
             return LedgerError("permission_denied", f"this role may not manage keys: {_one_line(exc)} "
                                "(keys are managed with the owner's URL, e.g. leadledger_owner)")
@@ -720,6 +723,9 @@ class Ledger:
             except (IntegrityError, OperationalError, InterfaceError, DatabaseError,
                     sqlite3.OperationalError) as exc:
                 self._keep_warm(None)
+                if is_full(exc):  # not an outage: retrying for seconds would not free a byte
+                    raise LedgerError(errors.STORE_FULL, f"{_full_message(self.config, exc)}: nothing of this "
+                                      "batch was recorded; send it again once there is room") from None
                 if _is_read_only(exc):  # nor here
                     raise LedgerError("permission_denied", f"this database takes no writes: {_one_line(exc)} (a"
                                       " standby, or default_transaction_read_only = on: append to the"
@@ -919,9 +925,14 @@ class Ledger:
             return catch_up(app, view, start_progress=start_progress, in_worker=mapping.worker_wanted,
                             warn=self.warn)
         except PersistenceError as exc:
-            if not _is_refusal(exc):
+            full = is_full(exc)
+            if not (full or _is_refusal(exc)):
                 raise
             behind = (app.recorder.max_notification_id() or 0) - (view.max_tracking_id(APPLICATION_NAME) or 0)
+            if full:  # the log is whole; the read models that would show it cannot grow
+                raise LedgerError(errors.STORE_FULL, f"the read models are {behind:,} events behind the log and "
+                                  f"cannot be brought level: {_full_message(self.config, exc)}, then read "
+                                  "again") from None
             raise LedgerError(
                 "read_models_behind",
                 f"the read models are {behind:,} events behind the log and this role may not "
@@ -1134,6 +1145,11 @@ class Ledger:
                 # Rolled back whole: done again here, slower but the same rows.
                 warn(f"{exc}; rebuilding in this process")
                 in_worker = False
+            except (PersistenceError, sqlite3.Error) as exc:
+                if not is_full(exc):
+                    raise
+                raise LedgerError(errors.STORE_FULL, f"{_full_message(self.config, exc)}; the rebuild was rolled "
+                                  "back: the read models are as they were") from None
             finally:
                 advance(-1)
         # The log's statistics still hold (the writer refreshes them as it grows): a
@@ -1530,6 +1546,7 @@ def _replayed_up_to(view: Any) -> int:
 # messages are always English; its result code names the kind where one does.
 READ_ONLY_SQLSTATES = frozenset({"25006"})  # read_only_sql_transaction: a standby, or read-only by default
 REFUSAL_SQLSTATES = frozenset({"42501"})  # insufficient_privilege
+FULL_SQLSTATES = frozenset({"53100"})  # disk_full
 # Another writer holds or changed what this one needs: serialization_failure,
 # deadlock_detected, lock_not_available (POSTGRES_LOCK_TIMEOUT ran out).
 CONFLICT_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
@@ -1575,6 +1592,18 @@ def _is_refusal(exc: BaseException) -> bool:
 # locked or failing file: these are its words for "this statement is wrong".
 _SQLITE_STATEMENT_ERRORS = ("syntax error", "no such table", "no such column", "has no column named",
                             "values were supplied")
+
+
+def is_full(exc: BaseException) -> bool:
+    """The store is out of space (its disk, a quota): retrying at once cannot help, and
+    it is not the store being down. PostgreSQL's disk_full, SQLite's SQLITE_FULL."""
+    return _sqlstate(exc) in FULL_SQLSTATES or _sqlite_code(exc) == "SQLITE_FULL"
+
+
+def _full_message(config: StoreConfig, exc: BaseException) -> str:
+    where = (f"the volume holding {config.env['SQLITE_DBNAME']}" if config.kind == "sqlite"
+             else f"the database server {config.env['POSTGRES_HOST']}:{config.env['POSTGRES_PORT']}")
+    return f"the store is out of space ({_one_line(exc)}; free space on {where})"
 
 
 def _is_statement_error(exc: BaseException) -> bool:

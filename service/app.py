@@ -32,7 +32,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from leadledger import keys, reports
-from leadledger.application import Ledger
+from leadledger.application import Ledger, is_full
 from leadledger.errors import LOG_DAMAGED, STORE_STATEMENT_FAILED, LedgerError, Rejection
 from leadledger.periods import Period, as_instant
 from leadledger.projections.status import STATUSES, status_named
@@ -81,6 +81,12 @@ _LEDGER_STATUS = {"bad_head": 400, "invalid_log": 400, "not_supported": 400, "ba
                   STORE_STATEMENT_FAILED: 500, LOG_DAMAGED: 500}
 
 
+def _store_failed(exc: BaseException) -> Response:
+    """A store error no Ledger call classified: 503, retry later."""
+    code = "store_full" if is_full(exc) else "store_unavailable"
+    return _error(503, code, f"the store failed: {exc}", {"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
 class Readers:
     """A fixed pool of Ledgers for reads (each opens its store on first use)."""
 
@@ -123,7 +129,7 @@ def _closed_on_failure(ledger: Ledger, function: Callable[..., Any], *args: Any,
 def _connection_lost(exc: BaseException) -> bool:
     if isinstance(exc, LedgerError):
         return exc.code == "store_unavailable"
-    return isinstance(exc, (OperationalError, InterfaceError, sqlite3.OperationalError))
+    return isinstance(exc, (OperationalError, InterfaceError, sqlite3.OperationalError)) and not is_full(exc)
 
 
 class Keyring:
@@ -328,8 +334,7 @@ def _install_error_handlers(app: FastAPI, service: Service) -> None:
     @app.exception_handler(PersistenceError)
     @app.exception_handler(sqlite3.Error)
     async def store_failed(request: Request, exc: Exception) -> Response:
-        return _error(503, "store_unavailable", f"the store failed: {exc}",
-                      {"Retry-After": str(RETRY_AFTER_SECONDS)})
+        return _store_failed(exc)
 
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception) -> Response:
@@ -386,8 +391,7 @@ class SubmissionsEndpoint:
             response = _error(status, exc.code, exc.message,
                               {"Retry-After": str(RETRY_AFTER_SECONDS)} if status == 503 else None)
         except (PersistenceError, sqlite3.Error) as exc:
-            response = _error(503, "store_unavailable", f"the store failed: {exc}",
-                              {"Retry-After": str(RETRY_AFTER_SECONDS)})
+            response = _store_failed(exc)
         except ClientDisconnect:
             return 0  # the client left before its body arrived: nothing was submitted, nobody reads this
         except Exception as exc:  # noqa: BLE001 - never a traceback to the client

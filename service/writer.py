@@ -38,7 +38,7 @@ from datetime import timedelta
 from typing import Any, Callable
 
 from leadledger.application import MAX_GROUP_SUBMISSIONS, AppendResult, Judged, Ledger, judged
-from leadledger.errors import LOG_DAMAGED, STORE_STATEMENT_FAILED, LedgerError
+from leadledger.errors import LOG_DAMAGED, STORE_FULL, STORE_STATEMENT_FAILED, LedgerError
 
 log = logging.getLogger("leadledger.service")
 
@@ -331,7 +331,7 @@ class _Writer:
             if not isinstance(exc, LedgerError):
                 log.exception("the writer failed on a group of %d requests", len(group))
                 exc = LedgerError("store_unavailable", f"the writer failed ({type(exc).__name__}; see the server's log)")
-            elif exc.code in (STORE_STATEMENT_FAILED, LOG_DAMAGED):  # not an outage: the operator must look
+            elif exc.code in (STORE_STATEMENT_FAILED, LOG_DAMAGED, STORE_FULL):  # the operator must look
                 log.error("the store refused a group of %d requests: %s", len(group), exc.message)
             self._answers.send(("group", [(request.request_id, exc) for request in group], 0.0, len(group),
                                 _wallet_counts(ledger)))

@@ -395,12 +395,15 @@ def test_errors_are_classified_by_sqlstate_not_words() -> None:
                  wrapped(pg.LockNotAvailable("annulation de la requête à cause du délai écoulé pour l'obtention"
                                              " des verrous"))]
     lost = wrapped(pg.AdminShutdown("arrêt de la connexion à cause d'une commande de l'administrateur"))
+    full = wrapped(pg.DiskFull("n'a pas pu étendre le fichier : Aucun espace disponible sur le périphérique"))
     assert application._is_read_only(read_only) and not application._is_refusal(read_only)
     assert application._is_refusal(refused) and not application._is_read_only(refused)
     assert all(application._is_conflict(exc) for exc in conflicts)
     for exc in (read_only, refused, lost):
         assert not application._is_conflict(exc)
     assert not application._is_statement_error(lost)
+    assert application.is_full(full) and not application._is_conflict(full)
+    assert not any(application.is_full(exc) for exc in (read_only, refused, lost, *conflicts))
     # English words that once decided it decide nothing against the code.
     assert not application._is_conflict(wrapped(pg.AdminShutdown("lock busy deadlock")))
     assert not application._is_refusal(wrapped(pg.AdminShutdown("permission denied")))
