@@ -446,9 +446,16 @@ class Ledger:
             collector.collect_after_bulk()
 
     def _after_append(self) -> None:
+        """Housekeeping after the append committed: snapshots and statistics are
+        caches, so a failure here is a warning, never the append's failure (an
+        ANALYZE cancelled after every chunk was recorded made `append` exit 3)."""
         self._write_snapshots()
         if self.auto_analyze and self.analyze_due:
-            self.analyze()
+            try:
+                self.analyze()
+            except (PersistenceError, sqlite3.Error) as exc:  # due again after the next append
+                self.warn(f"the planner's statistics were not refreshed after this append ({_one_line(exc)}); "
+                          "the next append tries again")
 
     @property
     def analyze_due(self) -> bool:
@@ -1601,9 +1608,30 @@ def is_full(exc: BaseException) -> bool:
 
 
 def _full_message(config: StoreConfig, exc: BaseException) -> str:
-    where = (f"the volume holding {config.env['SQLITE_DBNAME']}" if config.kind == "sqlite"
-             else f"the database server {config.env['POSTGRES_HOST']}:{config.env['POSTGRES_PORT']}")
+    if config.kind == "sqlite":
+        path = config.env["SQLITE_DBNAME"]
+        where = f"the volume holding {path}"
+        # SQLite also reports its temporary files' folder full this way (a rebuild's
+        # sorts spill there): named when it is another volume than the store's.
+        temp = _sqlite_temp_folder()
+        if _volume(temp) != _volume(os.path.dirname(os.path.abspath(path))):
+            where += f" or on {temp}, where SQLite writes its temporary files (SQLITE_TMPDIR, TMPDIR)"
+    else:
+        where = f"the database server {config.env['POSTGRES_HOST']}:{config.env['POSTGRES_PORT']}"
     return f"the store is out of space ({_one_line(exc)}; free space on {where})"
+
+
+def _sqlite_temp_folder() -> str:
+    """Where SQLite's unix VFS puts temporary files: the first of these that is a folder."""
+    candidates = [os.environ.get("SQLITE_TMPDIR"), os.environ.get("TMPDIR"), "/var/tmp", "/usr/tmp", "/tmp"]
+    return next((c for c in candidates if c and os.path.isdir(c)), ".")
+
+
+def _volume(folder: str) -> int | None:
+    try:
+        return os.stat(folder).st_dev
+    except OSError:
+        return None
 
 
 def _is_statement_error(exc: BaseException) -> bool:

@@ -242,6 +242,17 @@ FLUSH_COMMITS_OPTION = "-c synchronous_commit=local"
 SEARCH_PATH_OPTION = f"-c search_path={POSTGRES_SCHEMA}"
 
 
+# A database (or role) default statement_timeout cancelled the ledger's own long
+# statements part-way: a rebuild (one transaction of large COPYs) never finished
+# under 200 ms, and a bulk append's statistics refresh failed after its commits;
+# each would fail the same way again. A default lock_timeout turned the ledger's
+# own coordination into failures: a report waiting for a rebuild's commit (the
+# read-model locks) failed instead of answering after it. The ledger's work is
+# bounded by its own limits (chunks, MAX_ATOMIC_BATCH), and what it waits for is
+# another of its transactions; its sessions run with PostgreSQL's defaults for both.
+OWN_TIMEOUTS_OPTION = "-c statement_timeout=0 -c lock_timeout=0"
+
+
 # The ledger's text is any Unicode (submissions.check_identifier), and psycopg
 # encodes and decodes it in the session's client_encoding: under PGCLIENTENCODING=
 # LATIN1 (or a database default of it) a `李` id was recorded (the state is bytes),
@@ -254,14 +265,15 @@ CLIENT_ENCODING = "UTF8"
 def connection_settings(*, flush_commits: bool = False) -> dict[str, str]:
     """libpq's parameters for every session of the ledger (sent at connection start,
     no round trip): its ``options`` and its client_encoding."""
-    options = " ".join(filter(None, (READ_COMMITTED_OPTION, SEARCH_PATH_OPTION,
+    options = " ".join(filter(None, (READ_COMMITTED_OPTION, SEARCH_PATH_OPTION, OWN_TIMEOUTS_OPTION,
                                      FLUSH_COMMITS_OPTION if flush_commits else None)))
     return {"options": options, "client_encoding": CLIENT_ENCODING}
 
 
 def session_options(datastore: Any, *, flush_commits: bool) -> None:
     """Every connection of ``datastore``'s pool runs its transactions at READ
-    COMMITTED, looks for tables in the ledger's schema, speaks UTF-8 and, with
+    COMMITTED, looks for tables in the ledger's schema, has neither a statement nor
+    a lock timeout, speaks UTF-8 and, with
     ``flush_commits``, flushes each commit before acknowledging it."""
     assert datastore.schema == POSTGRES_SCHEMA, datastore.schema
     kwargs = datastore.pool.kwargs

@@ -85,7 +85,7 @@ def wait_for_a_blocked_session(dbname: str, timeout_s: float = 60.0) -> None:
     import time
 
     deadline = time.monotonic() + timeout_s
-    with _connect(dbname) as conn:
+    with _connect("postgres") as conn:  # pg_locks shows every database's (and dbname's settings stay out)
         while not conn.execute("SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database"
                                " WHERE NOT l.granted AND d.datname = %s", (dbname,)).fetchone()[0]:
             assert time.monotonic() < deadline, f"no session of {dbname} came to wait for a lock"

@@ -612,3 +612,60 @@ def test_a_full_postgres_tablespace_is_said_at_once(tmp_path):
         assert statuses == ["duplicate"] * len(acknowledged) + ["recorded"] * (len(lines) - len(acknowledged))
         with Ledger.from_url(url) as ledger:
             assert all(c.ok for c in ledger.verify(replay=False))
+
+
+def test_statistics_that_fail_after_the_commits_are_a_warning(store_url, monkeypatch):
+    """The statistics refresh at the end of a bulk append runs after every chunk was
+    committed and answered: when it failed (a statement timeout, a dropped
+    connection) the append raised, and `append` exited 3 with everything recorded.
+    Now a warning; the next append tries again."""
+    from eventsourcing.persistence import OperationalError
+
+    from leadledger import application
+
+    monkeypatch.setattr(application, "ANALYZE_AFTER_EVENTS", 2)
+    failing = [False]
+    analyze = Ledger.analyze
+
+    def timed_out(self, tables=()):
+        if failing[0] and not tables:
+            raise OperationalError("canceling statement due to statement timeout")
+        return analyze(self, tables)
+
+    monkeypatch.setattr(Ledger, "analyze", timed_out)
+    warnings: list[str] = []
+    with Ledger.from_url(store_url) as ledger:
+        ledger.init()
+        ledger.warn = warnings.append
+        failing[0] = True
+        assert [r.status for r in ledger.append([wallet("p1"), buy("p1", 500)])] == ["recorded", "recorded"]
+        assert warnings == ["the planner's statistics were not refreshed after this append (canceling statement "
+                            "due to statement timeout); the next append tries again"]
+        assert ledger.analyze_due  # still due
+        failing[0] = False
+        assert [r.status for r in ledger.append([buy("p1", 300)])] == ["recorded"]
+        assert not ledger.analyze_due and len(warnings) == 1
+        assert ledger.balances(pro_id="p1")[0]["balance"] == 800
+
+
+def test_a_full_temporary_folder_is_named_beside_the_store(tmp_path, monkeypatch):
+    """SQLite says "database or disk is full" for its temporary files' folder too
+    (a rebuild's sorts spill there): the message named only the store's volume,
+    which had room. It names the temporary folder when that is another volume."""
+    import os
+
+    from leadledger import application
+    from leadledger.store import config_for
+
+    other = "/dev/shm"
+    if not os.path.isdir(other) or os.stat(other).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip(f"{other} is not another volume than {tmp_path} here")
+    config = config_for(f"sqlite:///{tmp_path / 'l.db'}")
+    full = sqlite3.OperationalError("database or disk is full")
+    monkeypatch.setenv("SQLITE_TMPDIR", other)
+    assert application._full_message(config, full) == (
+        f"the store is out of space (database or disk is full; free space on the volume holding {tmp_path}/l.db "
+        f"or on {other}, where SQLite writes its temporary files (SQLITE_TMPDIR, TMPDIR))")
+    monkeypatch.setenv("SQLITE_TMPDIR", str(tmp_path))  # the same volume: named once
+    assert application._full_message(config, full) == (
+        f"the store is out of space (database or disk is full; free space on the volume holding {tmp_path}/l.db)")

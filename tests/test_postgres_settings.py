@@ -471,3 +471,52 @@ def test_no_backslash_in_sql_literals_under_standard_conforming_strings_off(tmp_
         filtered = json.loads(_cli(url, *reports[2]).stdout)
         assert filtered and all(row["account"].startswith("platform:revenue:") for row in filtered)
         assert _cli(url, "verify").returncode == 0
+
+
+TIMEOUT_DATABASE = "leadledger_test_timeouts"
+
+
+def test_no_database_timeout_cuts_the_ledgers_own_statements_and_waits() -> None:
+    """Database defaults of statement_timeout and lock_timeout (here 1 ms each)
+    cancelled the ledger's statements part-way: under 200 ms a rebuild never
+    finished and a bulk append's statistics refresh failed after its commits;
+    under 1 ms not even `init` ran. And a report waiting for a rebuild's commit
+    (the read models' lock) failed instead of answering after it. Each would fail
+    the same way again. The ledger's sessions run with PostgreSQL's defaults for
+    both (its work and its waits are its own, bounded); other sessions keep the
+    database's."""
+    from leadledger.projections.postgres_view import READERS_LOCK_KEY
+
+    settings = {"statement_timeout": "'1ms'", "lock_timeout": "'1ms'"}
+    with scratch_database(TIMEOUT_DATABASE, settings=settings) as url:
+        for args in (("init",), ("append", "cli/demo.ndjson"), ("rebuild",), ("balances", "--format", "json"),
+                     ("verify",)):
+            proc = _cli(url, *args)
+            assert proc.returncode in (0, 1) and "error[" not in proc.stderr, (args, proc.stderr)
+        with Ledger.from_url(url) as ledger:
+            datastore = ledger._open()[0].factory.datastore
+            with datastore.transaction(commit=False) as curs:
+                curs.execute("SHOW statement_timeout")
+                assert curs.fetchone()["statement_timeout"] == "0"
+                curs.execute("SHOW lock_timeout")
+                assert curs.fetchone()["lock_timeout"] == "0"
+            expected = ledger.balances()
+            with _connect(TIMEOUT_DATABASE) as rebuild:  # holds what a rebuild holds against readers
+                assert rebuild.execute("SHOW lock_timeout").fetchone()[0] == "1ms"
+                rebuild.autocommit = False
+                rebuild.execute("SELECT pg_advisory_xact_lock(%s)", (READERS_LOCK_KEY,))
+                answers: list[object] = []
+                reader = threading.Thread(target=lambda: answers.append(_try(ledger.balances)))
+                reader.start()
+                wait_for_a_blocked_session(TIMEOUT_DATABASE)
+                time.sleep(0.1)  # a hundred times the database's lock_timeout
+                rebuild.commit()
+                reader.join(timeout=30)
+            assert answers == [expected]
+
+
+def _try(read: Any) -> object:
+    try:
+        return read()
+    except Exception as exc:  # noqa: BLE001 - the test compares what came back
+        return exc
