@@ -1023,6 +1023,8 @@ class Ledger:
         """One row per wallet (as ``balances --format json``). ``as_of``: a datetime
         with a timezone or RFC 3339 text (a date means the end of that day, UTC)."""
         at = as_instant(as_of, "as_of")
+        if _names_nothing(pro_id, market):
+            return []
         self.catch_up()
         return queries.balances(self._view, pro_id=pro_id, as_of=at, market=market)
 
@@ -1036,6 +1038,8 @@ class Ledger:
                      market: str | None = None, contact_id: str | None = None) -> Iterator[dict[str, Any]]:
         """``refunds`` streamed from the database, for outputs too large to hold."""
         at, now_at = as_instant(as_of, "as_of"), as_instant(now, "now")
+        if _names_nothing(pro_id, market, contact_id):
+            return iter(())
         self.catch_up()
         return queries.iter_refunds(self._view, now_at or datetime.now(timezone.utc), pro_id=pro_id,
                                     status=status, as_of=at, market=market, contact_id=contact_id)
@@ -1048,6 +1052,8 @@ class Ledger:
         closing balance), then ``opening``. ``account`` also matches the accounts
         under it."""
         span = self._period(start, as_of, end_name="as_of")
+        if _names_nothing(pro_id, market, account):
+            return []
         self.catch_up()
         return queries.trial_balance(self._view, as_of=span.end, start=span.start, pro_id=pro_id, market=market,
                                      account=account)
@@ -1063,12 +1069,16 @@ class Ledger:
         with a running balance, and a closing line (see queries.statement)."""
         span = self._period(start, end)
         self.require_wallet(pro_id)
+        if _names_nothing(account):
+            return []
         return queries.statement(self._view, pro_id, span.start, span.end, account=account)
 
     def income(self, start: datetime | str | None = None, end: datetime | str | None = None, *,
                market: str | None = None) -> list[dict[str, Any]]:
         """Revenue by kind, refunds, courtesy expense and net, per market and unit."""
         span = self._period(start, end)
+        if _names_nothing(market):
+            return []
         self.catch_up()
         return queries.income(self._view, span.start, span.end, market=market)
 
@@ -1076,6 +1086,8 @@ class Ledger:
                   market: str | None = None) -> Iterator[dict[str, Any]]:
         """Movements across the platform boundary (credit purchases, card charges), streamed."""
         span = self._period(start, end)
+        if _names_nothing(market):
+            return iter(())
         self.catch_up()
         return queries.reconcile(self._view, span.start, span.end, market=market)
 
@@ -1083,15 +1095,19 @@ class Ledger:
         """Why a contact has its refund status: its facts, the deadline and how it
         was computed, the money charged and refunded and by which rule."""
         at = as_instant(as_of, "as_of") or self.clock()
+        if _names_nothing(contact_id):
+            raise Rejection(errors.CONTACT_NOT_FOUND, f"no quote was sent for contact {contact_id!r}")
         app, view = self._open()
         self.catch_up()
         return explain.explain_contact(app, view, contact_id, at)
 
     def require_wallet(self, pro_id: str) -> None:
         """Raise Rejection(wallet_not_found) for a pro without a wallet."""
-        self.catch_up()
-        if not queries.wallet_exists(self._view, pro_id):
-            raise Rejection(errors.WALLET_NOT_FOUND, f"pro {pro_id!r} has no wallet")
+        if not _names_nothing(pro_id):
+            self.catch_up()
+            if queries.wallet_exists(self._view, pro_id):
+                return
+        raise Rejection(errors.WALLET_NOT_FOUND, f"pro {pro_id!r} has no wallet")
 
     def read_models(self, as_of: datetime | str | None = None, *, with_refunds: bool = True,
                     max_position: int | None = None) -> dict[str, Any]:
@@ -1538,6 +1554,14 @@ def _no_progress(task: str, total: int | None) -> Callable[[int], None]:
 class _Unverified(Exception):
     """A speculative judgement (on warm state, without reads) that its write or a
     check found wrong or could not check: the batch is judged again from the store."""
+
+
+def _names_nothing(*values: str | None) -> bool:
+    """A read's filter holding a NUL names nothing the ledger stores (identifiers
+    refuse control characters), and PostgreSQL takes no NUL in text: such a read is
+    answered as one of an unknown id, without asking the store (on PostgreSQL it
+    was a 503 store_unavailable, Retry-After and all, that closed the reader)."""
+    return any(value is not None and "\x00" in value for value in values)
 
 
 def _replayed_up_to(view: Any) -> int:

@@ -27,6 +27,7 @@ import httpx
 import pytest
 
 from leadledger import Ledger
+from leadledger.errors import Rejection
 from leadledger.recorders import RECEIPTS_TABLE
 from leadledger.service.app import READERS
 from leadledger.service.bodies import MAX_REQUEST_SUBMISSIONS
@@ -296,6 +297,37 @@ def test_reads_give_the_cli_json(server):
         assert client.get("/v1/trial-balance", params={"pro": pro, "as_of": as_of}).json() == \
             cli_json("trial-balance", "--pro", pro, "--as-of", as_of)
         assert client.get("/v1/wallets/nobody-at-all").json()["error"]["code"] == "wallet_not_found"
+
+
+def test_ids_with_a_nul_are_unknown_ids_not_an_outage(server):
+    """No recorded id holds a NUL (identifiers refuse control characters), and
+    PostgreSQL takes none in text: on PostgreSQL such a read was a 503
+    store_unavailable with Retry-After (a client retried it forever) and closed the
+    reader's connections. Now the answers of any unknown id, on both stores."""
+    pro = fresh("pro")
+    assert server.post([wallet(pro)]).json()["results"][0]["status"] == "recorded"
+    with server.client("reader") as client:
+        for path, params in ((f"/v1/wallets/{pro}%00", {}), (f"/v1/wallets/{pro}%00/statement", {}),
+                             ("/v1/wallets", {"pro": f"{pro}\x00"}), ("/v1/refunds", {"pro": "\x00"}),
+                             ("/v1/trial-balance", {"pro": f"{pro}\x00x"})):
+            answer = client.get(path, params=params)
+            assert (answer.status_code, answer.json()["error"]["code"]) == (404, "wallet_not_found"), path
+        answer = client.get("/v1/contacts/ct%00/refund")
+        assert (answer.status_code, answer.json()["error"]["code"]) == (404, "contact_not_found")
+        for params in ({"account": f"pro:{pro}\x00"}, {"market": "pro360\x00"}):
+            assert client.get("/v1/trial-balance", params=params).json() == []
+        assert client.get("/v1/wallets", params={"market": "\x00"}).json() == []
+        assert client.get("/v1/refunds", params={"market": "\x00"}).json() == []
+        assert client.get(f"/v1/wallets/{pro}").status_code == 200  # the readers still read
+    with Ledger.from_url(server.store_url) as ledger:  # the Python API, the same answers
+        assert ledger.balances(pro_id=f"{pro}\x00") == [] and ledger.refunds(contact_id="\x00") == []
+        assert list(ledger.reconcile(market="\x00")) == [] and ledger.income(market="\x00") == []
+        with pytest.raises(Rejection) as unknown:
+            ledger.explain("ct\x00")
+        assert unknown.value.code == "contact_not_found"
+        with pytest.raises(Rejection) as unknown:
+            ledger.statement(f"{pro}\x00")
+        assert unknown.value.code == "wallet_not_found"
 
 
 def test_the_feed_pages_and_long_polls(server):
