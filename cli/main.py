@@ -176,9 +176,19 @@ def replay(ctx: click.Context, file: Any, as_of: datetime | None) -> None:
     """
     from leadledger import Ledger
 
+    from leadledger.application import PROJECTION_ADVICE
+    from leadledger.errors import PROJECTION_FAILED, LedgerError
+
     with Ledger.from_url("sqlite:///:memory:") as fresh:
         count = fresh.load_log(file)
-        models = fresh.read_models(as_of=as_of)
+        try:
+            models = fresh.read_models(as_of=as_of)
+        except LedgerError as exc:
+            if exc.code != PROJECTION_FAILED:
+                raise
+            refused = exc.message.removesuffix(PROJECTION_ADVICE)
+            raise LedgerError("invalid_log", f"not a log the ledger records: {refused} (positions: the file's "
+                              "event lines, blank lines not counted)") from None
     click.echo(json.dumps(models, ensure_ascii=False, indent=2))
     judged = "--as-of" if as_of else "the log's latest occurred_at"
     click.echo(f"replayed {count:,} events; judged at {models['as_of']} ({judged})", err=True)

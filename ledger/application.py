@@ -75,7 +75,8 @@ from leadledger.projections import beancount, checkpoints, explain, mapping, que
 from leadledger.projections.stored import EVENT_TYPES
 from leadledger.projections.tables import (BYTE_ORDER_MARKER, LAYOUT_MARKER, POSTGRES_READ_MODEL_DDL,
                                            READ_MODEL_TABLES, read_model_ddl)
-from leadledger.projections.view import APPLICATION_NAME, LedgerProjection, SQLiteLedgerView, catch_up
+from leadledger.projections.view import (APPLICATION_NAME, LedgerProjection, ProjectionFailed, SQLiteLedgerView,
+                                        catch_up)
 
 CHUNK_SIZE = 1000  # submissions decided and committed per transaction (group commit)
 MAX_ATOMIC_BATCH = 100_000  # --atomic holds the whole batch in one transaction
@@ -931,6 +932,8 @@ class Ledger:
         try:
             return catch_up(app, view, start_progress=start_progress, in_worker=mapping.worker_wanted,
                             warn=self.warn)
+        except ProjectionFailed as exc:
+            raise LedgerError(errors.PROJECTION_FAILED, f"{exc}{PROJECTION_ADVICE}") from None
         except PersistenceError as exc:
             full = is_full(exc)
             if not (full or _is_refusal(exc)):
@@ -1169,10 +1172,15 @@ class Ledger:
                 warn(f"{exc}; rebuilding in this process")
                 in_worker = False
             except (PersistenceError, sqlite3.Error) as exc:
-                if not is_full(exc):
-                    raise
-                raise LedgerError(errors.STORE_FULL, f"{_full_message(self.config, exc)}; the rebuild was rolled "
-                                  "back: the read models are as they were") from None
+                if is_full(exc):
+                    raise LedgerError(errors.STORE_FULL, f"{_full_message(self.config, exc)}; the rebuild was "
+                                      "rolled back: the read models are as they were") from None
+                if isinstance(exc, (IntegrityError, sqlite3.IntegrityError)):  # a rebuild has no rival writer
+                    raise LedgerError(errors.PROJECTION_FAILED, f"the read models cannot take the log's events "
+                                      f"({_one_line(exc)}): the log holds events the rules never record (altered "
+                                      "by hand? `leadledger verify` checks it), or a bug; the rebuild was rolled "
+                                      "back: the read models are as they were") from None
+                raise
             finally:
                 advance(-1)
         # The log's statistics still hold (the writer refreshes them as it grows): a
@@ -1262,7 +1270,7 @@ class Ledger:
         try:
             self.catch_up()
         except LedgerError as exc:
-            if exc.code != errors.LOG_DAMAGED:
+            if exc.code not in (errors.LOG_DAMAGED, errors.PROJECTION_FAILED):
                 raise
             chained.append(f"the read models cannot follow the log: {exc.message}")
         top = view.max_tracking_id(APPLICATION_NAME) or 0
@@ -1554,6 +1562,10 @@ def _no_progress(task: str, total: int | None) -> Callable[[int], None]:
 class _Unverified(Exception):
     """A speculative judgement (on warm state, without reads) that its write or a
     check found wrong or could not check: the batch is judged again from the store."""
+
+
+PROJECTION_ADVICE = (": the log holds events the rules never record (altered by hand? `leadledger verify` checks "
+                     "it), or a bug; the read models stay as they were, before those events")
 
 
 def _names_nothing(*values: str | None) -> bool:

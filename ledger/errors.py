@@ -63,4 +63,5 @@ LOG_DAMAGED = "log_damaged"  # the submission's receipt points at events the log
 OCCURRED_IN_FUTURE = "occurred_in_future"  # occurred_at beyond the clock + allowed skew
 TOO_LATE = "too_late"  # the market pack's max_lateness_days has passed
 STORE_STATEMENT_FAILED = "store_statement_failed"  # the store refused a write's statement: not retried
+PROJECTION_FAILED = "projection_failed"  # the read models' keys refuse logged events no one else projected
 STORE_FULL = "store_full"  # the store's disk (or quota) is full: not retried, nothing of the batch recorded

@@ -19,6 +19,7 @@ from eventsourcing.utils import get_topic
 
 from leadledger.aggregates import Contact, Customer, Wallet
 from leadledger.events import DOMAIN_EVENT_CLASSES, LedgerCreated
+from leadledger.limits import EARLIEST, LATEST, MAX_AMOUNT, within_range
 from leadledger.timefmt import format_utc, parse_utc
 
 PAGE_SIZE = 1000
@@ -29,6 +30,12 @@ REPLAYED = "__replayed__"
 _CREATED_BY = {"WalletOpened": Wallet, "QuoteSent": Contact, "CustomerTerminated": Customer}
 _BASE_FIELDS = ("originator_id", "originator_version", "timestamp", "originator_topic",
                 "event_id", "occurred_at")
+# What a recorded value can be (replay takes a log from outside: a hand-edited or
+# hostile one must be refused line by line, not reach the read models, where a
+# string amount was an internal error and a NUL in an id made every catch-up retry
+# forever). Loose enough for any log a ledger wrote: ids of older rules included.
+MAX_TEXT_CHARS = 1024
+MAX_VERSION = 2**62
 
 
 def _plain(value: Any) -> Any:
@@ -69,12 +76,15 @@ def from_record(record: dict[str, Any], recorded_at: datetime) -> Any:
         cls = DOMAIN_EVENT_CLASSES[record["type"]]
     except KeyError:
         raise LogError(f"unknown event type {record.get('type')!r}") from None
+    version = record["originator_version"]
+    if type(version) is not int or not 1 <= version <= MAX_VERSION:
+        raise LogError(f"originator_version: {_shown(version)} is not a whole number 1..2**62")
     kwargs: dict[str, Any] = {
-        "originator_id": UUID(record["originator_id"]),
-        "originator_version": int(record["originator_version"]),
+        "originator_id": UUID(_text("originator_id", record["originator_id"])),
+        "originator_version": version,
         "timestamp": recorded_at,
-        "event_id": UUID(record["event_id"]),
-        "occurred_at": parse_utc(record["occurred_at"]),
+        "event_id": UUID(_text("event_id", record["event_id"])),
+        "occurred_at": _instant("occurred_at", parse_utc(_text("occurred_at", record["occurred_at"]))),
     }
     if issubclass(cls, LedgerCreated):
         kwargs["originator_topic"] = get_topic(_CREATED_BY[cls.__name__])
@@ -85,13 +95,58 @@ def from_record(record: dict[str, Any], recorded_at: datetime) -> Any:
             if f.default is None:  # recorded_by: logs from before 0.6 lack it
                 continue
             raise LogError(f"{record['type']} without field {f.name!r}")
-        value = record[f.name]
-        if f.type in ("date",) and value is not None:
-            value = date.fromisoformat(value)
-        elif f.type in ("datetime", "datetime | None") and value is not None:
-            value = parse_utc(value)
-        kwargs[f.name] = value
+        kwargs[f.name] = _value(f.name, str(f.type), record[f.name])
     return cls(**kwargs)
+
+
+def _value(name: str, kind: str, value: Any) -> Any:
+    """A recorded field's value, checked against its declared type and the ledger's limits."""
+    if value is None and kind.endswith(" | None"):
+        return None
+    kind = kind.removesuffix(" | None")
+    if kind == "int":
+        if type(value) is not int or not 0 <= value <= MAX_AMOUNT:
+            raise LogError(f"{name}: {_shown(value)} is not a whole number 0..{MAX_AMOUNT}")
+        return value
+    if kind == "str":
+        return _text(name, value)
+    if kind == "date":
+        day = date.fromisoformat(_text(name, value))
+        if not EARLIEST.date() <= day <= LATEST.date():
+            raise LogError(f"{name}: {value} is outside 1970..2999")
+        return day
+    if kind == "datetime":
+        return _instant(name, parse_utc(_text(name, value)))
+    if kind == "dict[str, str]":
+        if type(value) is not dict:
+            raise LogError(f"{name}: {_shown(value)} is not an object of texts")
+        return {_text(name, key): _text(name, item) for key, item in value.items()}
+    raise LogError(f"{name}: a field of type {kind} is not read from a log")  # a new field type: say so
+
+
+def _text(name: str, value: Any) -> str:
+    if type(value) is not str or len(value) > MAX_TEXT_CHARS:
+        raise LogError(f"{name}: {_shown(value)} is not text of at most {MAX_TEXT_CHARS} characters")
+    if not value.isprintable() and any(_unstorable(c) for c in value):  # printable: the common case, one pass
+        raise LogError(f"{name}: {_shown(value)} holds a control character or a lone surrogate")
+    return value
+
+
+def _unstorable(char: str) -> bool:
+    """A control character (NUL first: PostgreSQL text refuses it) or a lone
+    surrogate (UTF-8 cannot hold it)."""
+    code = ord(char)
+    return code < 0x20 or 0x7F <= code <= 0x9F or 0xD800 <= code <= 0xDFFF
+
+
+def _instant(name: str, moment: datetime) -> datetime:
+    if not within_range(moment):
+        raise LogError(f"{name}: {format_utc(moment)} is outside 1970..2999")
+    return moment
+
+
+def _shown(value: Any) -> str:
+    return repr(value)[:40]
 
 
 def page(app: Any, after: int, limit: int) -> tuple[list[dict[str, Any]], int]:

@@ -339,7 +339,11 @@ def catch_up(app: Any, view: LedgerViewMixin, batch_size: int | None = None,
                 try:
                     view.write_statements_tracked(mapper.statements(page, rebuilding=False),
                                                   Tracking(APPLICATION_NAME, page[-1][0]))
-                except (IntegrityError, sqlite3.IntegrityError):
+                except (IntegrityError, sqlite3.IntegrityError) as exc:
+                    if view.max_tracking_id(APPLICATION_NAME) == position:  # type: ignore[attr-defined]
+                        # Nobody got there first: these events break the read models' keys.
+                        # Trying again would fail again, forever (it did, growing to 10 GB).
+                        raise ProjectionFailed(page[0][0], page[-1][0], exc) from None
                     mapper = EventMapper(view.wallet_lookup)  # another process got there first
                     continue
                 done += len(page)
@@ -348,6 +352,16 @@ def catch_up(app: Any, view: LedgerViewMixin, batch_size: int | None = None,
     finally:
         if advance is not None:
             advance(-1)
+
+
+class ProjectionFailed(Exception):
+    """Events the read models cannot take (their keys refuse them) though no other
+    process projected them first: a log altered by hand, or a bug. Not retried."""
+
+    def __init__(self, first: int, last: int, cause: BaseException):
+        super().__init__(f"the read models cannot take the events at positions {first:,}..{last:,} "
+                         f"({' '.join(str(cause).split())[:200]})")
+        self.first, self.last = first, last
 
 
 def _backlog_in_worker(view: LedgerViewMixin, batch_size: int, advance: Callable[[int], None],

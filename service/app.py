@@ -33,7 +33,7 @@ from starlette.responses import Response
 
 from leadledger import keys, reports
 from leadledger.application import Ledger, is_full
-from leadledger.errors import LOG_DAMAGED, STORE_STATEMENT_FAILED, LedgerError, Rejection
+from leadledger.errors import LOG_DAMAGED, PROJECTION_FAILED, STORE_STATEMENT_FAILED, LedgerError, Rejection
 from leadledger.periods import Period, as_instant
 from leadledger.projections.status import STATUSES, status_named
 from leadledger.service import bodies, models
@@ -78,7 +78,7 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
 # Retry-After). A statement the store refuses, or a log damaged by hand, fails the
 # same way when retried: 500.
 _LEDGER_STATUS = {"bad_head": 400, "invalid_log": 400, "not_supported": 400, "bad_parameter": 400,
-                  STORE_STATEMENT_FAILED: 500, LOG_DAMAGED: 500}
+                  STORE_STATEMENT_FAILED: 500, LOG_DAMAGED: 500, PROJECTION_FAILED: 500}
 
 
 def _store_failed(exc: BaseException) -> Response:
@@ -323,6 +323,8 @@ def _install_error_handlers(app: FastAPI, service: Service) -> None:
     @app.exception_handler(LedgerError)
     async def ledger_error(request: Request, exc: LedgerError) -> Response:
         status = _LEDGER_STATUS.get(exc.code, 503)
+        if status == 500:  # not an outage, nor the client's doing: the operator must look
+            log.error("%s %s: %s: %s", request.method, request.url.path, exc.code, exc.message)
         headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status == 503 else None
         return _error(status, exc.code, exc.message, headers)
 

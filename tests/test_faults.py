@@ -669,3 +669,46 @@ def test_a_full_temporary_folder_is_named_beside_the_store(tmp_path, monkeypatch
     monkeypatch.setenv("SQLITE_TMPDIR", str(tmp_path))  # the same volume: named once
     assert application._full_message(config, full) == (
         f"the store is out of space (database or disk is full; free space on the volume holding {tmp_path}/l.db)")
+
+
+def test_events_the_read_models_refuse_stop_a_catch_up_instead_of_spinning(store_url):
+    """A catch-up whose write broke a read model's key took it for another process
+    having projected those events first and tried again, forever: a second
+    WalletOpened for a pro (a log altered by hand; in replay, a log with a NUL in an
+    id) kept every reader busy, its memory growing to 10 GB in 10 minutes. Now the
+    read says which positions the read models refuse, at once."""
+    with Ledger.from_url(store_url) as ledger:
+        assert [r.status for r in ledger.append([wallet("p1"), buy("p1", 500)])] == ["recorded"] * 2
+        assert ledger.balances(pro_id="p1")[0]["balance"] == 500  # level
+        app, _ = ledger._open()
+        table = app.recorder.events_table_name
+        sqlite = ledger.config.kind == "sqlite"
+        forged = str(uuid.uuid4()) if sqlite else uuid.uuid4()
+        mark = "?" if sqlite else "%s"
+        position = "rowid" if sqlite else "notification_id"
+        with guards_off(ledger) as curs:  # p1's wallet opened again, under another aggregate
+            if sqlite:
+                curs.execute(f"INSERT INTO {table} (originator_id, originator_version, topic, state)"
+                             f" SELECT {mark}, 1, topic, state FROM {table} WHERE originator_version = 1", (forged,))
+            else:
+                curs.execute(f"INSERT INTO {table} (originator_id, originator_version, topic, state, {position})"
+                             f" SELECT {mark}, 1, topic, state, (SELECT max({position}) + 1 FROM {table})"
+                             f" FROM {table} WHERE originator_version = 1", (forged,))
+    result = cli_run(store_url, "balances", timeout=60)  # (it never returned)
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.startswith("leadledger: error[projection_failed]: the read models cannot take the events "
+                                    "at positions 3..3 ("), result.stderr
+    assert result.stderr.endswith("the read models stay as they were, before those events\n")
+    with Ledger.from_url(store_url) as ledger:  # nothing was projected of it
+        app, view = ledger._open()
+        assert view.max_tracking_id("LeadLedger") == 2
+    # verify reports it (the chain names the insertion) instead of failing with it
+    result = cli_run(store_url, "verify", "--format", "json", timeout=60)
+    assert result.returncode == 1, result.stderr
+    log_check = next(c for c in json.loads(result.stdout) if c["invariant"] == 0)
+    assert any("cannot take the events at positions 3..3" in p for p in log_check["problems"]), log_check
+    result = cli_run(store_url, "rebuild", "--force", timeout=60)  # (it was store_unavailable)
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.splitlines()[-1].startswith("leadledger: error[projection_failed]: the read models "
+                                                     "cannot take the log's events (")
+    assert result.stderr.endswith("the rebuild was rolled back: the read models are as they were\n")

@@ -247,6 +247,61 @@ def test_replay_rejects_a_bad_log(tmp_path):
     assert result.exit_code == 2 and "line 2: not JSON" in result.stderr
 
 
+def _demo_log(tmp_path) -> list[dict]:
+    with Ledger.from_url(f"sqlite:///{tmp_path / 'demo.db'}") as ledger:
+        ok(ledger.append(DEMO[:-1]))
+        return list(ledger.events())
+
+
+@pytest.mark.parametrize("field, value, said", [
+    ("amount", "100", "line 2: amount: '100' is not a whole number 0..1000000000000"),
+    ("amount", 1e308, "line 2: amount: 1e+308 is not a whole number 0..1000000000000"),
+    ("amount", 10**30, "line 2: amount: 1000000000000000000000000000000 is not a whole number 0..1000000000000"),
+    ("amount", -5, "line 2: amount: -5 is not a whole number 0..1000000000000"),
+    ("amount", None, "line 2: amount: None is not a whole number 0..1000000000000"),
+    ("pro_id", "a\x00b", "line 1: pro_id: 'a\\x00b' holds a control character or a lone surrogate"),
+    ("pro_id", "a\ud800", "line 1: pro_id: 'a\\ud800' holds a control character or a lone surrogate"),
+    ("pro_id", 5, "line 1: pro_id: 5 is not text of at most 1024 characters"),
+    ("recorded_by", {"x": 1}, "line 1: recorded_by: {'x': 1} is not text of at most 1024 characters"),
+    ("originator_version", "1", "line 1: originator_version: '1' is not a whole number 1..2**62"),
+    ("occurred_at", "2026-01-05T17:00:00+00:00", None),  # any offset: the same instant
+    ("occurred_at", "3026-01-05T17:00:00Z", "line 1: occurred_at: 3026-01-05T17:00:00Z is outside 1970..2999"),
+])
+def test_replay_refuses_values_no_ledger_records(tmp_path, field, value, said):
+    """replay takes a log from outside, where each value is hostile: a string
+    amount was an internal error (exit 4), a float or a 10^30 amount went into the
+    read models, a negative one tripped an assertion, and a NUL in a pro id made
+    the catch-up retry forever (10 GB in 10 minutes). Each is now its line's
+    invalid_log (exit 2); a value a ledger records replays as before."""
+    records = _demo_log(tmp_path)
+    for record in records:
+        if field in record and (field != "amount" or record["type"] == "CreditsPurchased"):
+            record[field] = value
+    log = tmp_path / "edited.ndjson"
+    log.write_text("".join(json.dumps(r) + "\n" for r in records))
+    result = CliRunner().invoke(cli, ["replay", str(log)], obj={})
+    if said is None:
+        assert result.exit_code == 0, result.stderr
+    else:
+        assert (result.exit_code, result.stderr) == (2, f"leadledger: error[invalid_log]: {said}\n")
+
+
+def test_replay_names_the_lines_the_read_models_refuse(tmp_path):
+    """Values each fine, the log still not one a ledger records: a second wallet
+    for the same pro (another aggregate). Said, not retried forever."""
+    records = _demo_log(tmp_path)
+    opened = next(r for r in records if r["type"] == "WalletOpened")
+    records.append({**opened, "originator_id": "0b5e8a3c-6f1e-4a8e-9a51-3d1c0e5b7f21"})
+    log = tmp_path / "edited.ndjson"
+    log.write_text("".join(json.dumps(r) + "\n" for r in records))
+    result = CliRunner().invoke(cli, ["replay", str(log)], obj={})
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"leadledger: error[invalid_log]: not a log the ledger records: the read "
+                                    f"models cannot take the events at positions 1..{len(records)} (UNIQUE "
+                                    "constraint failed: ll_wallets.pro_id) (positions: the file's event lines"), \
+        result.stderr
+
+
 def test_statement_running_balance_and_period(ledger):
     busy(ledger)
     rows = ledger.statement("p1")
