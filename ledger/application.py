@@ -1177,9 +1177,8 @@ class Ledger:
                                       "rolled back: the read models are as they were") from None
                 if isinstance(exc, (IntegrityError, sqlite3.IntegrityError)):  # a rebuild has no rival writer
                     raise LedgerError(errors.PROJECTION_FAILED, f"the read models cannot take the log's events "
-                                      f"({_one_line(exc)}): the log holds events the rules never record (altered "
-                                      "by hand? `leadledger verify` checks it), or a bug; the rebuild was rolled "
-                                      "back: the read models are as they were") from None
+                                      f"({_one_line(exc)}): {_WHY_REFUSED}; the rebuild was rolled back: the read "
+                                      "models are as they were") from None
                 raise
             finally:
                 advance(-1)
@@ -1564,8 +1563,8 @@ class _Unverified(Exception):
     check found wrong or could not check: the batch is judged again from the store."""
 
 
-PROJECTION_ADVICE = (": the log holds events the rules never record (altered by hand? `leadledger verify` checks "
-                     "it), or a bug; the read models stay as they were, before those events")
+_WHY_REFUSED = "the log holds events the rules never record (altered by hand? `leadledger verify` checks it), or a bug"
+PROJECTION_ADVICE = f": {_WHY_REFUSED}; the read models stay as they were, before those events"
 
 
 def _names_nothing(*values: str | None) -> bool:

@@ -75,8 +75,8 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
 
 
 # LedgerError codes and the HTTP status they are answered with (others: 503, with
-# Retry-After). A statement the store refuses, or a log damaged by hand, fails the
-# same way when retried: 500.
+# Retry-After). A statement the store refuses, a log damaged by hand, or events the
+# read models refuse, fails the same way when retried: 500.
 _LEDGER_STATUS = {"bad_head": 400, "invalid_log": 400, "not_supported": 400, "bad_parameter": 400,
                   STORE_STATEMENT_FAILED: 500, LOG_DAMAGED: 500, PROJECTION_FAILED: 500}
 
