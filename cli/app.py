@@ -62,11 +62,10 @@ def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
         except NotNDJSON as exc:
             fail("usage", str(exc), EXIT_USAGE)
         except (_persistence_error(), sqlite3.Error) as exc:  # the store failed, not our code
-            from leadledger.application import is_full
+            from leadledger.application import store_error_code
 
             # The codes the service answers with for the same failures.
-            fail("store_full" if is_full(exc) else "store_unavailable",
-                 " ".join(str(exc).split())[:300] or type(exc).__name__, EXIT_STORE)
+            fail(store_error_code(exc), " ".join(str(exc).split())[:300] or type(exc).__name__, EXIT_STORE)
         except (click.exceptions.Exit, click.ClickException, SystemExit, KeyboardInterrupt):
             raise
         except BrokenPipeError:

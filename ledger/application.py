@@ -270,6 +270,10 @@ class Ledger:
             except (PersistenceError, OSError, sqlite3.Error) as exc:
                 if is_full(exc):  # creating a new SQLite store's tables
                     raise LedgerError(errors.STORE_FULL, _full_message(self.config, exc)) from None
+                if _is_refusal(exc):  # a role given nothing on the ledger's tables
+                    raise LedgerError("permission_denied", f"this role may not use this store: {_one_line(exc)} "
+                                      "(`init --roles` makes one for each use: leadledger_writer, "
+                                      "leadledger_auditor, leadledger_owner)") from None
                 raise LedgerError("store_unavailable", _store_message(self.config, exc)) from None
             self._app, self._view = app, view
         return self._app, self._view
@@ -706,7 +710,12 @@ class Ledger:
         if self._unwritable is not None:
             raise LedgerError("store_unavailable", self._unwritable)
         if time.monotonic() >= self._receipts_checked_until:
-            self._check_receipts()
+            try:
+                self._check_receipts()
+            except (PersistenceError, sqlite3.Error) as exc:  # its first read of the store
+                if _is_refusal(exc):
+                    raise _append_refused(exc) from None
+                raise
         conflicts = lost = 0
         speculate = self._guess_next
         while True:
@@ -739,8 +748,7 @@ class Ledger:
                                       " standby, or default_transaction_read_only = on: append to the"
                                       " primary)") from None
                 if _is_refusal(exc):  # retrying cannot help: say so at once
-                    raise LedgerError("permission_denied", f"this role may not append: {_one_line(exc)} "
-                                      "(append with the writer's URL, e.g. leadledger_writer)") from None
+                    raise _append_refused(exc) from None
                 if _is_statement_error(exc):  # nor here: the same statement fails again
                     raise LedgerError(errors.STORE_STATEMENT_FAILED, f"the store refused a statement: "
                                       f"{_one_line(exc)} (its schema was changed by hand, or a bug: "
@@ -1634,6 +1642,21 @@ def _is_refusal(exc: BaseException) -> bool:
 # locked or failing file: these are its words for "this statement is wrong".
 _SQLITE_STATEMENT_ERRORS = ("syntax error", "no such table", "no such column", "has no column named",
                             "values were supplied")
+
+
+def _append_refused(exc: BaseException) -> LedgerError:
+    return LedgerError("permission_denied", f"this role may not append: {_one_line(exc)} (append with the "
+                       "writer's URL, e.g. leadledger_writer)")
+
+
+def store_error_code(exc: BaseException) -> str:
+    """The stable code for a store error no Ledger call named (the command line's
+    and the service's last resort): out of space, refused to this role, or down."""
+    if is_full(exc):
+        return errors.STORE_FULL
+    if _is_refusal(exc) or _is_read_only(exc):
+        return "permission_denied"
+    return "store_unavailable"
 
 
 def is_full(exc: BaseException) -> bool:

@@ -32,7 +32,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from leadledger import keys, reports
-from leadledger.application import Ledger, is_full
+from leadledger.application import Ledger, is_full, store_error_code
 from leadledger.errors import LOG_DAMAGED, PROJECTION_FAILED, STORE_STATEMENT_FAILED, LedgerError, Rejection
 from leadledger.periods import Period, as_instant
 from leadledger.projections.status import STATUSES, status_named
@@ -83,8 +83,7 @@ _LEDGER_STATUS = {"bad_head": 400, "invalid_log": 400, "not_supported": 400, "ba
 
 def _store_failed(exc: BaseException) -> Response:
     """A store error no Ledger call classified: 503, retry later."""
-    code = "store_full" if is_full(exc) else "store_unavailable"
-    return _error(503, code, f"the store failed: {exc}", {"Retry-After": str(RETRY_AFTER_SECONDS)})
+    return _error(503, store_error_code(exc), f"the store failed: {exc}", {"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
 class Readers:

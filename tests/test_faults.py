@@ -295,6 +295,44 @@ def test_a_select_only_role_reads_or_says_why_not():
     for args in (("balances",), ("refunds",), ("verify",)):
         result = cli_run(reader_url, *args)
         assert result.returncode == 0, (args, result.stderr)
+    # What it may not do is permission_denied, at once, whatever the command
+    # (a rebuild needs the tables' owner; it said store_unavailable).
+    refused = cli_run(reader_url, "rebuild")
+    assert refused.returncode == 3 and refused.stderr.startswith("leadledger: error[permission_denied]: must be "
+                                                                 "owner of "), refused.stderr
+    refused = cli_run(reader_url, "append", "-", input=json.dumps(buy("pro-1", 100)) + "\n")
+    assert refused.returncode == 3 and refused.stderr.startswith("leadledger: error[permission_denied]: this role "
+                                                                 "may not append: "), refused.stderr
+
+
+@pytest.mark.postgres
+def test_a_role_given_nothing_is_told_so_whatever_it_runs():
+    """A role with no privilege on the ledger's tables (a URL with the wrong user):
+    every command said store_unavailable, as if the store were down, where an
+    append's first read (the receipts' check) or a report's catch-up was refused.
+    Now permission_denied, naming the table, on the command line and the service."""
+    require_postgres()
+    reset_postgres()
+    parts = urlparse(PG_URL)
+    dbname = parts.path.lstrip("/")
+    with _connect(dbname) as conn:
+        conn.execute("DO $$ BEGIN CREATE ROLE ll_test_nobody LOGIN;"
+                     " EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+        conn.execute("REVOKE ALL ON ALL TABLES IN SCHEMA public FROM ll_test_nobody")
+    nobody = f"postgresql://ll_test_nobody@{parts.hostname}:{parts.port or 5432}/{dbname}"
+    with Ledger.from_url(PG_URL) as ledger:
+        assert [r.status for r in ledger.append([wallet("p1")])] == ["recorded"]
+    for args in (("append", "-"), ("balances",), ("verify",), ("events",), ("rebuild",), ("keys", "list")):
+        result = cli_run(nobody, *args, input=json.dumps(buy("p1", 100)) + "\n" if args[0] == "append" else None)
+        assert result.returncode == 3, (args, result.stderr)
+        assert result.stderr.startswith("leadledger: error[permission_denied]: "), (args, result.stderr)
+        assert "permission denied for table" in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    from leadledger.application import store_error_code
+    from eventsourcing.persistence import ProgrammingError
+
+    with Ledger.from_url(nobody) as ledger, pytest.raises(ProgrammingError) as refused:
+        ledger.log_size()
+    assert store_error_code(refused.value) == "permission_denied"  # the service's 503 says so too
 
 
 @pytest.mark.postgres
