@@ -943,14 +943,18 @@ class Ledger:
         except ProjectionFailed as exc:
             raise LedgerError(errors.PROJECTION_FAILED, f"{exc}{PROJECTION_ADVICE}") from None
         except PersistenceError as exc:
-            full = is_full(exc)
-            if not (full or _is_refusal(exc)):
+            full, read_only = is_full(exc), _is_read_only(exc)
+            if not (full or read_only or _is_refusal(exc)):
                 raise
             behind = (app.recorder.max_notification_id() or 0) - (view.max_tracking_id(APPLICATION_NAME) or 0)
             if full:  # the log is whole; the read models that would show it cannot grow
                 raise LedgerError(errors.STORE_FULL, f"the read models are {behind:,} events behind the log and "
                                   f"cannot be brought level: {_full_message(self.config, exc)}, then read "
                                   "again") from None
+            if read_only:  # a hot standby: its read models are the primary's, as far as they got there
+                raise LedgerError("read_models_behind", f"the read models are {behind:,} events behind the log and "
+                                  "this database takes no writes (a standby, or default_transaction_read_only = "
+                                  "on): run `leadledger follow` on the primary, or read there") from None
             raise LedgerError(
                 "read_models_behind",
                 f"the read models are {behind:,} events behind the log and this role may not "

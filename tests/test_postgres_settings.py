@@ -301,6 +301,18 @@ def test_a_database_that_takes_no_writes_is_said_at_once() -> None:
         assert time.monotonic() - started < 5  # no retries with back-off (they took ~6 s)
         proc = _cli(url, "balances", "--format", "json")  # reads still work
         assert (proc.returncode, proc.stdout) == (0, "[]\n"), proc.stderr
+        # Read models behind a log recorded before: said, in words (it was permission_denied with
+        # the server's "cannot execute INSERT in a read-only transaction").
+        with _connect("postgres") as conn:
+            conn.execute(f'ALTER DATABASE "{READ_ONLY_DATABASE}" SET default_transaction_read_only = off')
+        assert _cli(url, "append", "cli/demo.ndjson").returncode == 1  # its one rejected line
+        with _connect("postgres") as conn:
+            conn.execute(f'ALTER DATABASE "{READ_ONLY_DATABASE}" SET default_transaction_read_only = on')
+        proc = _cli(url, "balances")
+        assert proc.returncode == 3, proc.stderr
+        assert proc.stderr == ("leadledger: error[read_models_behind]: the read models are 36 events behind the log "
+                               "and this database takes no writes (a standby, or default_transaction_read_only = "
+                               "on): run `leadledger follow` on the primary, or read there\n")
 
 
 SPANISH_DATABASE = "leadledger_test_spanish"
