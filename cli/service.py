@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from datetime import timedelta
+from typing import Any
 
 import click
 
@@ -45,13 +46,50 @@ def serve(ctx: click.Context, host: str, port: int, sweep_every: timedelta | Non
     from leadledger.service.app import create_app
 
     open_ledger(ctx).log_size()  # a store that is down or not initialised: say so now, exit 3
+    # Bound here, before anything starts: a port in use or an unknown host is one
+    # error line (uvicorn printed its own log lines and a "serving" banner first),
+    # and the banner names the port --port 0 was given.
+    listening = _listen(host, port)
     app = create_app(ctx.obj["db"], sweep_every=sweep_every, max_wait_seconds=max_wait)
-    click.echo(f"leadledger: serving {_safe(ctx.obj['db'])} on http://{host}:{port} "
+    bound = listening.getsockname()[1]
+    click.echo(f"leadledger: serving {_safe(ctx.obj['db'])} on http://{_url_host(host)}:{bound} "
                f"(OpenAPI at /openapi.json, docs at /docs)", err=True)
     # proxy_headers off: client addresses are only logged, and a forwarded one is
     # not trusted from whoever connects (the middleware also cost every request).
-    uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info",
-                timeout_graceful_shutdown=30, server_header=False, proxy_headers=False)
+    config = uvicorn.Config(app, host=host, port=bound, access_log=access_log, log_level="info",
+                            timeout_graceful_shutdown=30, server_header=False, proxy_headers=False)
+    server = uvicorn.Server(config)
+    server.run(sockets=[listening])
+    if not server.started:  # the application's start-up failed (uvicorn logged why)
+        sys.exit(3)
+
+
+def _listen(host: str, port: int) -> Any:
+    """A listening socket on ``host``:``port`` (as uvicorn binds one), or
+    LedgerError(cannot_listen) saying why."""
+    import socket
+
+    from leadledger.errors import LedgerError
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+        listening = socket.socket(family, kind, proto)
+        try:
+            listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listening.bind(address)
+            listening.listen(2048)
+        except OSError:
+            listening.close()
+            raise
+    except OSError as exc:  # socket.gaierror included: an unknown host
+        raise LedgerError("cannot_listen", f"cannot listen on {_url_host(host)}:{port}: "
+                          f"{exc.strerror or exc}") from None
+    return listening
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def _safe(url: str) -> str:

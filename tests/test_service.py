@@ -11,6 +11,7 @@ import concurrent.futures
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -74,15 +75,25 @@ class Server:
         return self.log()[0]
 
 
+_BANNER = re.compile(r"^leadledger: serving .* on (http://127\.0\.0\.1:\d+) ", re.MULTILINE)
+
+
 def start_server(store_url: str, *args: str, log_path: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    process = subprocess.Popen([LEADLEDGER, "--db", store_url, "serve", "--port", str(port), *args],
+    """``serve --port 0``: the port it bound, read from its banner (no other process can
+    take it between a free port's choice and the bind)."""
+    process = subprocess.Popen([LEADLEDGER, "--db", store_url, "serve", "--port", "0", *args],
                                stdout=subprocess.DEVNULL, stderr=log_path.open("wb"))
-    base = f"http://127.0.0.1:{port}"
+    base = None
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
             pytest.fail(f"leadledger serve exited {process.returncode}: {log_path.read_text()[-2000:]}")
+        if base is None:
+            banner = _BANNER.search(log_path.read_text())
+            if banner is None:
+                time.sleep(0.05)
+                continue
+            base = banner.group(1)
         try:
             # Ready, not only up: the writer process starts after the server answers.
             if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
@@ -297,6 +308,26 @@ def test_reads_give_the_cli_json(server):
         assert client.get("/v1/trial-balance", params={"pro": pro, "as_of": as_of}).json() == \
             cli_json("trial-balance", "--pro", pro, "--as-of", as_of)
         assert client.get("/v1/wallets/nobody-at-all").json()["error"]["code"] == "wallet_not_found"
+
+
+def test_a_port_that_cannot_be_listened_on_is_one_error_line(tmp_path):
+    """A port in use, an address not this machine's, an unknown host: uvicorn printed
+    the "serving" banner, its own log lines and an ERROR line, exit 3. Now one
+    line, a stable code, exit 2, before anything starts. (--port 0 and the banner
+    naming the port it bound: every test of this file starts its server so.)"""
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    assert subprocess.run([LEADLEDGER, "--db", url, "init"], capture_output=True).returncode == 0
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for host, said in (("127.0.0.1", "Address already in use"), ("203.0.113.5", "Cannot assign requested"),
+                           ("nowhere.invalid", "")):
+            proc = subprocess.run([LEADLEDGER, "--db", url, "serve", "--host", host, "--port", str(port)],
+                                  capture_output=True, text=True, timeout=60)
+            assert proc.returncode == 2, proc.stderr
+            assert proc.stderr.startswith(f"leadledger: error[cannot_listen]: cannot listen on {host}:{port}: {said}")
+            assert proc.stderr.count("\n") == 1, proc.stderr
 
 
 def test_ids_with_a_nul_are_unknown_ids_not_an_outage(server):
