@@ -271,17 +271,21 @@ def test_an_event_deleted_from_the_middle_is_a_finding(store_url):
     assert any("an event is missing" in p for p in log_check["problems"]), log_check  # the versions
 
 
-@pytest.mark.postgres
-def test_a_select_only_role_reads_or_says_why_not():
+def _test_role(role: str, grant: str) -> str:
+    """An emptied test store, a login ``role`` on it given ``grant``; its URL."""
     require_postgres()
     reset_postgres()
     parts = urlparse(PG_URL)
     dbname = parts.path.lstrip("/")
     with _connect(dbname) as conn:
-        conn.execute("DO $$ BEGIN CREATE ROLE ll_test_reader LOGIN;"
-                     " EXCEPTION WHEN duplicate_object THEN NULL; END $$")
-        conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO ll_test_reader")
-    reader_url = f"postgresql://ll_test_reader@{parts.hostname}:{parts.port or 5432}/{dbname}"
+        conn.execute(f"DO $$ BEGIN CREATE ROLE {role} LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+        conn.execute(grant)
+    return f"postgresql://{role}@{parts.hostname}:{parts.port or 5432}/{dbname}"
+
+
+@pytest.mark.postgres
+def test_a_select_only_role_reads_or_says_why_not():
+    reader_url = _test_role("ll_test_reader", "GRANT SELECT ON ALL TABLES IN SCHEMA public TO ll_test_reader")
     lines = clean_lines(300, pros=10, seed=17)
     with Ledger.from_url(PG_URL) as ledger:
         ledger.append(lines[:200])
@@ -311,15 +315,7 @@ def test_a_role_given_nothing_is_told_so_whatever_it_runs():
     every command said store_unavailable, as if the store were down, where an
     append's first read (the receipts' check) or a report's catch-up was refused.
     Now permission_denied, naming the table, on the command line and the service."""
-    require_postgres()
-    reset_postgres()
-    parts = urlparse(PG_URL)
-    dbname = parts.path.lstrip("/")
-    with _connect(dbname) as conn:
-        conn.execute("DO $$ BEGIN CREATE ROLE ll_test_nobody LOGIN;"
-                     " EXCEPTION WHEN duplicate_object THEN NULL; END $$")
-        conn.execute("REVOKE ALL ON ALL TABLES IN SCHEMA public FROM ll_test_nobody")
-    nobody = f"postgresql://ll_test_nobody@{parts.hostname}:{parts.port or 5432}/{dbname}"
+    nobody = _test_role("ll_test_nobody", "REVOKE ALL ON ALL TABLES IN SCHEMA public FROM ll_test_nobody")
     with Ledger.from_url(PG_URL) as ledger:
         assert [r.status for r in ledger.append([wallet("p1")])] == ["recorded"]
     for args in (("append", "-"), ("balances",), ("verify",), ("events",), ("rebuild",), ("keys", "list")):
