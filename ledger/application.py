@@ -274,6 +274,9 @@ class Ledger:
                     raise LedgerError("permission_denied", f"this role may not use this store: {_one_line(exc)} "
                                       "(`init --roles` makes one for each use: leadledger_writer, "
                                       "leadledger_auditor, leadledger_owner)") from None
+                if self.config.kind == "postgres" and isinstance(exc, (OperationalError, InterfaceError)):
+                    # The server answered the probe: a connection lost while opening, retried as any.
+                    raise _LostWhileOpening("store_unavailable", _store_message(self.config, exc)) from None
                 raise LedgerError("store_unavailable", _store_message(self.config, exc)) from None
             self._app, self._view = app, view
         return self._app, self._view
@@ -706,21 +709,18 @@ class Ledger:
         self._receipts_checked_until = time.monotonic() + RECEIPTS_RECHECK_SECONDS
 
     def _commit(self, batch: list[Judged], *, atomic: bool) -> list[AppendResult]:
-        self._open()
-        if self._unwritable is not None:
-            raise LedgerError("store_unavailable", self._unwritable)
-        if time.monotonic() >= self._receipts_checked_until:
-            try:
-                self._check_receipts()
-            except (PersistenceError, sqlite3.Error) as exc:  # its first read of the store
-                if _is_refusal(exc):
-                    raise _append_refused(exc) from None
-                raise
         conflicts = lost = 0
         speculate = self._guess_next
         while True:
             try:
+                # Opening the store and the receipts' check are retried with the rest: after
+                # a lost connection (close() asks for the check again) the next chunk's did
+                # both outside the retries, and a second loss there failed the append.
                 app, _ = self._open()
+                if self._unwritable is not None:
+                    raise _Unwritable()
+                if time.monotonic() >= self._receipts_checked_until:
+                    self._check_receipts()
                 guessing = speculate and self._known_head is not None  # else judged from the store
                 results = self._attempt(app, batch, atomic=atomic, speculate=speculate)
                 # A batch of resent submissions is usually followed by more of them (a
@@ -728,13 +728,17 @@ class Ledger:
                 # be judged twice. The next batch guesses again once one had none.
                 self._guess_next = guessing or not any(r.status == "duplicate" for r in results)
                 return results
+            except _Unwritable:
+                raise LedgerError("store_unavailable", self._unwritable or "") from None
             except _Unverified:
                 # Judged again at once, reading what it guessed (the warm state that
                 # was not judged on is kept, brought level with the log's tail).
                 speculate = False
                 continue
             except LedgerError as exc:
-                if not lost:  # the store was never reached: nothing to retry
+                # Retried only while the store is still down after a lost connection;
+                # never reached at all, or anything else (a damaged log), said at once.
+                if exc.code != "store_unavailable" or not (lost or isinstance(exc, _LostWhileOpening)):
                     raise
                 error: BaseException = exc
             except (IntegrityError, OperationalError, InterfaceError, DatabaseError,
@@ -1412,12 +1416,13 @@ def probe_postgres(env: dict[str, str]) -> tuple[str | None, str]:
     host, port, dbname, user = (env["POSTGRES_HOST"], env["POSTGRES_PORT"], env["POSTGRES_DBNAME"],
                                 env["POSTGRES_USER"])
     try:
-        with psycopg.connect(host=host, port=int(port), dbname=dbname, user=user,
-                             password=env["POSTGRES_PASSWORD"] or None, connect_timeout=3) as conn:
-            (synchronous_commit,) = conn.execute("SHOW synchronous_commit").fetchone()
-            return conn.info.parameter_status("server_encoding"), synchronous_commit
+        conn = psycopg.connect(host=host, port=int(port), dbname=dbname, user=user,
+                               password=env["POSTGRES_PASSWORD"] or None, connect_timeout=3)
     except psycopg.Error as exc:
         text = _one_line(exc)
+        if _sqlstate(exc) in LOST_SQLSTATES or "server closed the connection unexpectedly" in text:
+            # Reached, then cut (a backend terminated, a server restarting): retried by writers.
+            raise _LostWhileOpening("store_unavailable", text) from None
         if f'database "{dbname}" does not exist' in text:
             message = (f'database "{dbname}" does not exist on {host}:{port} '
                        f"(createdb -h {host} -p {port} -U {user} {dbname}, then leadledger init)")
@@ -1432,6 +1437,12 @@ def probe_postgres(env: dict[str, str]) -> tuple[str | None, str]:
         else:
             message = text
         raise LedgerError("store_unavailable", message) from None
+    try:
+        with conn:
+            (synchronous_commit,) = conn.execute("SHOW synchronous_commit").fetchone()
+            return conn.info.parameter_status("server_encoding"), synchronous_commit
+    except psycopg.Error as exc:  # connected, then lost
+        raise _LostWhileOpening("store_unavailable", _one_line(exc)) from None
 
 
 def utf8_refusal(env: dict[str, str], encoding: str | None) -> str | None:
@@ -1570,6 +1581,15 @@ def _no_progress(task: str, total: int | None) -> Callable[[int], None]:
     return _no_advance
 
 
+class _LostWhileOpening(LedgerError):
+    """store_unavailable: the connection was lost while the store was being opened
+    (the server had answered): retried like a connection lost later."""
+
+
+class _Unwritable(Exception):
+    """The store opened, but the ledger records nothing there (Ledger._unwritable)."""
+
+
 class _Unverified(Exception):
     """A speculative judgement (on warm state, without reads) that its write or a
     check found wrong or could not check: the batch is judged again from the store."""
@@ -1601,6 +1621,9 @@ def _replayed_up_to(view: Any) -> int:
 READ_ONLY_SQLSTATES = frozenset({"25006"})  # read_only_sql_transaction: a standby, or read-only by default
 REFUSAL_SQLSTATES = frozenset({"42501"})  # insufficient_privilege
 FULL_SQLSTATES = frozenset({"53100"})  # disk_full
+# A backend terminated (admin_shutdown, crash_shutdown) or a server not taking
+# connections yet (cannot_connect_now: starting up, recovering): a lost connection.
+LOST_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
 # Another writer holds or changed what this one needs: serialization_failure,
 # deadlock_detected, lock_not_available (POSTGRES_LOCK_TIMEOUT ran out).
 CONFLICT_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
