@@ -361,7 +361,6 @@ class ProjectionFailed(Exception):
     def __init__(self, first: int, last: int, cause: BaseException):
         super().__init__(f"the read models cannot take the events at positions {first:,}..{last:,} "
                          f"({' '.join(str(cause).split())[:200]})")
-        self.first, self.last = first, last
 
 
 def _backlog_in_worker(view: LedgerViewMixin, batch_size: int, advance: Callable[[int], None],
