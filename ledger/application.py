@@ -68,7 +68,7 @@ from leadledger.store import (
     postgres_roles_sql,
     resolve_url,
 )
-from leadledger.submissions import event_id_of, parse_submission
+from leadledger.submissions import event_id_of, parse_event_id, parse_submission
 from leadledger.timefmt import format_utc, parse_utc
 from leadledger.periods import Period, as_instant
 from leadledger.projections import beancount, checkpoints, explain, mapping, queries, verify
@@ -985,11 +985,8 @@ class Ledger:
     def submission(self, event_id: str) -> dict[str, Any] | None:
         """The stored outcome of one submission (its receipt, answered from the log),
         or None when it was never recorded (rejections record nothing)."""
-        from uuid import UUID
-
-        try:
-            key = UUID(event_id)
-        except ValueError:
+        key = parse_event_id(event_id)
+        if key is None:
             return None
         app, _ = self._open()
         with app.factory.datastore.transaction(commit=False) as curs:  # type: ignore[attr-defined]

@@ -415,17 +415,40 @@ def _short(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:200]
 
 
+# The one reading of an event id's text, the submissions' own (pydantic's): upper
+# case, braces, "urn:uuid:" and the hyphenless form name the same id. Python's
+# UUID() reads more (hyphens anywhere, other scripts' digits: "٠" is a 0).
+_event_id_adapter: TypeAdapter[UUID] = TypeAdapter(UUID)
+
+
+def parse_event_id(value: str) -> UUID | None:
+    """The UUID an event id's text names, as a submission's ``event_id`` is read;
+    None when a submission would be refused for it."""
+    if not isinstance(value, str) or len(value) > 64:
+        return None
+    try:
+        return _event_id_adapter.validate_python(value)
+    except ValidationError:
+        return None
+
+
 def event_id_of(raw: str | bytes | dict[str, Any]) -> str | None:
     """Best effort: the event_id a sender used, to echo it back on a rejection.
 
-    A string is echoed as sent (JSON output escapes it), up to 64 characters.
+    A UUID is echoed in its canonical form (lower case, hyphenated), as the
+    results of recorded and duplicate submissions give it: a sender matching
+    results by event_id finds each whatever form it sent. Any other string is
+    echoed as sent (JSON output escapes it), up to 64 characters.
     """
     try:
         obj = raw if isinstance(raw, dict) else json.loads(raw)
         value = obj.get("event_id") if isinstance(obj, dict) else None
         if isinstance(value, UUID):  # the Python API may pass one
             return str(value)
-        return value if isinstance(value, str) and len(value) <= 64 else None
+        if not isinstance(value, str) or len(value) > 64:
+            return None
+        key = parse_event_id(value)
+        return str(key) if key is not None else value
     except Exception:  # noqa: BLE001 - a bad line has no event_id to echo
         return None
 

@@ -24,6 +24,33 @@ def test_equivalent_time_offsets_are_the_same_content(ledger):
     assert one(ledger, same_instant).status == "duplicate"
 
 
+def test_an_event_id_is_its_value_in_any_form_and_results_give_one_form(ledger):
+    """Upper case, braces, "urn:uuid:" and the hyphenless form name one id (as
+    pydantic reads a UUID): a purchase resent in another form is a duplicate, and
+    every result, rejected ones too, gives the canonical form, so a sender matching
+    results by event_id finds them. Text Python's UUID() alone reads (another
+    script's digits, hyphens elsewhere) is no event id, and finds no submission."""
+    purchase = buy("p1", 100)
+    canonical = purchase["event_id"]
+    hexdigits = canonical.replace("-", "")
+    forms = [canonical.upper(), "{" + canonical + "}", "urn:uuid:" + canonical, hexdigits]
+    results = ledger.append([wallet("p1"), purchase | {"event_id": forms[0]},
+                             *[purchase | {"event_id": form} for form in forms[1:]],
+                             purchase | {"event_id": forms[0], "occurred_at": "soon"}])
+    assert [r.status for r in results] == ["recorded", "recorded", "duplicate", "duplicate", "duplicate",
+                                           "rejected"]
+    assert {r.event_id for r in results[1:]} == {canonical}
+    assert balance(ledger, "p1")["balance"] == 100
+    assert ledger.submission(forms[1])["event_id"] == canonical
+    digit = next(i for i, c in enumerate(canonical) if c.isdigit())  # as Arabic-Indic: UUID() reads it
+    mimic = canonical[:digit] + chr(0x660 + int(canonical[digit])) + canonical[digit + 1:]
+    assert ledger.submission(mimic) is None
+    assert ledger.submission(hexdigits[:7] + "-" + hexdigits[7:]) is None
+    wrong = one(ledger, purchase | {"event_id": hexdigits[:7] + "-" + hexdigits[7:]})
+    assert (wrong.status, wrong.code, wrong.event_id) == ("rejected", "invalid_submission",
+                                                           hexdigits[:7] + "-" + hexdigits[7:])
+
+
 def test_same_event_id_other_content_is_a_conflict(ledger):
     purchase = buy("p1", 100)
     ok(ledger.append([wallet("p1"), purchase]))
