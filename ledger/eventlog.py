@@ -19,7 +19,7 @@ from eventsourcing.utils import get_topic
 
 from leadledger.aggregates import Contact, Customer, Wallet
 from leadledger.events import DOMAIN_EVENT_CLASSES, LedgerCreated
-from leadledger.limits import EARLIEST, LATEST, MAX_AMOUNT, within_range
+from leadledger.limits import EARLIEST, LATEST, LATEST_DECIDED, MAX_AMOUNT, within_range
 from leadledger.timefmt import format_utc, parse_utc
 
 PAGE_SIZE = 1000
@@ -99,6 +99,10 @@ def from_record(record: dict[str, Any], recorded_at: datetime) -> Any:
     return cls(**kwargs)
 
 
+# Instants a rule decided (QuoteSent's), not a sender's: read to limits.LATEST_DECIDED.
+DECIDED_INSTANTS = frozenset({"refund_deadline", "unread_refund_due"})
+
+
 def _value(name: str, kind: str, value: Any) -> Any:
     """A recorded field's value, checked against its declared type and the ledger's limits."""
     if value is None and kind.endswith(" | None"):
@@ -116,7 +120,12 @@ def _value(name: str, kind: str, value: Any) -> Any:
             raise LogError(f"{name}: {value} is outside 1970..2999")
         return day
     if kind == "datetime":
-        return _instant(name, parse_utc(_text(name, value)))
+        moment = parse_utc(_text(name, value))
+        if name in DECIDED_INSTANTS:  # a rule's decision may fall after 2999 (limits.LATEST_DECIDED)
+            if not EARLIEST <= moment <= LATEST_DECIDED:
+                raise LogError(f"{name}: {format_utc(moment)} is outside 1970..{LATEST_DECIDED.year}")
+            return moment
+        return _instant(name, moment)
     if kind == "dict[str, str]":
         if type(value) is not dict:
             raise LogError(f"{name}: {_shown(value)} is not an object of texts")

@@ -6,7 +6,7 @@ period parser use them too, and start without loading the models.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 # Explicit limits (TigerBeetle style): an amount beyond this is a typo, not a
 # purchase, and sums of many of them still fit a signed 64-bit column.
@@ -18,6 +18,18 @@ MAX_IDENTIFIER_CHARS = 128
 # overflow date arithmetic (deadlines, time zones) long before they mean money.
 EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
 LATEST = datetime(2999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc)
+
+
+# A market's refund window is at most this long (calendar or working days): a
+# longer one is a broken policy file.
+MAX_WINDOW_DAYS = 3660
+# What the rules decide from in-range inputs may fall after LATEST: a refund
+# window closes up to MAX_WINDOW_DAYS after a job dated 2999-12-31, or that many
+# working days after a purchase (twice as many calendar days bounds it: a week
+# holds at least 3.5 working days in any calendar the ledger uses); the unread
+# refund falls at most MAX_WINDOW_DAYS after a quote. The log records those
+# decisions, and replay and verify read them back.
+LATEST_DECIDED = LATEST + timedelta(days=2 * MAX_WINDOW_DAYS + 1)
 
 
 def within_range(moment: datetime) -> bool:

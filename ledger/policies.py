@@ -11,8 +11,8 @@ from zoneinfo import ZoneInfo
 from leadledger import errors
 from leadledger.errors import Rejection
 from leadledger.markets import MarketPolicy
+from leadledger.limits import LATEST_DECIDED, MAX_WINDOW_DAYS
 
-MAX_WINDOW_DAYS = 3660  # a window longer than ten years is a broken policy file
 
 
 def check_timing(policy: MarketPolicy | None, occurred_at: datetime, now: datetime,
@@ -137,7 +137,9 @@ def refund_deadline(policy: MarketPolicy, sent_at: datetime, job_date: date) -> 
         last_day = add_working_days(
             purchase_day, rules.window_days, rules.working_days_calendar
         )
-    return end_of_day(last_day, policy.timezone)
+    deadline = end_of_day(last_day, policy.timezone)
+    assert deadline <= LATEST_DECIDED, (policy.market, deadline)  # what replay and verify read back
+    return deadline
 
 
 def describe_deadline(policy: MarketPolicy, sent_at: datetime, job_date: date) -> dict[str, Any]:
@@ -178,6 +180,7 @@ def unread_refund_due(policy: MarketPolicy, sent_at: datetime, pricing: str) -> 
     hours = policy.refund.unread_refund_hours
     if hours <= 0 or pricing != "manual":
         return None
+    assert hours <= 24 * MAX_WINDOW_DAYS, (policy.market, hours)
     return sent_at + timedelta(hours=hours)
 
 

@@ -302,6 +302,42 @@ def test_replay_refuses_values_no_ledger_records(tmp_path, field, value, said):
         assert (result.exit_code, result.stderr) == (2, f"leadledger: error[invalid_log]: {said}\n")
 
 
+def test_decisions_that_fall_after_2999_replay_and_verify(store_url, tmp_path):
+    """Submissions stop at 2999, what the rules decide from them need not: a pro360
+    job dated 2999-12-31 closes its refund window 30 days later, a cronoshare quote
+    sent at the end of 2999 60 working days later. Before 0.6.5 `replay` refused
+    such a log (`invalid_log: refund_deadline ... is outside 1970..2999`) and
+    `verify`, which replays the store's own log, failed with it: a store's audit
+    broken by submissions it had accepted."""
+    from datetime import datetime, timezone
+
+    end = "2999-12-30T10:00:00Z"
+    with Ledger.from_url(store_url, clock=lambda: datetime(2999, 12, 30, 12, tzinfo=timezone.utc)) as ledger:
+        ok(ledger.append([wallet("us", t=end), wallet("es", "cronoshare", t=end), buy("us", 5000, end),
+                          buy("es", 500, end), quote("late-job", "us", end, job_date="2999-12-31"),
+                          cquote("late-sale", "es", end, job_date="2999-12-31")]))
+        deadlines = {row["contact_id"]: row["deadline"] for row in ledger.read_models()["refunds"]}
+        assert deadlines["late-job"] == "3000-01-31T00:00:00Z"
+        assert deadlines["late-sale"] > "3000-03-"  # 60 Spanish working days after 2999-12-30
+        assert all(check.ok for check in ledger.verify()), [c for c in ledger.verify() if not c.ok]
+        log = tmp_path / "log.ndjson"
+        log.write_text("".join(to_line(e) + "\n" for e in iter_events(ledger._open()[0])))
+        result = CliRunner().invoke(cli, ["replay", str(log)], obj={})
+        assert result.exit_code == 0, result.stderr
+        assert json.loads(result.stdout)["refunds"] == json.loads(json.dumps(ledger.read_models()["refunds"]))
+    for record in map(json.loads, log.read_text().splitlines()):  # the bound still holds past what rules decide
+        if record.get("refund_deadline"):
+            record["refund_deadline"] = "3099-01-01T00:00:00Z"
+            edited = tmp_path / "edited.ndjson"
+            edited.write_text(json.dumps(record) + "\n")
+            result = _replay(edited)
+            assert (result.exit_code, result.stderr) == (2, "leadledger: error[invalid_log]: line 1: refund_deadline: "
+                                                         "3099-01-01T00:00:00Z is outside 1970..3020\n")
+            break
+    else:
+        raise AssertionError("no QuoteSent in the log")
+
+
 def test_replay_names_the_lines_the_read_models_refuse(tmp_path):
     """Values each fine, the log still not one a ledger records: a second wallet
     for the same pro (another aggregate). Said, not retried forever."""
