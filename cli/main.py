@@ -416,7 +416,7 @@ def main() -> None:
     except click.exceptions.Abort:
         fail("aborted", "interrupted", EXIT_USAGE)
     except click.ClickException as exc:  # usage errors: one line, exit 2
-        fail("usage", exc.format_message().replace("\n", " "), EXIT_USAGE)
+        fail("usage", " ".join(exc.format_message().split()), EXIT_USAGE)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
 

@@ -129,6 +129,8 @@ def test_user_errors_are_one_line_with_a_code_and_no_traceback(tmp_path):
         (["--db", "postgresql://u@127.0.0.1:abc/db", "balances"], "bad_database_url", 3),
         (["--db", "postgresql://u@[::1/db", "balances"], "bad_database_url", 3),
         (["refunds", "--status", "Done"], "usage", 2),
+        # click lists the choices of a missing option on lines of their own, tab-indented.
+        (["keys", "create", "billing"], "usage", 2),
     ):
         import subprocess
         import sys
@@ -137,7 +139,7 @@ def test_user_errors_are_one_line_with_a_code_and_no_traceback(tmp_path):
                               capture_output=True, text=True, cwd=ROOT)
         assert proc.returncode == exit_code, proc.stderr
         assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(f"leadledger: error[{code}]")
-        assert "Traceback" not in proc.stderr
+        assert "Traceback" not in proc.stderr and "\t" not in proc.stderr and "  " not in proc.stderr
 
 
 def test_postgres_without_init_says_so(tmp_path):
