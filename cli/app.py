@@ -161,7 +161,7 @@ FORMAT = click.option("--format", "-f", "fmt", type=click.Choice(["table", "json
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--db", metavar="URL", envvar=URL_ENV, default=DEFAULT_URL, show_default=True,
-              help=f"Store: sqlite:///PATH or postgresql://USER@HOST[:PORT]/DBNAME (or ${URL_ENV}). "
+              help=f"Store: sqlite:///PATH or postgresql://USER@HOST[:PORT]/DBNAME[?sslmode=...] (or ${URL_ENV}). "
               "Accepted after the command name too.")
 @click.version_option(package_name="leadledger", prog_name="leadledger", message="%(prog)s %(version)s")
 @click.pass_context

@@ -64,9 +64,11 @@ from leadledger.store import (
     POSTGRES_EVENT_STORE_DDL,
     StoreConfig,
     config_for,
+    libpq_params,
     position_column,
     postgres_roles_sql,
     resolve_url,
+    server_name,
 )
 from leadledger.submissions import event_id_of, parse_event_id, parse_submission
 from leadledger.timefmt import format_utc, parse_utc
@@ -314,7 +316,7 @@ class Ledger:
                     host=env["POSTGRES_HOST"], port=int(env["POSTGRES_PORT"]),
                     dbname=env["POSTGRES_DBNAME"], user=env["POSTGRES_USER"],
                     password=env["POSTGRES_PASSWORD"] or None, connect_timeout=5,
-                    autocommit=True, **connection_settings(),
+                    autocommit=True, **connection_settings(), **libpq_params(env),
                 ) as conn:
                     refusal = utf8_refusal(env, conn.info.parameter_status("server_encoding"))
                     if refusal is not None:  # no store made where nothing could be recorded
@@ -1412,25 +1414,26 @@ def probe_postgres(env: dict[str, str]) -> tuple[str | None, str]:
 
     host, port, dbname, user = (env["POSTGRES_HOST"], env["POSTGRES_PORT"], env["POSTGRES_DBNAME"],
                                 env["POSTGRES_USER"])
+    server = server_name(env)
     try:
         conn = psycopg.connect(host=host, port=int(port), dbname=dbname, user=user,
-                               password=env["POSTGRES_PASSWORD"] or None, connect_timeout=3)
+                               password=env["POSTGRES_PASSWORD"] or None, connect_timeout=3, **libpq_params(env))
     except psycopg.Error as exc:
         text = _one_line(exc)
         if _sqlstate(exc) in LOST_SQLSTATES or "server closed the connection unexpectedly" in text:
             # Reached, then cut (a backend terminated, a server restarting): retried by writers.
             raise _LostWhileOpening("store_unavailable", text) from None
         if f'database "{dbname}" does not exist' in text:
-            message = (f'database "{dbname}" does not exist on {host}:{port} '
-                       f"(createdb -h {host} -p {port} -U {user} {dbname}, then leadledger init)")
+            message = (f'database "{dbname}" does not exist on {server} '
+                       f"(createdb{_host_option(host)} -p {port} -U {user} {dbname}, then leadledger init)")
         elif f'role "{user}" does not exist' in text:
-            message = f'role "{user}" does not exist on {host}:{port}'
+            message = f'role "{user}" does not exist on {server}'
         elif "password authentication failed" in text or "no password supplied" in text:
-            message = f'authentication failed for user "{user}" on {host}:{port}'
+            message = f'authentication failed for user "{user}" on {server}'
         elif "Connection refused" in text:
-            message = f"nothing listens on {host}:{port} (is PostgreSQL running there?)"
+            message = f"nothing listens on {server} (is PostgreSQL running there?)"
         elif "timeout expired" in text:
-            message = f"{host}:{port} did not answer within 3 s"
+            message = f"{server} did not answer within 3 s"
         else:
             message = text
         raise LedgerError("store_unavailable", message) from None
@@ -1452,10 +1455,15 @@ def utf8_refusal(env: dict[str, str], encoding: str | None) -> str | None:
     if encoding == "UTF8":
         return None
     host, port, dbname = env["POSTGRES_HOST"], env["POSTGRES_PORT"], env["POSTGRES_DBNAME"]
-    return (f'database "{dbname}" on {host}:{port} is encoded {encoding or "unknown"}, and leadledger records'
-            f" only into UTF8 databases (its text may be any Unicode): create one with createdb -h {host}"
+    return (f'database "{dbname}" on {server_name(env)} is encoded {encoding or "unknown"}, and leadledger records'
+            f" only into UTF8 databases (its text may be any Unicode): create one with createdb{_host_option(host)}"
             f" -p {port} -E UTF8 -T template0 NAME (a log already here stays readable: move it with"
             " `leadledger events` and `leadledger replay`)")
+
+
+def _host_option(host: str) -> str:
+    """createdb's -h for ``host`` (none for libpq's default socket)."""
+    return f" -h {host}" if host else ""
 
 
 def _store_message(config: StoreConfig, exc: BaseException) -> str:
@@ -1699,7 +1707,7 @@ def _full_message(config: StoreConfig, exc: BaseException) -> str:
         if _volume(temp) != _volume(os.path.dirname(os.path.abspath(path))):
             where += f" or on {temp}, where SQLite writes its temporary files (SQLITE_TMPDIR, TMPDIR)"
     else:
-        where = f"the database server {config.env['POSTGRES_HOST']}:{config.env['POSTGRES_PORT']}"
+        where = f"the database server at {server_name(config.env)}"
     return f"the store is out of space ({_one_line(exc)}; free space on {where})"
 
 

@@ -2,15 +2,18 @@
 
 ``sqlite:///PATH`` (the default is ``sqlite:///leadledger.db`` in the working
 directory; ``sqlite:///:memory:`` for a private in-memory store) or
-``postgresql://user[:password]@host[:port]/dbname`` (tables in the default schema).
+``postgresql://user[:password]@host[:port]/dbname[?sslmode=...]`` (tables in the
+default schema; ``postgresql:///dbname`` is the local Unix socket, and the query
+may carry libpq's connection parameters of ``LIBPQ_URL_PARAMS``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from dataclasses import dataclass
-from urllib.parse import unquote, urlparse
+from urllib.parse import parse_qsl, unquote, urlparse
 
 from leadledger.errors import LedgerError
 from leadledger.keys import KEYS_DDL, KEYS_TABLE
@@ -165,15 +168,71 @@ def resolve_url(url: str | None) -> str:
     return url or os.environ.get(URL_ENV) or DEFAULT_URL
 
 
+# libpq's connection parameters a PostgreSQL URL may carry in its query
+# (``?sslmode=verify-full&sslrootcert=/etc/ssl/ca.pem``), given to every connection
+# the ledger opens. The URL itself holds the user, password, host, port and
+# database; the ledger sets its sessions' ``options`` and ``client_encoding``
+# itself (postgres_recorder.connection_settings). Any other parameter is refused:
+# before 0.6.5 the query was dropped unread, so ``sslmode=require`` connected
+# without TLS to a server that has none.
+LIBPQ_URL_PARAMS = frozenset({
+    "host",  # a Unix socket's directory, for a URL with no host: postgresql:///db?host=/run/postgresql
+    "sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl", "sslcrldir", "sslsni",
+    "channel_binding", "gssencmode", "krbsrvname", "requirepeer",
+    "application_name", "target_session_attrs",
+    "keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count", "tcp_user_timeout",
+})
+LIBPQ_ENV = "LEADLEDGER_LIBPQ_PARAMS"  # the URL's parameters in the store's environment, as JSON
+
+
 def redacted(url: str) -> str:
-    """``url`` with its password as ***, for messages and logs; by hand, because a URL
-    worth a message may be one urllib cannot parse (a port past 65535)."""
+    """``url`` with its password as ***, and the value of any query parameter the
+    ledger does not read (``?password=...``), for messages and logs; by hand,
+    because a URL worth a message may be one urllib cannot parse (a port past 65535)."""
     scheme, separator, rest = url.partition("://")
-    # Up to the last "@" at all: a raw "/" or "@" in a password hides more, never less.
-    userinfo, at, host_and_path = rest.rpartition("@")
-    if not (separator and at and ":" in userinfo) or scheme == "sqlite":  # a path has no password
+    if not separator or scheme == "sqlite":  # a path has no password
         return url
-    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host_and_path}"
+    # Up to the last "@" at all: a raw "/", "?" or "@" in a password hides more, never less.
+    userinfo, at, host_and_path = rest.rpartition("@")
+    if at and ":" in userinfo:
+        userinfo = f"{userinfo.split(':', 1)[0]}:***"
+    host_and_path, question, query = host_and_path.partition("?")
+    if question:
+        query = "&".join(pair if pair.partition("=")[0] in LIBPQ_URL_PARAMS else f"{pair.partition('=')[0]}=***"
+                         for pair in query.split("&"))
+    return f"{scheme}://{userinfo}{at}{host_and_path}{question}{query}"
+
+
+def libpq_params(env: dict[str, str]) -> dict[str, str]:
+    """The libpq parameters a store's URL carried (``LIBPQ_URL_PARAMS``), for every
+    connection to it."""
+    return json.loads(env.get(LIBPQ_ENV) or "{}")
+
+
+def server_name(env: dict[str, str]) -> str:
+    """Where a PostgreSQL store's server is, in words: host:port, or its socket."""
+    host, port = env["POSTGRES_HOST"], env["POSTGRES_PORT"]
+    if not host:
+        return f"the local socket (port {port})"
+    if host.startswith("/"):
+        return f"the socket in {host} (port {port})"
+    return f"{host}:{port}"
+
+
+def _url_params(url: str, query: str) -> dict[str, str]:
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+    except ValueError:
+        raise LedgerError("bad_database_url", f"{redacted(url)!r}: its query is not name=value pairs") from None
+    params: dict[str, str] = {}
+    for name, value in pairs:
+        if name not in LIBPQ_URL_PARAMS:
+            raise LedgerError("bad_database_url", f"{redacted(url)!r}: the parameter {name[:40]!r} is not one the "
+                              f"ledger passes on (it reads {', '.join(sorted(LIBPQ_URL_PARAMS))})")
+        if name in params:
+            raise LedgerError("bad_database_url", f"{redacted(url)!r}: the parameter {name!r} is given twice")
+        params[name] = value
+    return params
 
 
 def config_for(url: str) -> StoreConfig:
@@ -205,13 +264,20 @@ def config_for(url: str) -> StoreConfig:
         except ValueError as exc:  # and "Invalid IPv6 URL" from urlparse
             raise LedgerError("bad_database_url", f"{redacted(url)!r}: {exc}") from None
         dbname = unquote(parts.path.lstrip("/"))
-        if not dbname or not parts.hostname:
-            raise LedgerError("bad_database_url", f"{redacted(url)!r} needs a host and a database name")
+        if not dbname:
+            raise LedgerError("bad_database_url", f"{redacted(url)!r} needs a database name")
+        params = _url_params(url, parts.query)
+        socket = params.pop("host", None)
+        if socket is not None and parts.hostname:
+            raise LedgerError("bad_database_url", f"{redacted(url)!r} names its host twice (before the path and "
+                              "in ?host=)")
         return StoreConfig(url, "postgres", {
             # eventsourcing's factory, its pool handing out the connection used last first.
             "PERSISTENCE_MODULE": "leadledger.postgres_recorder:LedgerPostgresFactory",
             "POSTGRES_DBNAME": dbname,
-            "POSTGRES_HOST": parts.hostname,
+            # No host: libpq's default, the local Unix socket (as psql without -h).
+            "POSTGRES_HOST": parts.hostname or socket or "",
+            LIBPQ_ENV: json.dumps(params),
             "POSTGRES_PORT": str(port or 5432),
             "POSTGRES_USER": unquote(parts.username or "postgres"),
             "POSTGRES_PASSWORD": unquote(parts.password or ""),

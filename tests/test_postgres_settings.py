@@ -532,3 +532,80 @@ def _try(read: Any) -> object:
         return read()
     except Exception as exc:  # noqa: BLE001 - the test compares what came back
         return exc
+
+
+URL_PARAMS_DATABASE = "leadledger_test_url_params"
+
+
+def test_a_urls_libpq_parameters_reach_every_connection() -> None:
+    """A PostgreSQL URL's query (``?sslmode=require``) was dropped unread before
+    0.6.5: against this server, which has no TLS, ``init``, ``append`` and every
+    report then connected in clear text where the URL's author demanded TLS. Each
+    of the ledger's connections (init's, the writer's probe, the pool's) now gets
+    the parameters; ``application_name`` shows them on the pool's sessions."""
+    with scratch_database(URL_PARAMS_DATABASE) as url, _connect(URL_PARAMS_DATABASE) as conn:
+        (ssl,) = conn.execute("SHOW ssl").fetchone()
+        assert ssl == "off"  # the premise: TLS demanded cannot be had here
+        for args in (("init",), ("append", "-"), ("balances",), ("verify", "--quick")):
+            proc = _cli(f"{url}?sslmode=require", *args, stdin=_submissions()[0] + "\n")
+            assert proc.returncode == 3, (args, proc.stderr)
+            assert proc.stderr.startswith("leadledger: error[store_unavailable]: ") and \
+                "SSL was required" in proc.stderr, (args, proc.stderr)
+        name = f"ledger-{uuid.uuid4().hex[:8]}"
+        with Ledger.from_url(f"{url}?sslmode=disable&application_name={name}") as ledger:
+            ledger.init()
+            assert {r.status for r in ledger.append(_submissions()[:4])} == {"recorded"}
+            assert ledger.balances()
+            (sessions,) = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+                                       (name,)).fetchone()
+            assert sessions >= 1
+
+
+def test_a_url_without_a_host_is_the_local_socket() -> None:
+    """``postgresql:///db`` (psql's default: the Unix socket) was refused as
+    bad_database_url; ``?host=DIR`` names the socket's folder."""
+    with scratch_database(URL_PARAMS_DATABASE) as url, _connect(URL_PARAMS_DATABASE) as conn:
+        (folders,) = conn.execute("SHOW unix_socket_directories").fetchone()
+        folder = folders.split(",")[0].strip()
+        if not folder:
+            pytest.skip("this server listens on no Unix socket")
+        user = urlparse(url).username or "postgres"
+        for socket_url in (f"postgresql://{user}@/{URL_PARAMS_DATABASE}?host={folder}",
+                           f"postgresql://{user}@/{URL_PARAMS_DATABASE}"
+                           if folder == "/var/run/postgresql" else None):  # libpq's compiled default here
+            if socket_url is None:
+                continue
+            proc = _cli(socket_url, "init")
+            assert proc.returncode == 0, proc.stderr
+            proc = _cli(socket_url, "append", "-", stdin="\n".join(_submissions()[:2]) + "\n")
+            assert proc.returncode == 0, proc.stderr
+            proc = _cli(socket_url, "balances", "--format", "json")
+            assert proc.returncode == 0 and json.loads(proc.stdout), proc.stderr
+        proc = _cli(f"postgresql://{user}@/no_such_db_here?host={folder}", "balances")
+        assert (proc.returncode, proc.stderr) == (3, 'leadledger: error[store_unavailable]: database "no_such_db_here" '
+                                                  f"does not exist on the socket in {folder} (port 5432) (createdb -h "
+                                                  f"{folder} -p 5432 -U {user} no_such_db_here, then leadledger init)\n")
+
+
+@pytest.mark.parametrize("url, said", [
+    ("postgresql://u@h/db?password=s3cret&x=1",
+     "'postgresql://u@h/db?password=***&x=***': the parameter 'password' is not one the ledger passes on"),
+    ("postgresql://u:s3cret@h/db?options=-c%20default_transaction_isolation%3Dserializable",
+     "'postgresql://u:***@h/db?options=***': the parameter 'options' is not one the ledger passes on"),
+    ("postgresql://u@h/db?sslmode=disable&sslmode=require",
+     "'postgresql://u@h/db?sslmode=disable&sslmode=require': the parameter 'sslmode' is given twice"),
+    ("postgresql://u@h/db?host=/run/postgresql",
+     "'postgresql://u@h/db?host=/run/postgresql' names its host twice (before the path and in ?host=)"),
+    ("postgresql://u@h/db?sslmode", "'postgresql://u@h/db?sslmode': its query is not name=value pairs"),
+    ("postgresql://u@h/", "'postgresql://u@h/' needs a database name"),
+])
+def test_a_url_parameter_the_ledger_does_not_pass_on_is_refused(url: str, said: str) -> None:
+    """Never dropped unread, and its value never printed (it may be a secret)."""
+    from leadledger.errors import LedgerError
+    from leadledger.store import config_for
+
+    with pytest.raises(LedgerError) as raised:
+        config_for(url)
+    assert raised.value.code == "bad_database_url"
+    assert raised.value.message.startswith(said), raised.value.message
+    assert "s3cret" not in raised.value.message
