@@ -133,11 +133,14 @@ def _no_progress(count: int) -> None:
     """Progress nobody sees (stderr is not a terminal)."""
 
 
-def open_ledger(ctx: click.Context) -> Any:
+def open_ledger(ctx: click.Context, *, create: bool = False) -> Any:
+    """The ledger of ``--db``. Only the commands that record into a new store
+    (``create=True``: init, append, demo) make a SQLite file where there is none;
+    any other command says store_not_initialised, as on PostgreSQL."""
     from leadledger import Ledger
     from leadledger.application import default_recorded_by
 
-    ledger = Ledger.from_url(ctx.obj["db"], recorded_by=default_recorded_by("cli"))
+    ledger = Ledger.from_url(ctx.obj["db"], recorded_by=default_recorded_by("cli"), create=create)
     ledger.progress = progress
     ledger.warn = warn
     ctx.call_on_close(ledger.close)

@@ -51,7 +51,7 @@ def init(ctx: click.Context, print_sql: bool, roles: bool) -> None:
     if print_sql:
         click.echo(postgres_schema_sql(), nl=False)
         return
-    open_ledger(ctx).init(roles=roles)
+    open_ledger(ctx, create=True).init(roles=roles)
     click.echo(f"initialised {redacted(ctx.obj['db'])}" + (" with the owner, writer and auditor roles" if roles else ""),
                err=True)
 
@@ -76,7 +76,7 @@ def append(ctx: click.Context, file: Any, atomic: bool) -> None:
             "2026-01-05T09:00:00Z", "pro_id": "pro-1", "market": "pro360",
             "region": "US-CA"}' | leadledger append -
     """
-    ledger = open_ledger(ctx)
+    ledger = open_ledger(ctx, create=True)
     counts: collections.Counter[str] = collections.Counter()
     numbers: collections.deque[int] = collections.deque()
     advance = progress("append", _size_of(file), unit="B")
@@ -358,7 +358,7 @@ def demo(ctx: click.Context) -> None:
     Example:
       leadledger --db sqlite:///demo.db demo
     """
-    ledger = open_ledger(ctx)
+    ledger = open_ledger(ctx, create=True)
     lines = resources.files("leadledger.cli").joinpath("demo.ndjson").read_text(encoding="utf-8").splitlines()
     results = ledger.append(lines)
     counts: dict[str, int] = {}

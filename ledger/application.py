@@ -164,8 +164,13 @@ class Ledger:
 
     def __init__(self, config: StoreConfig, *, clock: Callable[[], datetime] | None = None,
                  max_future_skew: timedelta | None = None, recorded_by: str | None = None,
-                 wallet_horizon: timedelta | None | str = "default"):
+                 wallet_horizon: timedelta | None | str = "default", create: bool = True):
         self.config = config
+        # Whether opening a SQLite path that holds no file creates the store there. The
+        # command line creates one only to record into it (init, append, demo): a
+        # report on a mistyped path printed an empty, balanced book, exit 0, and left
+        # a new file behind (PostgreSQL says store_not_initialised).
+        self.create = create
         # How much of a warm wallet's history stays in memory (None: all of it);
         # what is dropped is read again from the log when a submission needs it.
         horizon = _default_horizon() if wallet_horizon == "default" else wallet_horizon
@@ -256,6 +261,10 @@ class Ledger:
                 env = {**self.config.env, FLUSH_COMMITS_ENV: "1"} if flush else self.config.env
             else:
                 env = self.config.env
+                path = env["SQLITE_DBNAME"]
+                if not self.create and not path.startswith("file:") and not os.path.exists(path):
+                    raise LedgerError("store_not_initialised", f"no store at {os.path.abspath(path)}: nothing was ever "
+                                      "recorded there (a mistyped path?); `leadledger init` or an `append` creates one")
             try:
                 app = LedgerApp(env=env)
                 datastore = app.factory.datastore  # type: ignore[attr-defined]

@@ -230,3 +230,33 @@ def test_a_password_in_the_url_is_never_printed():
         assert proc.returncode == 3, proc.stderr
         assert "cret" not in proc.stdout + proc.stderr, proc.stderr
         assert "u:***@" in proc.stderr, proc.stderr
+
+
+def test_a_command_on_a_sqlite_path_with_no_store_says_so_and_creates_nothing(tmp_path):
+    """A report on a mistyped SQLite path printed an empty, balanced book with exit 0
+    and left a new file behind (on PostgreSQL: store_not_initialised). Only init,
+    append and demo, which record into it, create a store; every other command says
+    there is none, exit 3, and the path stays empty."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "ledgr.db"
+    url = f"sqlite:///{path}"
+    said = f"leadledger: error[store_not_initialised]: no store at {path}: nothing was ever recorded there"
+    for args in (["balances"], ["refunds"], ["trial-balance"], ["statement", "pro-1"], ["income", "--period", "2026"],
+                 ["reconcile", "--period", "2026"], ["explain", "ct-1"], ["late"], ["events"], ["verify"],
+                 ["rebuild"], ["export", "--format", "beancount"], ["sweep"], ["keys", "list"],
+                 ["keys", "create", "billing", "--scope", "read"], ["keys", "revoke", "billing"]):
+        result = run(url, *args)
+        assert (result.exit_code, result.stderr.startswith(said)) == (3, True), (args, result.output)
+        assert not path.exists(), args
+    for args in (["serve", "--port", "0"],):  # it would run until stopped (follow is PostgreSQL's)
+        proc = subprocess.run([sys.executable, "-m", "leadledger.cli.main", "--db", url, *args],
+                              capture_output=True, text=True, cwd=ROOT, timeout=60)
+        assert (proc.returncode, proc.stderr.startswith(said)) == (3, True), (args, proc.stderr)
+        assert not path.exists(), args
+    assert run(url, "append", "-", input=ndjson(wallet("p1"))).exit_code == 0
+    assert path.exists() and run(url, "balances").exit_code == 0
+    for creates in (["init"], ["demo"]):
+        other = tmp_path / f"{creates[0]}.db"
+        assert run(f"sqlite:///{other}", *creates).exit_code == 0 and other.exists()

@@ -638,6 +638,12 @@ def test_the_keys_commands(tmp_path):
     def run(*args: str) -> Any:
         return CliRunner().invoke(cli, ["--db", store, "keys", *args], obj={})
 
+    # A key is made in a store that exists: on a mistyped path it would be a new, empty one.
+    missing = run("create", "billing", "--scope", "append")
+    assert (missing.exit_code, missing.stderr.startswith("leadledger: error[store_not_initialised]: no store at "))\
+        == (3, True), missing.output
+    assert not (tmp_path / "ledger.db").exists()
+    assert CliRunner().invoke(cli, ["--db", store, "init"], obj={}).exit_code == 0
     created = run("create", "billing", "--scope", "append")
     assert created.exit_code == 0 and created.stdout.startswith("llk_"), created.output
     secret = created.stdout.strip()
