@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Callable, Generator, Iterable, Iterator
+from urllib.parse import quote
 
 from eventsourcing.application import Application
 from eventsourcing.domain import OriginatorVersionError
@@ -60,6 +61,7 @@ from leadledger.store import (
     EVENTS_TABLE,
     HEAD_TABLE,
     SNAPSHOTS_TABLE,
+    SQLITE_EVENTS_TABLE,
     TRACKING_TABLE,
     POSTGRES_EVENT_STORE_DDL,
     StoreConfig,
@@ -261,10 +263,8 @@ class Ledger:
                 env = {**self.config.env, FLUSH_COMMITS_ENV: "1"} if flush else self.config.env
             else:
                 env = self.config.env
-                path = env["SQLITE_DBNAME"]
-                if not self.create and not path.startswith("file:") and not os.path.exists(path):
-                    raise LedgerError("store_not_initialised", f"no store at {os.path.abspath(path)}: nothing was ever "
-                                      "recorded there (a mistyped path?); `leadledger init` or an `append` creates one")
+                if not self.create:
+                    _check_sqlite_store(env["SQLITE_DBNAME"])
             try:
                 app = LedgerApp(env=env)
                 datastore = app.factory.datastore  # type: ignore[attr-defined]
@@ -1468,6 +1468,28 @@ def utf8_refusal(env: dict[str, str], encoding: str | None) -> str | None:
             f" only into UTF8 databases (its text may be any Unicode): create one with createdb{_host_option(host)}"
             f" -p {port} -E UTF8 -T template0 NAME (a log already here stays readable: move it with"
             " `leadledger events` and `leadledger replay`)")
+
+
+def _check_sqlite_store(path: str) -> None:
+    """Refuse a path that holds no ledger (store_not_initialised), creating nothing:
+    no file there, or a SQLite database of something else (its tables would have
+    been added to it). Opened without the right to create (``mode=rw``)."""
+    if path.startswith("file:"):  # the in-memory store: always new
+        return
+    where = os.path.abspath(path)
+    if not os.path.exists(path):
+        raise LedgerError("store_not_initialised", f"no store at {where}: nothing was ever recorded there (a mistyped "
+                          "path?); `leadledger init` or an `append` creates one")
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{quote(where)}?mode=rw", uri=True,
+                                                timeout=30)) as conn:
+            found = conn.execute(f"SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = "
+                                 f"'{SQLITE_EVENTS_TABLE}'").fetchone()
+    except sqlite3.Error:
+        return  # not a database, not readable: said by the open that follows, in its words
+    if found is None:
+        raise LedgerError("store_not_initialised", f"{where} holds no leadledger store (another SQLite database, or an "
+                          "empty file): nothing is added to it; `leadledger init` makes it one")
 
 
 def _host_option(host: str) -> str:

@@ -1,9 +1,11 @@
 """The command-line contract (SPEC section 8), on both stores."""
 
+import contextlib
 import csv
 import io
 import json
 import re
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -255,6 +257,21 @@ def test_a_command_on_a_sqlite_path_with_no_store_says_so_and_creates_nothing(tm
                               capture_output=True, text=True, cwd=ROOT, timeout=60)
         assert (proc.returncode, proc.stderr.startswith(said)) == (3, True), (args, proc.stderr)
         assert not path.exists(), args
+    # A file that is not a ledger (another program's SQLite database, an empty file) gets
+    # no tables added: the same answer, the file as it was.
+    other, empty = tmp_path / "other.db", tmp_path / "empty.db"
+    with contextlib.closing(sqlite3.connect(other)) as conn:
+        conn.execute("CREATE TABLE mine (x)")
+        conn.commit()
+    empty.touch()
+    for target in (other, empty):
+        result = run(f"sqlite:///{target}", "trial-balance")
+        assert (result.exit_code, result.stderr) == (3, f"leadledger: error[store_not_initialised]: {target} holds no "
+                                                      "leadledger store (another SQLite database, or an empty file): "
+                                                      "nothing is added to it; `leadledger init` makes it one\n")
+    with contextlib.closing(sqlite3.connect(other)) as conn:
+        assert conn.execute("SELECT name FROM sqlite_master").fetchall() == [("mine",)]
+    assert empty.stat().st_size == 0
     assert run(url, "append", "-", input=ndjson(wallet("p1"))).exit_code == 0
     assert path.exists() and run(url, "balances").exit_code == 0
     for creates in (["init"], ["demo"]):
