@@ -173,6 +173,7 @@ class Ledger:
         # report on a mistyped path printed an empty, balanced book, exit 0, and left
         # a new file behind (PostgreSQL says store_not_initialised).
         self.create = create
+        self._initialising = False  # init() makes any SQLite database a store, explicitly
         # How much of a warm wallet's history stays in memory (None: all of it);
         # what is dropped is read again from the log when a submission needs it.
         horizon = _default_horizon() if wallet_horizon == "default" else wallet_horizon
@@ -263,8 +264,7 @@ class Ledger:
                 env = {**self.config.env, FLUSH_COMMITS_ENV: "1"} if flush else self.config.env
             else:
                 env = self.config.env
-                if not self.create:
-                    _check_sqlite_store(env["SQLITE_DBNAME"])
+                _check_sqlite_store(env["SQLITE_DBNAME"], may_create=self.create, adopt=self._initialising)
             try:
                 app = LedgerApp(env=env)
                 datastore = app.factory.datastore  # type: ignore[attr-defined]
@@ -341,7 +341,11 @@ class Ledger:
                 raise LedgerError("store_unavailable" if not isinstance(exc, psycopg.errors.InsufficientPrivilege)
                                   else "permission_denied", _one_line(exc)) from None
         self.close()
-        app, _ = self._open()
+        self._initialising = True
+        try:
+            app, _ = self._open()
+        finally:
+            self._initialising = False
         _migrate_legacy_receipts(app)
         self.analyze()
 
@@ -1470,26 +1474,30 @@ def utf8_refusal(env: dict[str, str], encoding: str | None) -> str | None:
             " `leadledger events` and `leadledger replay`)")
 
 
-def _check_sqlite_store(path: str) -> None:
+def _check_sqlite_store(path: str, *, may_create: bool, adopt: bool) -> None:
     """Refuse a path that holds no ledger (store_not_initialised), creating nothing:
-    no file there, or a SQLite database of something else (its tables would have
-    been added to it). Opened without the right to create (``mode=rw``)."""
+    no file there (unless ``may_create``), or a SQLite database of something else,
+    whose tables the ledger's would have joined (unless ``adopt``: init, explicitly);
+    an empty database or file becomes a store where one ``may_create``. Looked at
+    through a connection without the right to create (``mode=rw``)."""
     if path.startswith("file:"):  # the in-memory store: always new
         return
     where = os.path.abspath(path)
     if not os.path.exists(path):
+        if may_create or adopt:
+            return
         raise LedgerError("store_not_initialised", f"no store at {where}: nothing was ever recorded there (a mistyped "
                           "path?); `leadledger init` or an `append` creates one")
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{quote(where)}?mode=rw", uri=True,
-                                                timeout=30)) as conn:
-            found = conn.execute(f"SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = "
-                                 f"'{SQLITE_EVENTS_TABLE}'").fetchone()
+        with contextlib.closing(sqlite3.connect(f"file:{quote(where)}?mode=rw", uri=True, timeout=30)) as conn:
+            tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except sqlite3.Error:
         return  # not a database, not readable: said by the open that follows, in its words
-    if found is None:
-        raise LedgerError("store_not_initialised", f"{where} holds no leadledger store (another SQLite database, or an "
-                          "empty file): nothing is added to it; `leadledger init` makes it one")
+    if SQLITE_EVENTS_TABLE in tables or adopt or (may_create and not tables):
+        return
+    what = "another SQLite database" if tables else "an empty file"
+    raise LedgerError("store_not_initialised", f"{where} holds no leadledger store ({what}): nothing is added to it; "
+                      "`leadledger init` makes it one")
 
 
 def _host_option(host: str) -> str:

@@ -264,14 +264,19 @@ def test_a_command_on_a_sqlite_path_with_no_store_says_so_and_creates_nothing(tm
         conn.execute("CREATE TABLE mine (x)")
         conn.commit()
     empty.touch()
-    for target in (other, empty):
-        result = run(f"sqlite:///{target}", "trial-balance")
+    for target, what, args in ((other, "another SQLite database", ["trial-balance"]),
+                               (empty, "an empty file", ["trial-balance"]),
+                               (other, "another SQLite database", ["append", "-"])):  # append too: init adopts
+        result = run(f"sqlite:///{target}", *args, input=ndjson(wallet("p1")))
         assert (result.exit_code, result.stderr) == (3, f"leadledger: error[store_not_initialised]: {target} holds no "
-                                                      "leadledger store (another SQLite database, or an empty file): "
-                                                      "nothing is added to it; `leadledger init` makes it one\n")
+                                                      f"leadledger store ({what}): nothing is added to it; "
+                                                      "`leadledger init` makes it one\n"), args
     with contextlib.closing(sqlite3.connect(other)) as conn:
         assert conn.execute("SELECT name FROM sqlite_master").fetchall() == [("mine",)]
     assert empty.stat().st_size == 0
+    assert run(f"sqlite:///{empty}", "append", "-", input=ndjson(wallet("p1"))).exit_code == 0  # empty: a new store
+    assert run(f"sqlite:///{other}", "init").exit_code == 0  # said explicitly: the ledger's tables join "mine"
+    assert run(f"sqlite:///{other}", "balances").exit_code == 0
     assert run(url, "append", "-", input=ndjson(wallet("p1"))).exit_code == 0
     assert path.exists() and run(url, "balances").exit_code == 0
     for creates in (["init"], ["demo"]):
