@@ -373,8 +373,9 @@ def test_statement_running_balance_and_period(ledger):
 
 
 def test_statement_of_unknown_pro_is_an_error(store_url):
+    assert CliRunner().invoke(cli, ["--db", store_url, "init"], obj={}).exit_code == 0
     result = CliRunner().invoke(cli, ["--db", store_url, "statement", "nobody"], obj={})
-    assert result.exit_code == 1
+    assert result.exit_code == 1 and result.stderr.startswith("leadledger: error[wallet_not_found]"), result.output
 
 
 @pytest.mark.skipif(shutil.which("bean-check") is None and not Path(
