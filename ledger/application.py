@@ -75,7 +75,7 @@ from leadledger.store import (
 from leadledger.submissions import event_id_of, parse_event_id, parse_submission
 from leadledger.timefmt import format_utc, parse_utc
 from leadledger.periods import Period, as_instant
-from leadledger.projections import beancount, checkpoints, explain, mapping, queries, verify
+from leadledger.projections import beancount, checkpoints, explain, journal, mapping, queries, verify
 from leadledger.projections.stored import EVENT_TYPES
 from leadledger.projections.tables import (BYTE_ORDER_MARKER, LAYOUT_MARKER, POSTGRES_READ_MODEL_DDL,
                                            READ_MODEL_TABLES, read_model_ddl)
@@ -1085,6 +1085,8 @@ class Ledger:
         span = self._period(start, as_of, end_name="as_of")
         if _names_nothing(pro_id, market, account):
             return []
+        if account is not None:
+            journal.check_account_filter(account)
         self.catch_up()
         return queries.trial_balance(self._view, as_of=span.end, start=span.start, pro_id=pro_id, market=market,
                                      account=account)
@@ -1097,11 +1099,16 @@ class Ledger:
     def statement(self, pro_id: str, start: datetime | str | None = None,
                   end: datetime | str | None = None, *, account: str | None = None) -> list[dict[str, Any]]:
         """The pro's accounts, each an opening line, its postings in [start, end]
-        with a running balance, and a closing line (see queries.statement)."""
+        with a running balance, and a closing line (see queries.statement).
+        ``account``: one of them (wallet, advance, card, or its full name)."""
         span = self._period(start, end)
         self.require_wallet(pro_id)
         if _names_nothing(account):
             return []
+        if account in ("wallet", "advance", "card"):  # the pro's own accounts, by their short names
+            account = journal.pro_account(pro_id, account)
+        if account is not None:
+            journal.check_account_filter(account, pro_id)
         return queries.statement(self._view, pro_id, span.start, span.end, account=account)
 
     def income(self, start: datetime | str | None = None, end: datetime | str | None = None, *,

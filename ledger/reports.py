@@ -71,7 +71,5 @@ def trial_balance(ledger: Any, *, as_of: datetime | None = None, start: datetime
 
 def statement(ledger: Any, pro_id: str, *, start: datetime | None = None, end: datetime | None = None,
               account: str | None = None) -> Report:
-    if account in ("wallet", "advance", "card"):  # the pro's own accounts, by their short names
-        account = f"pro:{pro_id}:{account}"
     stamp, given, _ = instant(end)
     return Report(stamp, given, ledger.statement(pro_id, start, end, account=account))

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from leadledger.errors import LedgerError
+from leadledger.errors import LedgerError, Rejection
 from leadledger.events import DOMAIN_EVENT_CLASSES
 from leadledger.projections.stored import sortable, uuid_text
 
@@ -36,6 +36,31 @@ EXPENSE_COURTESY = "platform:expense:courtesy"
 
 
 _PRO_KINDS = frozenset({"wallet", "advance", "card"})
+PLATFORM_ACCOUNTS = (CASH, REVENUE_COMMISSION, REVENUE_MANAGEMENT_FEE, REVENUE_CALL_MINUTES, REFUNDS,
+                     EXPENSE_COURTESY)
+# The nodes a filter may name: each account and each ':'-prefix of one (platform:revenue).
+_PLATFORM_NODES = frozenset(":".join(name.split(":")[:depth]) for name in PLATFORM_ACCOUNTS
+                            for depth in range(1, name.count(":") + 2))
+UNKNOWN_ACCOUNT = "unknown_account"
+
+
+def check_account_filter(account: str, pro_id: str | None = None) -> None:
+    """Refuse an ``account`` filter that names no account of the chart (SPEC 6) nor a
+    node above some (``platform``, ``platform:revenue``, ``pro``, ``pro:ID``): a typo
+    (``platfrom:cash``, ``walet``) matched nothing and printed an empty book, exit 0.
+    With ``pro_id`` (a statement), only that pro's accounts. A pro id may hold ':',
+    so any ``pro:...`` names some pro's account."""
+    if pro_id is not None:
+        own = (f"pro:{pro_id}", *(pro_account(pro_id, kind) for kind in sorted(_PRO_KINDS)))
+        if account not in own:
+            raise Rejection(UNKNOWN_ACCOUNT, f"account: {account[:80]!r} is not an account of pro {pro_id[:80]!r}: "
+                            "wallet, advance, card, or their full names (" + ", ".join(own[1:]) + ")")
+        return
+    if account in _PLATFORM_NODES or account == "pro" or (account.startswith("pro:") and len(account) > 4):
+        return
+    raise Rejection(UNKNOWN_ACCOUNT, f"account: {account[:80]!r} is no account of the chart: "
+                    f"{', '.join(PLATFORM_ACCOUNTS)}, pro:ID:wallet|advance|card, or a node above them "
+                    "(platform, platform:revenue, pro, pro:ID)")
 
 
 def pro_account(pro_id: str, kind: str) -> str:

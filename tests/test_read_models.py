@@ -372,6 +372,33 @@ def test_statement_running_balance_and_period(ledger):
     assert [r["running_balance"] for r in early] == [0, 10000, 10000]
 
 
+def test_an_account_filter_that_names_no_account_is_refused(ledger):
+    """A typo in --account (platfrom:cash, platform:rev, walet, another pro's wallet
+    in a statement) matched nothing and printed an empty book with exit 0: it is
+    unknown_account now (exit 1, as a pro without a wallet). Every account and every
+    node above accounts still filters (a pro id may hold ':', so pro:... is open)."""
+    from leadledger.errors import Rejection
+
+    busy(ledger)
+    for account in ("nonsense", "platfrom:cash", "platform:rev", "platform:cash:", "pro:", "Platform"):
+        with pytest.raises(Rejection) as refused:
+            ledger.trial_balance(account=account)
+        assert refused.value.code == "unknown_account", account
+    for account, found in (("platform", True), ("platform:revenue", True), ("platform:cash", True),
+                           ("pro", True), ("pro:p1", True), ("pro:p1:wallet", True), ("pro:nobody", False)):
+        assert bool(ledger.trial_balance(account=account)) is found, account
+    for account in ("walet", "pro:p2:wallet", "platform:cash", "pro:p1:cash", "pro:p"):
+        with pytest.raises(Rejection) as refused:
+            ledger.statement("p1", account=account)
+        assert refused.value.code == "unknown_account", account
+    for account in ("wallet", "card", "pro:p1", "pro:p1:advance"):
+        ledger.statement("p1", account=account)
+    result = CliRunner().invoke(cli, ["--db", ledger.config.url, "trial-balance", "--account", "platfrom:cash"],
+                                obj={})
+    assert (result.exit_code, result.stderr.startswith("leadledger: error[unknown_account]: account: "
+                                                       "'platfrom:cash' is no account of the chart")) == (1, True)
+
+
 def test_statement_of_unknown_pro_is_an_error(store_url):
     assert CliRunner().invoke(cli, ["--db", store_url, "init"], obj={}).exit_code == 0
     result = CliRunner().invoke(cli, ["--db", store_url, "statement", "nobody"], obj={})
