@@ -934,8 +934,16 @@ class Ledger:
         return not_created, rejected
 
     def sweep(self, now: datetime | str | None = None, *, recorded_by: str | None = None) -> list[AppendResult]:
-        """Record what deadlines imply as of ``now``: the 48 h unread refunds."""
-        now = as_instant(now, "now") or self.clock()
+        """Record what deadlines imply as of ``now``: the 48 h unread refunds.
+        ``now`` may not run ahead of the recording clock (as a submission's
+        occurred_at may not): a refund falls due only once its time has come, and
+        one recorded early stood even when the quote was read before it fell due."""
+        clock = self.clock()
+        now = as_instant(now, "now") or clock
+        if now > clock + self.max_future_skew:
+            raise Rejection(errors.OCCURRED_IN_FUTURE, f"now: {format_utc(now)} is more than "
+                            f"{int(self.max_future_skew.total_seconds())} s ahead of the ledger's clock "
+                            f"({format_utc(clock)}): what falls due later cannot be recorded yet")
         _, view = self._open()
         self._keep_warm(None)
         self.catch_up()

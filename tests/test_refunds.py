@@ -227,6 +227,23 @@ def frozen(ledger):
 class TestClockDefaults:
     """Without --now / --as-of the clock decides; freezegun stands in for it."""
 
+    def test_a_sweep_may_not_run_ahead_of_the_clock(self, ledger, frozen):
+        """`sweep --now` later than the clock recorded a refund before it fell due (and
+        it stood when the quote was then read in time): refused as a submission
+        from the future is, nothing recorded; within the clock's skew it runs."""
+        from leadledger.errors import Rejection
+
+        pro360(ledger)  # quote sent at day 1, 09:00: due at day 3, 09:00
+        with frozen(when(at(2))):
+            with pytest.raises(Rejection) as refused:
+                ledger.sweep(when(at(5)))
+            assert refused.value.code == "occurred_in_future"
+            assert ledger.sweep(when(at(2, 0, 4))) == []  # 4 minutes ahead: within the skew
+            ok(ledger.append([sub("QuoteRead", at(2, 0, 1), contact_id="c1")]))  # read in time
+        with frozen(when(at(5))):
+            assert ledger.sweep() == []  # nothing was due: the quote was read before day 3
+        assert balance(ledger, "p1")["balance"] == 8500  # the fee stays charged: no refund
+
     def test_sweep_without_now_uses_the_clock(self, ledger, frozen):
         pro360(ledger)  # quote sent at day 1, 09:00: due at day 3, 09:00
         with frozen(when(at(3, 0, -1))):
