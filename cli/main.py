@@ -24,7 +24,7 @@ from leadledger.cli.app import (
 )
 from leadledger.lines import read_lines
 from leadledger.cli.output import render, write_csv, write_json
-from leadledger.cli.params import Duration, Timestamp
+from leadledger.cli.params import Duration, FiniteFloatRange, Timestamp
 from leadledger.store import postgres_schema_sql, redacted
 
 TIME = Timestamp(end=True)
@@ -244,7 +244,7 @@ def rebuild(ctx: click.Context, force: bool) -> None:
 
 
 @cli.command()
-@click.option("--seconds", type=click.FloatRange(min=0), help="Stop after this long (default: until Ctrl-C).")
+@click.option("--seconds", type=FiniteFloatRange(min=0), help="Stop after this long (default: until Ctrl-C).")
 @click.pass_context
 @guarded
 def follow(ctx: click.Context, seconds: float | None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -49,13 +50,31 @@ class Duration(click.ParamType):
     name = "DURATION"
     _UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 
+    def __init__(self, *, positive: bool = False):
+        # A period (serve --sweep-every) must be one: 0s was taken as "never".
+        self.positive = positive
+
     def convert(self, value: Any, param: Any, ctx: Any) -> timedelta:
         if isinstance(value, timedelta):
             return value
         text = str(value).strip().lower()
         if len(text) >= 2 and text[-1] in self._UNITS and text[:-1].isdigit() and len(text) <= 8:
-            return timedelta(seconds=int(text[:-1]) * self._UNITS[text[-1]])
+            duration = timedelta(seconds=int(text[:-1]) * self._UNITS[text[-1]])
+            if self.positive and not duration:
+                self.fail(f"{value!r} is no period: give 1s or more", param, ctx)
+            return duration
         self.fail(f"{value!r} is not a duration like 7d, 12h, 30m or 90s", param, ctx)
+
+
+class FiniteFloatRange(click.FloatRange):
+    """click's FloatRange, without nan (every comparison with it is false, so it
+    passed the bounds: `serve --max-wait nan` then refused every ?wait=)."""
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
 
 
 class Status(click.ParamType):

@@ -11,7 +11,7 @@ import click
 
 from leadledger.cli.app import FORMAT, cli, guarded, open_ledger
 from leadledger.cli.output import render
-from leadledger.cli.params import Duration
+from leadledger.cli.params import Duration, FiniteFloatRange
 
 KEY_COLUMNS = ("name", "scope", "status", "created_at", "revoked_at")
 
@@ -19,9 +19,9 @@ KEY_COLUMNS = ("name", "scope", "status", "created_at", "revoked_at")
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="Port (0: any free one).")
-@click.option("--sweep-every", type=Duration(), default=None,
+@click.option("--sweep-every", type=Duration(positive=True), default=None,
               help="Also run `sweep` inside the service this often (e.g. 60s); default: never (a CLI job).")
-@click.option("--max-wait", type=click.FloatRange(0, 300), default=30, show_default=True,
+@click.option("--max-wait", type=FiniteFloatRange(0, 300), default=30, show_default=True,
               help="The longest long-poll, in seconds, a client may ask of GET /v1/events?wait=.")
 @click.option("--access-log/--no-access-log", default=False, show_default=True,
               help="Log every request line (never a key: keys travel in a header).")

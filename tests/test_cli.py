@@ -133,6 +133,10 @@ def test_user_errors_are_one_line_with_a_code_and_no_traceback(tmp_path):
         (["refunds", "--status", "Done"], "usage", 2),
         # click lists the choices of a missing option on lines of their own, tab-indented.
         (["keys", "create", "billing"], "usage", 2),
+        # nan passed click's FloatRange (no comparison with it holds); a period of 0s meant never.
+        (["serve", "--max-wait", "nan"], "usage", 2),
+        (["serve", "--sweep-every", "0s"], "usage", 2),
+        (["follow", "--seconds", "nan"], "usage", 2),
     ):
         import subprocess
         import sys
