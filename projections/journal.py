@@ -51,10 +51,11 @@ def check_account_filter(account: str, pro_id: str | None = None) -> None:
     With ``pro_id`` (a statement), only that pro's accounts. A pro id may hold ':',
     so any ``pro:...`` names some pro's account."""
     if pro_id is not None:
-        own = (f"pro:{pro_id}", *(pro_account(pro_id, kind) for kind in sorted(_PRO_KINDS)))
-        if account not in own:
+        own = [pro_account(pro_id, kind) for kind in sorted(_PRO_KINDS)]
+        nodes = {name[:end] for name in own for end in range(len(name) + 1) if end == len(name) or name[end] == ":"}
+        if account not in nodes:  # the pro's accounts, or a node above them (pro, pro:ID)
             raise Rejection(UNKNOWN_ACCOUNT, f"account: {account[:80]!r} is not an account of pro {pro_id[:80]!r}: "
-                            "wallet, advance, card, or their full names (" + ", ".join(own[1:]) + ")")
+                            "wallet, advance, card, or their full names (" + ", ".join(own) + ")")
         return
     if account in _PLATFORM_NODES or account == "pro" or (account.startswith("pro:") and len(account) > 4):
         return

@@ -391,7 +391,7 @@ def test_an_account_filter_that_names_no_account_is_refused(ledger):
         with pytest.raises(Rejection) as refused:
             ledger.statement("p1", account=account)
         assert refused.value.code == "unknown_account", account
-    for account in ("wallet", "card", "pro:p1", "pro:p1:advance"):
+    for account in ("wallet", "card", "pro", "pro:p1", "pro:p1:advance"):
         ledger.statement("p1", account=account)
     result = CliRunner().invoke(cli, ["--db", ledger.config.url, "trial-balance", "--account", "platfrom:cash"],
                                 obj={})
