@@ -1064,6 +1064,7 @@ class Ledger:
         at = as_instant(as_of, "as_of")
         if _names_nothing(pro_id, market):
             return []
+        _check_market(market)
         self.catch_up()
         return queries.balances(self._view, pro_id=pro_id, as_of=at, market=market)
 
@@ -1079,6 +1080,7 @@ class Ledger:
         at, now_at = as_instant(as_of, "as_of"), as_instant(now, "now")
         if _names_nothing(pro_id, market, contact_id):
             return iter(())
+        _check_market(market)
         self.catch_up()
         return queries.iter_refunds(self._view, now_at or datetime.now(timezone.utc), pro_id=pro_id,
                                     status=status, as_of=at, market=market, contact_id=contact_id)
@@ -1093,6 +1095,7 @@ class Ledger:
         span = self._period(start, as_of, end_name="as_of")
         if _names_nothing(pro_id, market, account):
             return []
+        _check_market(market)
         if account is not None:
             journal.check_account_filter(account)
         self.catch_up()
@@ -1125,6 +1128,7 @@ class Ledger:
         span = self._period(start, end)
         if _names_nothing(market):
             return []
+        _check_market(market)
         self.catch_up()
         return queries.income(self._view, span.start, span.end, market=market)
 
@@ -1134,6 +1138,7 @@ class Ledger:
         span = self._period(start, end)
         if _names_nothing(market):
             return iter(())
+        _check_market(market)
         self.catch_up()
         return queries.reconcile(self._view, span.start, span.end, market=market)
 
@@ -1664,6 +1669,18 @@ def _names_nothing(*values: str | None) -> bool:
     answered as one of an unknown id, without asking the store (on PostgreSQL it
     was a 503 store_unavailable, Retry-After and all, that closed the reader)."""
     return any(value is not None and "\x00" in value for value in values)
+
+
+def _check_market(market: str | None) -> None:
+    """A read's market filter names a market of the ledger's packs: a typo
+    (``?market=pro-360`` to the service) matched nothing and answered an empty list.
+    The command line's --market is a choice of the same names."""
+    from leadledger.markets import all_policies
+
+    known = sorted({name for name, _ in all_policies()})
+    if market is not None and market not in known:
+        raise Rejection(errors.UNKNOWN_MARKET, f"market {market[:80]!r} is not one this ledger knows "
+                        f"({', '.join(known)})")
 
 
 def _replayed_up_to(view: Any) -> int:

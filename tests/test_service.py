@@ -361,6 +361,27 @@ def test_ids_with_a_nul_are_unknown_ids_not_an_outage(server):
         assert unknown.value.code == "wallet_not_found"
 
 
+def test_a_filter_naming_no_market_or_account_is_a_400_not_an_empty_list(server):
+    """?market=pro-360 or ?account=platfrom:cash matched nothing and answered 200 []
+    (the command line's --market is a choice; the service took any text): a finance
+    client read an empty book. Now 400 with the code and the names it takes; the
+    Python API raises the same Rejection."""
+    with server.client("reader") as client:
+        for path in ("/v1/wallets", "/v1/refunds", "/v1/trial-balance"):
+            answer = client.get(path, params={"market": "pro-360"})
+            assert (answer.status_code, answer.json()["error"]["code"]) == (400, "unknown_market"), path
+            assert "cronoshare, pro360" in answer.json()["error"]["message"]
+            assert client.get(path, params={"market": "pro360"}).status_code == 200
+        answer = client.get("/v1/trial-balance", params={"account": "platfrom:cash"})
+        assert (answer.status_code, answer.json()["error"]["code"]) == (400, "unknown_account")
+    with Ledger.from_url(server.store_url) as ledger:
+        for read in (lambda: ledger.balances(market="pro-360"), lambda: ledger.income(market="pro-360"),
+                     lambda: list(ledger.reconcile(market="pro-360"))):
+            with pytest.raises(Rejection) as unknown:
+                read()
+            assert unknown.value.code == "unknown_market"
+
+
 def test_the_feed_pages_and_long_polls(server):
     pro = fresh("pro")
     _, after = server.log()  # the end of the log as it stands
