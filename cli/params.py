@@ -95,9 +95,9 @@ class Status(click.ParamType):
 
 
 def market_choice() -> click.Choice:
-    from leadledger.markets import all_policies
+    from leadledger.markets import market_names
 
-    return click.Choice(sorted({market for market, _ in all_policies()}))
+    return click.Choice(market_names())
 
 
 def resolve_period(start: datetime | None, end: datetime | None,

@@ -1116,7 +1116,7 @@ class Ledger:
         self.require_wallet(pro_id)
         if _names_nothing(account):
             return []
-        if account in ("wallet", "advance", "card"):  # the pro's own accounts, by their short names
+        if account in journal.PRO_KINDS:  # the pro's own accounts, by their short names
             account = journal.pro_account(pro_id, account)
         if account is not None:
             journal.check_account_filter(account, pro_id)
@@ -1675,12 +1675,11 @@ def _check_market(market: str | None) -> None:
     """A read's market filter names a market of the ledger's packs: a typo
     (``?market=pro-360`` to the service) matched nothing and answered an empty list.
     The command line's --market is a choice of the same names."""
-    from leadledger.markets import all_policies
+    from leadledger.markets import market_names
 
-    known = sorted({name for name, _ in all_policies()})
-    if market is not None and market not in known:
+    if market is not None and market not in market_names():
         raise Rejection(errors.UNKNOWN_MARKET, f"market {market[:80]!r} is not one this ledger knows "
-                        f"({', '.join(known)})")
+                        f"({', '.join(market_names())})")
 
 
 def _replayed_up_to(view: Any) -> int:

@@ -19,7 +19,7 @@ from eventsourcing.utils import get_topic
 
 from leadledger.aggregates import Contact, Customer, Wallet
 from leadledger.events import DOMAIN_EVENT_CLASSES, LedgerCreated
-from leadledger.limits import EARLIEST, LATEST, LATEST_DECIDED, MAX_AMOUNT, within_range
+from leadledger.limits import EARLIEST, LATEST, LATEST_DECIDED, MAX_AMOUNT
 from leadledger.timefmt import format_utc, parse_utc
 
 PAGE_SIZE = 1000
@@ -120,12 +120,9 @@ def _value(name: str, kind: str, value: Any) -> Any:
             raise LogError(f"{name}: {value} is outside 1970..2999")
         return day
     if kind == "datetime":
-        moment = parse_utc(_text(name, value))
-        if name in DECIDED_INSTANTS:  # a rule's decision may fall after 2999 (limits.LATEST_DECIDED)
-            if not EARLIEST <= moment <= LATEST_DECIDED:
-                raise LogError(f"{name}: {format_utc(moment)} is outside 1970..{LATEST_DECIDED.year}")
-            return moment
-        return _instant(name, moment)
+        # A rule's decision may fall after 2999 (limits.LATEST_DECIDED).
+        return _instant(name, parse_utc(_text(name, value)),
+                        latest=LATEST_DECIDED if name in DECIDED_INSTANTS else LATEST)
     if kind == "dict[str, str]":
         if type(value) is not dict:
             raise LogError(f"{name}: {_shown(value)} is not an object of texts")
@@ -148,9 +145,9 @@ def _unstorable(char: str) -> bool:
     return code < 0x20 or 0x7F <= code <= 0x9F or 0xD800 <= code <= 0xDFFF
 
 
-def _instant(name: str, moment: datetime) -> datetime:
-    if not within_range(moment):
-        raise LogError(f"{name}: {format_utc(moment)} is outside 1970..2999")
+def _instant(name: str, moment: datetime, latest: datetime = LATEST) -> datetime:
+    if not EARLIEST <= moment <= latest:
+        raise LogError(f"{name}: {format_utc(moment)} is outside {EARLIEST.year}..{latest.year}")
     return moment
 
 

@@ -35,7 +35,7 @@ REFUNDS = "platform:refunds"
 EXPENSE_COURTESY = "platform:expense:courtesy"
 
 
-_PRO_KINDS = frozenset({"wallet", "advance", "card"})
+PRO_KINDS = frozenset({"wallet", "advance", "card"})
 PLATFORM_ACCOUNTS = (CASH, REVENUE_COMMISSION, REVENUE_MANAGEMENT_FEE, REVENUE_CALL_MINUTES, REFUNDS,
                      EXPENSE_COURTESY)
 # The nodes a filter may name: each account and each ':'-prefix of one (platform:revenue).
@@ -51,7 +51,7 @@ def check_account_filter(account: str, pro_id: str | None = None) -> None:
     With ``pro_id`` (a statement), only that pro's accounts. A pro id may hold ':',
     so any ``pro:...`` names some pro's account."""
     if pro_id is not None:
-        own = [pro_account(pro_id, kind) for kind in sorted(_PRO_KINDS)]
+        own = [pro_account(pro_id, kind) for kind in sorted(PRO_KINDS)]
         nodes = {name[:end] for name in own for end in range(len(name) + 1) if end == len(name) or name[end] == ":"}
         if account not in nodes:  # the pro's accounts, or a node above them (pro, pro:ID)
             raise Rejection(UNKNOWN_ACCOUNT, f"account: {account[:80]!r} is not an account of pro {pro_id[:80]!r}: "
@@ -65,7 +65,7 @@ def check_account_filter(account: str, pro_id: str | None = None) -> None:
 
 
 def pro_account(pro_id: str, kind: str) -> str:
-    assert kind in _PRO_KINDS
+    assert kind in PRO_KINDS
     return f"pro:{pro_id}:{kind}"
 
 
@@ -168,7 +168,7 @@ def _transfer(debit: str, credit: str, amount: int, unit: str, pro_id: str) -> t
 
 def _side(pro_id: str, account: str) -> tuple[str, str]:
     """An account and its posting kind: a pro's by kind, else the platform's."""
-    return (pro_account(pro_id, account), account) if account in _PRO_KINDS else (account, "platform")
+    return (pro_account(pro_id, account), account) if account in PRO_KINDS else (account, "platform")
 
 
 def _in_wallet_unit(out: Batch, position: int, event_type: str, e: Fields, at: str, wallets: Wallets,

@@ -130,6 +130,13 @@ def all_policies() -> Mapping[tuple[str, int], MarketPolicy]:
     return found
 
 
+@functools.cache
+def market_names() -> tuple[str, ...]:
+    """The markets of the shipped packs, sorted (the command line's --market
+    choices, and what a read's market filter may name)."""
+    return tuple(sorted({market for market, _ in all_policies()}))
+
+
 def current_policy(market: str) -> MarketPolicy | None:
     """The newest version shipped for ``market``, or None if the market is unknown."""
     versions = [p for (m, _), p in all_policies().items() if m == market]
