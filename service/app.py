@@ -36,7 +36,7 @@ from leadledger.application import Ledger, is_full, store_error_code
 from leadledger.errors import LOG_DAMAGED, PROJECTION_FAILED, STORE_STATEMENT_FAILED, LedgerError, Rejection
 from leadledger.periods import Period, as_instant
 from leadledger.projections.status import STATUSES, status_named
-from leadledger.service import bodies, models
+from leadledger.service import bodies, models, query
 from leadledger.service.metrics import Metrics
 from leadledger.service.writer import GroupWriter
 
@@ -201,7 +201,11 @@ def authorize(*actions: str) -> Any:
     async def dependency(request: Request,
                          credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> keys.ApiKey:
         service: Service = request.app.state.service
-        return await service.key_for(credentials.credentials if credentials else None, actions)
+        key = await service.key_for(credentials.credentials if credentials else None, actions)
+        route = request.scope.get("route")
+        if route is not None:  # every /v1 route has this dependency: its query is checked here
+            _check_query(request.scope.get("query_string", b""), query.route_takes(route), route.path)
+        return key
 
     return dependency
 
@@ -411,6 +415,7 @@ class SubmissionsEndpoint:
             elif name == b"content-length":
                 declared = value
         key = await self.service.key_for(_bearer_secret(authorization), ("append",))
+        _check_query(scope.get("query_string", b""), SUBMISSIONS_TAKES, SUBMISSIONS_PATH)
         atomic = _atomic(scope.get("query_string", b""))
         body = bodies.parse(await _read_limited(receive, declared), content_type)
         # Parsed by the writer process (see service/writer.py), one result each, in order.
@@ -427,8 +432,18 @@ class SubmissionsEndpoint:
 _TRUE, _FALSE = ("1", "true", "yes", "on", "t", "y"), ("0", "false", "no", "off", "f", "n")
 
 
+SUBMISSIONS_TAKES = frozenset({"atomic"})
+
+
+def _check_query(query_string: bytes, takes: frozenset[str], path: str) -> None:
+    try:
+        query.check_query(query_string, takes, path)
+    except query.BadQuery as exc:
+        raise ApiError(400, "bad_parameter", str(exc)) from None
+
+
 def _atomic(query_string: bytes) -> bool:
-    """``?atomic=``, read as pydantic reads a boolean (the last one given wins)."""
+    """``?atomic=``, read as pydantic reads a boolean (given at most once: ``_check_query``)."""
     value = None
     for name, given in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
         if name == "atomic":

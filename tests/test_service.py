@@ -382,6 +382,41 @@ def test_a_filter_naming_no_market_or_account_is_a_400_not_an_empty_list(server)
             assert unknown.value.code == "unknown_market"
 
 
+def test_a_query_parameter_the_endpoint_does_not_take_or_given_twice_is_a_400(server):
+    """A mistyped or repeated parameter is refused, not ignored: ignored, `?pro_id=` (the rows'
+    own field name) answered every pro's wallets, `?to=` a trial balance as of now, and
+    `?atomc=true` recorded the good half of a batch meant to be all or nothing."""
+    pro = fresh("pro")
+    server.post([wallet(pro), buy(pro, 700)])
+    with server.client("admin") as client:
+        for path, params, name in (
+                ("/v1/wallets", [("pro_id", pro)], "pro_id"),
+                ("/v1/refunds", [("contact", "ct-1")], "contact"),
+                ("/v1/trial-balance", [("to", "2020-01-31")], "to"),
+                (f"/v1/wallets/{pro}/statement", [("as_of", "2020-01-31")], "as_of"),
+                ("/v1/events", [("since", "5")], "since"),
+                (f"/v1/submissions/{uuid.uuid4()}", [("verbose", "1")], "verbose")):
+            answer = client.get(path, params=params)
+            assert (answer.status_code, answer.json()["error"]["code"]) == (400, "bad_parameter"), path
+            assert f"unknown query parameter {name!r}" in answer.json()["error"]["message"], path
+        answer = client.get("/v1/wallets", params=[("pro", pro), ("pro", "pro-other")])
+        assert (answer.status_code, answer.json()["error"]["code"]) == (400, "bad_parameter")
+        assert "'pro' is given twice" in answer.json()["error"]["message"]
+        assert "takes as_of, market, pro" in client.get("/v1/wallets", params={"p": "x"}).json()["error"]["message"]
+        assert [r["pro_id"] for r in client.get("/v1/wallets", params={"pro": pro}).json()] == [pro]
+        assert client.get("/healthz", params={"probe": "1"}).status_code == 200  # probes take no filter to mistype
+
+    other = fresh("pro")
+    batch = [wallet(other), buy(other, 500), buy(other, 0)]  # the last is rejected
+    for params in ({"atomc": "true"}, [("atomic", "true"), ("atomic", "false")]):
+        with server.client("admin") as client:
+            answer = client.post("/v1/submissions", json=batch, params=params)
+        assert (answer.status_code, answer.json()["error"]["code"]) == (400, "bad_parameter"), params
+    with server.client("admin") as client:
+        assert client.get(f"/v1/submissions/{batch[0]['event_id']}").status_code == 404  # nothing recorded
+        assert client.get("/v1/submissions", params={"atomic": "true"}).status_code == 405
+
+
 def test_the_feed_pages_and_long_polls(server):
     pro = fresh("pro")
     _, after = server.log()  # the end of the log as it stands
