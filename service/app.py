@@ -36,7 +36,7 @@ from leadledger.application import Ledger, is_full, store_error_code
 from leadledger.errors import LOG_DAMAGED, PROJECTION_FAILED, STORE_STATEMENT_FAILED, LedgerError, Rejection
 from leadledger.periods import Period, as_instant
 from leadledger.projections.status import STATUSES, status_named
-from leadledger.service import bodies, models, query
+from leadledger.service import bodies, models, paths, query
 from leadledger.service.metrics import Metrics
 from leadledger.service.writer import GroupWriter
 
@@ -288,6 +288,8 @@ class LedgerService:
                 await _error(405, "method_not_allowed", "Method Not Allowed", {"Allow": "POST"})(scope, receive, send)
             self.metrics.requests.labels(SUBMISSIONS_PATH, str(status)).inc()
             return
+        if scope["type"] == "http":
+            scope = paths.keep_encoded_slashes(scope)
         await self.api(scope, receive, send)
 
     def openapi(self) -> dict[str, Any]:
@@ -529,7 +531,7 @@ def _routes(app: FastAPI, service: Service, max_wait_seconds: float) -> None:
     @app.get("/v1/wallets/{pro_id}", response_model=models.BalanceRow, **reads)
     def wallet(pro_id: str, as_of: str | None = None, key: keys.ApiKey = Depends(read_key)) -> Response:
         """One wallet, as its row of `leadledger balances --pro ID --format json`."""
-        at = _instant(as_of, "as_of")
+        at, pro_id = _instant(as_of, "as_of"), paths.path_id(pro_id)
         rows = service.read(lambda ledger: list(reports.balances(ledger, pro_id=pro_id, as_of=at).stamped()))
         return _json(rows[0])
 
@@ -538,7 +540,7 @@ def _routes(app: FastAPI, service: Service, max_wait_seconds: float) -> None:
                   to: str | None = None, account: str | None = None,
                   key: keys.ApiKey = Depends(read_key)) -> Response:
         """The pro's postings with running balances, as `leadledger statement --format json`."""
-        span = _period(from_, to, "to")
+        span, pro_id = _period(from_, to, "to"), paths.path_id(pro_id)
         return _json(service.read(lambda ledger: list(reports.statement(
             ledger, pro_id, start=span.start, end=span.end, account=account).stamped())))
 
@@ -554,7 +556,7 @@ def _routes(app: FastAPI, service: Service, max_wait_seconds: float) -> None:
     def contact_refund(contact_id: str, as_of: str | None = None,
                        key: keys.ApiKey = Depends(read_key)) -> Response:
         """One contact's refund status, as its row of `leadledger refunds --format json`."""
-        at = _instant(as_of, "as_of")
+        at, contact_id = _instant(as_of, "as_of"), paths.path_id(contact_id)
         rows = service.read(lambda ledger: list(reports.refunds(ledger, contact_id=contact_id, as_of=at).stamped()))
         if not rows:
             raise ApiError(404, "contact_not_found", f"no contact {contact_id[:80]!r} (as of {at or 'now'})")

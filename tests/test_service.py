@@ -417,6 +417,33 @@ def test_a_query_parameter_the_endpoint_does_not_take_or_given_twice_is_a_400(se
         assert client.get("/v1/submissions", params={"atomic": "true"}).status_code == 405
 
 
+def test_ids_with_a_slash_are_read_by_their_own_routes(server):
+    """An id may hold a slash (SPEC 3 names no forbidden character): sent as %2F, it is one
+    path segment. The server decoded it before matching routes, so a contact `ct/7` read as
+    404 `not_found` (as if never sent) and pro `P/statement`'s wallet as P's statement."""
+    pro, contact = fresh("pro") + "/east", fresh("ct") + "/7"
+    twin = fresh("pro")  # its wallet's path, decoded, is the statement's path of `twin`
+    posted = server.post([wallet(pro), buy(pro, 5000), quote(contact, pro, commission=1500),
+                          wallet(twin), wallet(f"{twin}/statement")]).json()
+    assert posted["recorded"] == 5, posted
+    encoded_pro, encoded_contact = pro.replace("/", "%2F"), contact.replace("/", "%2f")
+    with server.client("reader") as client:
+        row = client.get(f"/v1/wallets/{encoded_pro}").json()
+        assert (row["pro_id"], row["balance"]) == (pro, 3500), row
+        statement = client.get(f"/v1/wallets/{encoded_pro}/statement").json()
+        assert {r["account"] for r in statement} == {f"pro:{pro}:wallet"}, statement
+        assert statement[-1]["running_balance"] == 3500, statement
+        refund = client.get(f"/v1/contacts/{encoded_contact}/refund", params={"as_of": "2026-01-25"}).json()
+        assert (refund["contact_id"], refund["status"]) == (contact, "Gérer"), refund
+        row = client.get(f"/v1/wallets/{twin}%2Fstatement").json()
+        assert isinstance(row, dict) and row["pro_id"] == f"{twin}/statement", row
+        assert {r["account"] for r in client.get(f"/v1/wallets/{twin}/statement").json()} == {f"pro:{twin}:wallet"}
+        # A character no id may hold (private use) names nothing, spelled raw or encoded.
+        for odd in ("%EE%80%80", "%EE%80%81"):
+            answer = client.get(f"/v1/wallets/{pro.replace('/', odd)}")
+            assert (answer.status_code, answer.json()["error"]["code"]) == (404, "wallet_not_found"), odd
+
+
 def test_the_feed_pages_and_long_polls(server):
     pro = fresh("pro")
     _, after = server.log()  # the end of the log as it stands
