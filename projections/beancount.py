@@ -28,13 +28,23 @@ _ROOTS = {
 _PRO_KINDS = {"wallet": "Liabilities:Pro", "advance": "Assets:Pro", "card": "Assets:Pro"}
 
 
+DIGEST_HEX = 16  # 64 bits: no one finds an id whose digest matches a given pro's
+_ESCAPED_TAIL = re.compile(rf"-[0-9a-f]{{{DIGEST_HEX}}}$")
+
+
 def _component(pro_id: str) -> str:
-    """A Beancount account component for a pro id, injective across ids."""
+    """A Beancount account component for a pro id, one per id.
+
+    An id Beancount takes as it is (letters, digits, '-') is itself after ``P-``,
+    unless it ends as an escaped one does; any other id is its cleaned form and
+    its digest. The two kinds never meet (only the second ends in '-' and
+    DIGEST_HEX hex digits), so a pro cannot get another's accounts by taking the
+    escaped form of that pro's id as its own id (before 0.6.6 it could: the
+    digest was 8 hex digits and such an id was written as itself)."""
     cleaned = re.sub(r"[^A-Za-z0-9-]", "-", pro_id)
-    component = "P-" + cleaned
-    if cleaned != pro_id:
-        component += "-" + hashlib.sha256(pro_id.encode()).hexdigest()[:8]
-    return component
+    if cleaned == pro_id and not _ESCAPED_TAIL.search(pro_id):
+        return "P-" + pro_id
+    return f"P-{cleaned}-{hashlib.sha256(pro_id.encode()).hexdigest()[:DIGEST_HEX]}"
 
 
 def account_name(account: str) -> str:

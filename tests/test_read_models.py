@@ -424,6 +424,32 @@ def test_beancount_export_passes_bean_check(ledger, tmp_path):
     assert subprocess.run([bean_check, str(path)], capture_output=True).returncode != 0
 
 
+def test_a_pro_id_mimicking_anothers_escaped_account_gets_accounts_of_its_own(ledger, tmp_path):
+    """The export writes a pro id Beancount cannot take (`acme_es`) as its cleaned form plus
+    a digest. A pro id spelled as that very component (`acme-es-` and the digest's first 8
+    hex, before 0.6.6) was written as itself: both pros' postings went to one account, the
+    accountants' books merging two pros. Every id now maps to a name of its own."""
+    import hashlib
+
+    from leadledger.projections.beancount import account_name
+
+    victim = "acme_es"
+    mimics = [f"acme-es-{hashlib.sha256(victim.encode()).hexdigest()[:n]}" for n in (8, 16)]
+    ok(ledger.append([wallet(p) for p in (victim, *mimics)] + [buy(victim, 1000)]
+                     + [buy(p, 7) for p in mimics]))
+    names = {p: account_name(f"pro:{p}:wallet") for p in (victim, *mimics, "acme-es", "pro-ana")}
+    assert len(set(names.values())) == len(names), names
+    assert names["pro-ana"] == "Liabilities:Pro:P-pro-ana:Wallet"  # a clean id reads as itself
+    text = "".join(line + "\n" for line in ledger.export_beancount())
+    for pro in (victim, *mimics):
+        assert text.count(f"open {names[pro]}\n") == 1, pro
+    if (bean_check := Path(sys.executable).with_name("bean-check")).exists():
+        path = tmp_path / "ledger.beancount"
+        path.write_text(text)
+        checked = subprocess.run([str(bean_check), str(path)], capture_output=True, text=True)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
 def test_follower_keeps_the_view_up_to_date_without_catch_up(store_url):
     from leadledger.projections import queries
 
