@@ -52,8 +52,7 @@ def check_account_filter(account: str, pro_id: str | None = None) -> None:
     so any ``pro:...`` names some pro's account."""
     if pro_id is not None:
         own = [pro_account(pro_id, kind) for kind in sorted(PRO_KINDS)]
-        nodes = {name[:end] for name in own for end in range(len(name) + 1) if end == len(name) or name[end] == ":"}
-        if account not in nodes:  # the pro's accounts, or a node above them (pro, pro:ID)
+        if account not in {"pro", f"pro:{pro_id}", *own}:  # the pro's accounts, or a node above them
             raise Rejection(UNKNOWN_ACCOUNT, f"account: {account[:80]!r} is not an account of pro {pro_id[:80]!r}: "
                             "wallet, advance, card, or their full names (" + ", ".join(own) + ")")
         return
@@ -67,6 +66,20 @@ def check_account_filter(account: str, pro_id: str | None = None) -> None:
 def pro_account(pro_id: str, kind: str) -> str:
     assert kind in PRO_KINDS
     return f"pro:{pro_id}:{kind}"
+
+
+def named_accounts(wanted: str) -> list[str] | None:
+    """The accounts a filter below ``pro`` names, exactly: ``pro:ID:KIND`` that account,
+    any other ``pro:ID`` that pro's three; None for the platform's and ``pro``, whose
+    names hold no id and take the accounts under them. A pro id may hold ':', so as
+    text pro ``a:wallet``'s accounts lie under ``pro:a`` and ``pro:a:wallet``: taking
+    the accounts under a pro's filter summed that pro in with pro ``a``."""
+    if not wanted.startswith("pro:"):
+        return None
+    pro_id, _, kind = wanted[len("pro:"):].rpartition(":")
+    if pro_id and kind in PRO_KINDS:
+        return [wanted]
+    return [pro_account(wanted[len("pro:"):], kind) for kind in sorted(PRO_KINDS)]
 
 
 @dataclass

@@ -11,7 +11,7 @@ from typing import Any, Iterator
 
 from leadledger.timefmt import format_utc, parse_utc, sortable_to_rfc3339, sortable_utc
 from leadledger.projections import checkpoints
-from leadledger.projections.journal import pro_account
+from leadledger.projections.journal import named_accounts, pro_account
 from leadledger.projections.status import GERER, refund_status
 
 _FAR_FUTURE = "9999-12-31T23:59:59.999999Z"
@@ -137,7 +137,10 @@ def _under(account: str) -> tuple[str, str]:
 
 def account_matches(account: str, wanted: str | None) -> bool:
     """The same test as the ``account`` filter below, in Python."""
-    return wanted is None or account == wanted or account.startswith(wanted + ":")
+    if wanted is None:
+        return True
+    named = named_accounts(wanted)
+    return account in named if named is not None else account == wanted or account.startswith(wanted + ":")
 
 
 def posting_filters(*, pro_id: str | None = None, market: str | None = None, contact_id: str | None = None,
@@ -152,7 +155,11 @@ def posting_filters(*, pro_id: str | None = None, market: str | None = None, con
         if value is not None:
             where += f" AND {alias}{column} = ?"
             params.append(value)
-    if account is not None:
+    named = named_accounts(account) if account is not None else None
+    if named is not None:  # a pro's accounts, by name: other ids may hold ':'
+        where += f" AND account IN ({', '.join('?' * len(named))})"
+        params += named
+    elif account is not None:
         where += " AND (account = ? OR (account >= ? AND account < ?))"
         params += [account, *_under(account)]
     for bound, operator in ((start, ">="), (end, "<=")):

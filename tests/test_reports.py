@@ -22,6 +22,7 @@ import pytest
 from click.testing import CliRunner
 
 from leadledger import Ledger
+from leadledger.errors import Rejection
 from leadledger.cli.main import cli
 from tests.helpers import buy, card, ok, quote, sub, wallet
 
@@ -388,3 +389,33 @@ def test_an_account_filter_takes_its_text_literally(store_url):
             assert rows, pro
             assert {row["account"].split(":")[1] for row in rows} == {pro}, (pro, rows)
         assert ledger.trial_balance(account="pro:a_") == []
+
+
+def test_a_pros_account_filter_is_that_pro_whatever_colons_other_ids_hold(store_url):
+    """A pro id may hold ':' (SPEC 3 forbids none), so pro ``a:wallet``'s accounts are named
+    ``pro:a:wallet:...``: under ``pro:a`` and under ``pro:a:wallet`` as text. The filter took
+    every account under its text, so ``--account pro:a`` (pro a's accounts) and ``--account
+    pro:a:wallet`` (pro a's wallet) summed pro ``a:wallet``'s wallet in too. A pro's node
+    now names its three accounts and an account name that account, exactly."""
+    pros = {"a": 100, "a:wallet": 999, "a:advance": 50}
+    with Ledger.from_url(store_url) as ledger:
+        ok(ledger.append([s for pro, amount in pros.items() for s in (wallet(pro), buy(pro, amount))]))
+        accounts = lambda rows: {row["account"]: row["balance"] for row in rows}  # noqa: E731
+        for as_of in (None, "2030-01-01T00:00:00Z"):  # checkpointed and summed paths
+            assert accounts(ledger.trial_balance(as_of, account="pro:a")) == {"pro:a:wallet": -100}
+            assert accounts(ledger.trial_balance(as_of, account="pro:a:wallet")) == {"pro:a:wallet": -100}
+            assert accounts(ledger.trial_balance(as_of, account="pro:a:wallet:wallet")) == {
+                "pro:a:wallet:wallet": -999}
+            assert accounts(ledger.trial_balance(as_of, account="pro")) == {
+                "pro:a:wallet": -100, "pro:a:wallet:wallet": -999, "pro:a:advance:wallet": -50}
+        assert ledger.trial_balance(start="2020-01-01", account="pro:a")[0]["account"] == "pro:a:wallet"
+        assert len(ledger.trial_balance(start="2020-01-01", account="pro:a")) == 1
+        for pro, amount in pros.items():
+            for account in (None, "pro", f"pro:{pro}", "wallet", f"pro:{pro}:wallet"):
+                lines = ledger.statement(pro, account=account)
+                assert {line["account"] for line in lines} == {f"pro:{pro}:wallet"}, (pro, account, lines)
+                assert lines[-1]["running_balance"] == amount, (pro, account)
+        with pytest.raises(Rejection):
+            ledger.statement("a", account="pro:a:wallet:wallet")  # another pro's account
+    result = CliRunner().invoke(cli, ["--db", store_url, "trial-balance", "--account", "pro:a", "--format", "csv"])
+    assert result.exit_code == 0 and "a:wallet:wallet" not in result.stdout, result.output
