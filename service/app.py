@@ -16,7 +16,7 @@ import logging
 import queue
 import sqlite3
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from urllib.parse import parse_qsl
 from typing import Any, AsyncIterator, Callable
 
@@ -39,6 +39,7 @@ from leadledger.projections.status import STATUSES, status_named
 from leadledger.service import bodies, models, paths, query
 from leadledger.service.metrics import Metrics
 from leadledger.service.writer import GroupWriter
+from leadledger.timefmt import format_utc
 
 log = logging.getLogger("leadledger.service")
 
@@ -208,6 +209,11 @@ def authorize(*actions: str) -> Any:
         return key
 
     return dependency
+
+
+def _shown(at: datetime | None) -> str:
+    """An instant a read was asked about, as the reports print one (None: now)."""
+    return format_utc(at) if at is not None else "now"
 
 
 def _bearer_secret(authorization: bytes | None) -> str | None:
@@ -533,6 +539,8 @@ def _routes(app: FastAPI, service: Service, max_wait_seconds: float) -> None:
         """One wallet, as its row of `leadledger balances --pro ID --format json`."""
         at, pro_id = _instant(as_of, "as_of"), paths.path_id(pro_id)
         rows = service.read(lambda ledger: list(reports.balances(ledger, pro_id=pro_id, as_of=at).stamped()))
+        if not rows:  # the wallet is opened after the instant (an unknown pro is refused before)
+            raise ApiError(404, "wallet_not_found", f"pro {pro_id[:80]!r} had no wallet yet at {_shown(at)}")
         return _json(rows[0])
 
     @app.get("/v1/wallets/{pro_id}/statement", response_model=list[models.StatementRow], **reads)
@@ -559,7 +567,7 @@ def _routes(app: FastAPI, service: Service, max_wait_seconds: float) -> None:
         at, contact_id = _instant(as_of, "as_of"), paths.path_id(contact_id)
         rows = service.read(lambda ledger: list(reports.refunds(ledger, contact_id=contact_id, as_of=at).stamped()))
         if not rows:
-            raise ApiError(404, "contact_not_found", f"no contact {contact_id[:80]!r} (as of {at or 'now'})")
+            raise ApiError(404, "contact_not_found", f"no contact {contact_id[:80]!r} as of {_shown(at)}")
         return _json(rows[0])
 
     @app.get("/v1/trial-balance", response_model=list[models.TrialBalanceRow], **reads)

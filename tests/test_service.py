@@ -308,6 +308,12 @@ def test_reads_give_the_cli_json(server):
         assert client.get("/v1/trial-balance", params={"pro": pro, "as_of": as_of}).json() == \
             cli_json("trial-balance", "--pro", pro, "--as-of", as_of)
         assert client.get("/v1/wallets/nobody-at-all").json()["error"]["code"] == "wallet_not_found"
+        # As of before the wallet was opened (before 0.6.6: 500 internal, an IndexError).
+        before = client.get(f"/v1/wallets/{pro}", params={"as_of": "2026-01-01"})
+        assert (before.status_code, before.json()["error"]["code"]) == (404, "wallet_not_found"), before.text
+        assert f"pro {pro!r} had no wallet yet at 2026-01-01T23:59:59.999999Z" in before.json()["error"]["message"]
+        unsent = client.get(f"/v1/contacts/{contact}/refund", params={"as_of": "2026-01-01"}).json()["error"]
+        assert unsent["message"] == f"no contact {contact!r} as of 2026-01-01T23:59:59.999999Z", unsent
 
 
 def test_a_port_that_cannot_be_listened_on_is_one_error_line(tmp_path):
