@@ -540,7 +540,7 @@ def _routes(app: FastAPI, service: Service, max_wait_seconds: float) -> None:
         at, pro_id = _instant(as_of, "as_of"), paths.path_id(pro_id)
         rows = service.read(lambda ledger: list(reports.balances(ledger, pro_id=pro_id, as_of=at).stamped()))
         if not rows:  # the wallet is opened after the instant (an unknown pro is refused before)
-            raise ApiError(404, "wallet_not_found", f"pro {pro_id[:80]!r} had no wallet yet at {_shown(at)}")
+            raise ApiError(404, "wallet_not_found", f"pro {pro_id[:80]!r} had no wallet yet as of {_shown(at)}")
         return _json(rows[0])
 
     @app.get("/v1/wallets/{pro_id}/statement", response_model=list[models.StatementRow], **reads)

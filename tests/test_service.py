@@ -311,7 +311,7 @@ def test_reads_give_the_cli_json(server):
         # As of before the wallet was opened (before 0.6.6: 500 internal, an IndexError).
         before = client.get(f"/v1/wallets/{pro}", params={"as_of": "2026-01-01"})
         assert (before.status_code, before.json()["error"]["code"]) == (404, "wallet_not_found"), before.text
-        assert f"pro {pro!r} had no wallet yet at 2026-01-01T23:59:59.999999Z" in before.json()["error"]["message"]
+        assert f"pro {pro!r} had no wallet yet as of 2026-01-01T23:59:59.999999Z" in before.json()["error"]["message"]
         unsent = client.get(f"/v1/contacts/{contact}/refund", params={"as_of": "2026-01-01"}).json()["error"]
         assert unsent["message"] == f"no contact {contact!r} as of 2026-01-01T23:59:59.999999Z", unsent
 
