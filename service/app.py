@@ -266,7 +266,9 @@ def create_app(url: str, *, sweep_every: timedelta | None = None, readers: int =
 
     app = FastAPI(title="leadledger", version=_version(), lifespan=lifespan,
                   description="Event-sourced billing ledger for lead marketplaces. Submissions are judged by "
-                  "the rules of SPEC 3-4 and recorded atomically; the event_id is the idempotency key.")
+                  "the rules of SPEC 3-4 and recorded atomically; the event_id is the idempotency key. "
+                  "A /v1 route takes only the query parameters it lists, each once (else 400 bad_parameter); "
+                  "an id in a path is one percent-encoded segment (contact ct/7: /v1/contacts/ct%2F7/refund).")
     app.state.service = service
     _install_error_handlers(app, service)
     _routes(app, service, max_wait_seconds)
