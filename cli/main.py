@@ -23,7 +23,7 @@ from leadledger.cli.app import (
     EXIT_REJECTED, EXIT_USAGE, FORMAT, add_db_option, cli, fail, guarded, open_ledger, progress, quiet_stdout,
 )
 from leadledger.lines import read_lines
-from leadledger.cli.output import render, write_csv, write_json
+from leadledger.cli.output import render, replaced_whole, write_csv, write_json
 from leadledger.cli.params import Duration, FiniteFloatRange, Timestamp
 from leadledger.store import postgres_schema_sql, redacted
 
@@ -327,8 +327,8 @@ def verify_command(ctx: click.Context, quick: bool, head_only: bool, expect_head
 
 @cli.command()
 @click.option("--format", "fmt", type=click.Choice(["beancount"]), default="beancount", show_default=True)
-@click.option("--output", "-o", type=click.File("w", encoding="utf-8"), default="-",
-              help="File to write (default: stdout).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True, allow_dash=True), default="-",
+              help="File to write (default: stdout); it replaces FILE only once written whole.")
 @click.pass_context
 @guarded
 def export(ctx: click.Context, fmt: str, output: Any) -> None:
@@ -340,9 +340,10 @@ def export(ctx: click.Context, fmt: str, output: Any) -> None:
     """
     ledger = open_ledger(ctx)
     advance = progress("export", None, unit="lines")
-    for line in ledger.export_beancount():
-        output.write(line + "\n")
-        advance(1)
+    with replaced_whole(output) as out:
+        for line in ledger.export_beancount():
+            out.write(line + "\n")
+            advance(1)
     advance(-1)
 
 

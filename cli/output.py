@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
-from typing import Any, Iterable, Sequence
+import os
+import stat
+import sys
+import tempfile
+from typing import Any, Iterable, Iterator, Sequence
 
 from leadledger.units import major
 
@@ -105,3 +110,35 @@ def totals(rows: Sequence[dict[str, Any]], label_column: str, amount_columns: Se
         for column in amount_columns:
             total[column] += row.get(column) or 0
     return [out[key] for key in sorted(out, key=lambda k: tuple(str(v) for v in k))]
+
+
+@contextlib.contextmanager
+def replaced_whole(path: str) -> Iterator[Any]:
+    """A text file (UTF-8) that takes ``path``'s place only once written whole: written
+    as a file of its own in the same folder, flushed to disk, then renamed over
+    ``path`` (keeping an existing file's permissions). If anything fails first, the
+    file is removed and ``path`` stays as it was: an export cut short by a lost store,
+    a full disk or Ctrl-C left the previous one truncated, each of its transactions
+    still balanced. ``-`` is standard output, written as it goes."""
+    if path == "-":
+        yield sys.stdout
+        return
+    folder, name = os.path.split(os.path.abspath(path))
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    handle, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".partial", dir=folder)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as out:
+            yield out
+            out.flush()
+            os.fchmod(out.fileno(), mode)
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise

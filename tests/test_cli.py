@@ -286,3 +286,38 @@ def test_a_command_on_a_sqlite_path_with_no_store_says_so_and_creates_nothing(tm
     for creates in (["init"], ["demo"]):
         other = tmp_path / f"{creates[0]}.db"
         assert run(f"sqlite:///{other}", *creates).exit_code == 0 and other.exists()
+
+
+def test_an_export_that_fails_midway_leaves_the_previous_file_as_it_was(tmp_path, monkeypatch):
+    """``export -o FILE`` writes a file of its own and puts it in FILE's place once whole.
+    It wrote into FILE as it went: a store lost mid-way (or a full disk, or Ctrl-C) left
+    the accountants' previous export cut short, its transactions each still balanced."""
+    from leadledger import Ledger
+    from leadledger.errors import LedgerError
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    assert run(url, "append", "-", input=ndjson(wallet("ana"), buy("ana", 1200))).exit_code == 0
+    books = tmp_path / "books.beancount"
+    books.write_text("; last month's export\n")
+    books.chmod(0o640)
+
+    def lost_midway(self):
+        yield "; leadledger journal export (double-entry, checked by bean-check)"
+        yield 'option "operating_currency" "USD"'
+        raise LedgerError("store_unavailable", "the connection was lost")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Ledger, "export_beancount", lost_midway)
+        result = run(url, "export", "-o", str(books))
+    assert result.exit_code == 3 and "store_unavailable" in result.stderr, result.output
+    assert books.read_text() == "; last month's export\n"
+    assert sorted(p.name for p in tmp_path.iterdir() if "books" in p.name) == ["books.beancount"]
+
+    result = run(url, "export", "-o", str(books))
+    assert result.exit_code == 0, result.output
+    assert "Liabilities:Pro:P-ana:Wallet  -12.00 USD" in books.read_text()
+    assert books.stat().st_mode & 0o777 == 0o640  # the file's permissions are kept
+    fresh = tmp_path / "new.beancount"
+    assert run(url, "export", "-o", str(fresh)).exit_code == 0
+    assert fresh.read_text() == books.read_text()
+    assert run(url, "export").stdout == books.read_text()
