@@ -27,7 +27,7 @@ from leadledger.store import DEFAULT_URL, URL_ENV
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_STORE, EXIT_INTERNAL = 0, 1, 2, 3, 4
 # LedgerErrors caused by what the user gave, not by the store.
 USAGE_CODES = frozenset({"invalid_log", "store_not_empty", "not_supported", "bad_head", "key_exists",
-                         "bad_key_name", "bad_key_scope", "cannot_listen"})
+                         "bad_key_name", "bad_key_scope", "cannot_listen", "cannot_write_output"})
 # LedgerErrors that are findings about the books, exit 1 like a failed verify.
 FINDING_CODES = frozenset({"chain_broken"})
 

@@ -116,29 +116,71 @@ def totals(rows: Sequence[dict[str, Any]], label_column: str, amount_columns: Se
 def replaced_whole(path: str) -> Iterator[Any]:
     """A text file (UTF-8) that takes ``path``'s place only once written whole: written
     as a file of its own in the same folder, flushed to disk, then renamed over
-    ``path`` (keeping an existing file's permissions). If anything fails first, the
-    file is removed and ``path`` stays as it was: an export cut short by a lost store,
-    a full disk or Ctrl-C left the previous one truncated, each of its transactions
-    still balanced. ``-`` is standard output, written as it goes."""
+    ``path`` (a symbolic link's target; an existing file's permissions kept). If
+    anything fails first, that file is removed and ``path`` stays as it was: an
+    export cut short by a lost store, a full disk or Ctrl-C left the previous one
+    truncated, each of its transactions still balanced. ``-`` is standard output,
+    and a path that is not a regular file (a device, a pipe) is written in place,
+    as it goes: there is nothing to replace. Failing to write is
+    ``cannot_write_output``, naming the path."""
     if path == "-":
         yield sys.stdout
         return
-    folder, name = os.path.split(os.path.abspath(path))
+    target = os.path.realpath(path)
     try:
-        mode = stat.S_IMODE(os.stat(path).st_mode)
+        existing: os.stat_result | None = os.stat(target)
     except FileNotFoundError:
-        umask = os.umask(0)
+        existing = None
+    except OSError as exc:
+        raise _unwritable(path, exc) from None
+    if existing is not None and not stat.S_ISREG(existing.st_mode):
+        try:
+            device = open(target, "w", encoding="utf-8", newline="\n")
+        except OSError as exc:
+            raise _unwritable(path, exc) from None
+        with _writes(path):
+            with device:
+                yield device
+        return
+    if existing is not None:
+        mode = stat.S_IMODE(existing.st_mode)
+    else:
+        umask = os.umask(0o022)  # read it (there is no other way), then put it back
         os.umask(umask)
         mode = 0o666 & ~umask
-    handle, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".partial", dir=folder)
+    folder, name = os.path.split(target)
     try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as out:
-            yield out
-            out.flush()
-            os.fchmod(out.fileno(), mode)
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
+        handle, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".partial", dir=folder)
+    except OSError as exc:
+        raise _unwritable(path, exc) from None
+    try:
+        with _writes(path):
+            with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as out:
+                yield out
+                out.flush()
+                os.fchmod(out.fileno(), mode)
+                os.fsync(out.fileno())
+            os.replace(temporary, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
+
+
+@contextlib.contextmanager
+def _writes(path: str) -> Iterator[None]:
+    """The output's own failures (a full disk, a closed pipe's EPIPE aside) as
+    ``cannot_write_output``; the store's are not OSErrors and pass as they are."""
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise _unwritable(path, exc) from None
+
+
+def _unwritable(path: str, exc: OSError) -> Exception:
+    from leadledger.errors import LedgerError
+
+    return LedgerError("cannot_write_output", f"cannot write {path}: {exc.strerror or exc} ({path} was left as "
+                       "it was)")

@@ -4,8 +4,10 @@ import contextlib
 import csv
 import io
 import json
+import os
 import re
 import sqlite3
+import stat
 from pathlib import Path
 
 import pytest
@@ -321,3 +323,23 @@ def test_an_export_that_fails_midway_leaves_the_previous_file_as_it_was(tmp_path
     assert run(url, "export", "-o", str(fresh)).exit_code == 0
     assert fresh.read_text() == books.read_text()
     assert run(url, "export").stdout == books.read_text()
+    link = tmp_path / "link.beancount"
+    link.symlink_to(fresh)
+    assert run(url, "export", "-o", str(link)).exit_code == 0
+    assert link.is_symlink() and fresh.read_text() == books.read_text()  # the link's target replaced
+    missing = run(url, "export", "-o", str(tmp_path / "no-such-folder" / "x.beancount"))
+    assert missing.exit_code == 2 and "error[cannot_write_output]" in missing.stderr, missing.output
+
+
+def test_an_export_to_a_device_is_written_in_place_never_replaced(tmp_path):
+    """A path that is not a regular file (a device, a pipe) has nothing to replace: it is
+    written as it goes. Replaced, /dev/null and /dev/full became regular files."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    assert run(url, "append", "-", input=ndjson(wallet("ana"), buy("ana", 1200))).exit_code == 0
+    assert run(url, "export", "-o", os.devnull).exit_code == 0
+    assert stat.S_ISCHR(os.stat(os.devnull).st_mode)
+    if os.path.exists("/dev/full"):
+        full = run(url, "export", "-o", "/dev/full")
+        assert full.exit_code == 2, full.output
+        assert "error[cannot_write_output]: cannot write /dev/full: No space left on device" in full.stderr
+        assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
