@@ -138,9 +138,11 @@ def replaced_whole(path: str) -> Iterator[Any]:
             device = open(target, "w", encoding="utf-8", newline="\n")
         except OSError as exc:
             raise _unwritable(path, exc) from None
-        with _writes(path):
-            with device:
-                yield device
+        try:
+            yield _Output(device, path)
+            _Output(device, path).flush()
+        finally:
+            _close(device)
         return
     if existing is not None:
         mode = stat.S_IMODE(existing.st_mode)
@@ -154,29 +156,57 @@ def replaced_whole(path: str) -> Iterator[Any]:
     except OSError as exc:
         raise _unwritable(path, exc) from None
     try:
-        with _writes(path):
-            with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as out:
-                yield out
-                out.flush()
-                os.fchmod(out.fileno(), mode)
-                os.fsync(out.fileno())
+        out = os.fdopen(handle, "w", encoding="utf-8", newline="\n")
+        try:
+            yield _Output(out, path)
+            _Output(out, path).flush(mode)
+        finally:
+            _close(out)
+        try:
             os.replace(temporary, target)
+        except OSError as exc:
+            raise _unwritable(path, exc) from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
 
 
-@contextlib.contextmanager
-def _writes(path: str) -> Iterator[None]:
-    """The output's own failures (a full disk, a closed pipe's EPIPE aside) as
-    ``cannot_write_output``; the store's are not OSErrors and pass as they are."""
-    try:
-        yield
-    except BrokenPipeError:
-        raise
-    except OSError as exc:
-        raise _unwritable(path, exc) from None
+class _Output:
+    """A file's writes, its own failures (a full disk) said as ``cannot_write_output``
+    naming the path: only these, so a store's error in the same loop keeps its own
+    code. A closed pipe's EPIPE stays a BrokenPipeError (the CLI's ``| head``)."""
+
+    def __init__(self, file: Any, path: str):
+        self._file, self._path = file, path
+
+    def write(self, text: str) -> int:
+        try:
+            return self._file.write(text)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise _unwritable(self._path, exc) from None
+
+    def flush(self, mode: int | None = None) -> None:
+        """Flushed to the device; a regular file also given ``mode`` and synced to disk."""
+        try:
+            self._file.flush()
+            if mode is not None:
+                os.fchmod(self._file.fileno(), mode)
+                os.fsync(self._file.fileno())
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise _unwritable(self._path, exc) from None
+
+
+def _close(file: Any) -> None:
+    """Close ``file`` whatever its unwritten buffer: on a failure the error already
+    said is the one to say (a close flushing a full disk's buffer again would
+    replace it with a bare OSError)."""
+    with contextlib.suppress(OSError):
+        file.close()
 
 
 def _unwritable(path: str, exc: OSError) -> Exception:
