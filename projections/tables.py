@@ -72,3 +72,11 @@ def read_model_ddl(kind: str) -> tuple[str, ...]:
 # again (one sort each instead of a B-tree insert per row).
 SECONDARY_INDEXES = tuple((statement.split()[5], statement) for statement in READ_MODEL_DDL
                           if statement.startswith("CREATE INDEX"))
+
+# The secondary indexes a first catch-up of a backlog drops while it fills empty read
+# models, and creates again at its end (projections/view.py, SQLite): every one but
+# those its own queries read (checkpoints.record reads the postings by time in every
+# batch: without that index each batch would scan them all).
+READ_BY_A_CATCH_UP = frozenset({"ll_postings_time"})
+DROPPED_FOR_A_FIRST_BACKLOG = tuple((name, create) for name, create in SECONDARY_INDEXES
+                                    if name not in READ_BY_A_CATCH_UP)
