@@ -139,8 +139,9 @@ def replaced_whole(path: str) -> Iterator[Any]:
         except OSError as exc:
             raise _unwritable(path, exc) from None
         try:
-            yield _Output(device, path)
-            _Output(device, path).flush()
+            output = _Output(device, path)
+            yield output
+            output.flush()
         finally:
             _close(device)
         return
@@ -158,8 +159,9 @@ def replaced_whole(path: str) -> Iterator[Any]:
     try:
         out = os.fdopen(handle, "w", encoding="utf-8", newline="\n")
         try:
-            yield _Output(out, path)
-            _Output(out, path).flush(mode)
+            output = _Output(out, path)
+            yield output
+            output.flush(mode)
         finally:
             _close(out)
         try:

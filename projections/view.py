@@ -250,7 +250,7 @@ class SQLiteLedgerView(LedgerViewMixin, SQLiteTrackingRecorder):
         Read models still ``empty`` (the first read after a bulk load) are filled
         without DROPPED_FOR_A_FIRST_BACKLOG's indexes, made again at the end, as a
         rebuild does: one sort each instead of a B-tree insert a row (a 164k-event
-        first catch-up 53-54k -> 60-64k events/s, alternated). They are made again
+        first catch-up 67-70k -> 84-90k events/s, alternated three times). They are made again
         whatever ends the pass; a process that dies in it leaves them to the next
         open, which creates what READ_MODEL_DDL names and is missing. Meanwhile a
         reader gets the same rows, more slowly."""

@@ -603,8 +603,8 @@ def _index_names(view) -> set[str]:
 def test_a_first_catch_up_fills_an_empty_view_without_the_indexes_it_does_not_read(tmp_path, monkeypatch, where):
     """SQLite: a backlog caught up onto empty read models (the first read after a bulk
     load) drops the secondary indexes no catch-up query reads, fills the tables, then
-    creates them again (one sort each instead of a B-tree insert a row: 53-54k ->
-    60-64k events/s on a 164k-event log). The rows are a catch-up's; a view that
+    creates them again (one sort each instead of a B-tree insert a row: 67-70k ->
+    84-90k events/s on a 164k-event log). The rows are a catch-up's; a view that
     already holds rows keeps its indexes; a pass that fails midway, or a process
     that dies in it, leaves them to be made again (the former at once, the latter at
     the next open)."""
