@@ -72,7 +72,7 @@ from leadledger.store import (
     resolve_url,
     server_name,
 )
-from leadledger.submissions import event_id_of, parse_event_id, parse_submission
+from leadledger.submissions import event_id_of, one_spelling, parse_event_id, parse_submission
 from leadledger.timefmt import format_utc, parse_utc
 from leadledger.periods import Period, as_instant
 from leadledger.projections import beancount, checkpoints, explain, journal, mapping, queries, verify
@@ -1061,7 +1061,7 @@ class Ledger:
                  market: str | None = None) -> list[dict[str, Any]]:
         """One row per wallet (as ``balances --format json``). ``as_of``: a datetime
         with a timezone or RFC 3339 text (a date means the end of that day, UTC)."""
-        at = as_instant(as_of, "as_of")
+        at, pro_id = as_instant(as_of, "as_of"), one_spelling(pro_id)
         if _names_nothing(pro_id, market):
             return []
         _check_market(market)
@@ -1078,6 +1078,7 @@ class Ledger:
                      market: str | None = None, contact_id: str | None = None) -> Iterator[dict[str, Any]]:
         """``refunds`` streamed from the database, for outputs too large to hold."""
         at, now_at = as_instant(as_of, "as_of"), as_instant(now, "now")
+        pro_id, contact_id = one_spelling(pro_id), one_spelling(contact_id)
         if _names_nothing(pro_id, market, contact_id):
             return iter(())
         _check_market(market)
@@ -1093,6 +1094,7 @@ class Ledger:
         closing balance), then ``opening``. ``account`` also matches the accounts
         under it."""
         span = self._period(start, as_of, end_name="as_of")
+        pro_id, account = one_spelling(pro_id), one_spelling(account)
         if _names_nothing(pro_id, market, account):
             return []
         _check_market(market)
@@ -1113,6 +1115,7 @@ class Ledger:
         with a running balance, and a closing line (see queries.statement).
         ``account``: one of them (wallet, advance, card, or its full name)."""
         span = self._period(start, end)
+        pro_id, account = one_spelling(pro_id), one_spelling(account)
         self.require_wallet(pro_id)
         if _names_nothing(account):
             return []
@@ -1147,7 +1150,7 @@ class Ledger:
     def explain(self, contact_id: str, as_of: datetime | str | None = None) -> dict[str, Any]:
         """Why a contact has its refund status: its facts, the deadline and how it
         was computed, the money charged and refunded and by which rule."""
-        at = as_instant(as_of, "as_of") or self.clock()
+        at, contact_id = as_instant(as_of, "as_of") or self.clock(), one_spelling(contact_id)
         if _names_nothing(contact_id):
             raise Rejection(errors.CONTACT_NOT_FOUND, f"no quote was sent for contact {contact_id!r}")
         app, view = self._open()
@@ -1156,6 +1159,7 @@ class Ledger:
 
     def require_wallet(self, pro_id: str) -> None:
         """Raise Rejection(wallet_not_found) for a pro without a wallet."""
+        pro_id = one_spelling(pro_id)
         if not _names_nothing(pro_id):
             self.catch_up()
             if queries.wallet_exists(self._view, pro_id):

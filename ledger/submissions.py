@@ -54,6 +54,15 @@ _RFC3339 = re.compile(
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
+def one_spelling(value: str | None) -> str | None:
+    """An id as the ledger records it: NFC-normalised (``check_identifier``), so a read
+    finds it in either spelling of its accents. Nothing else is checked: a read of an
+    id no submission could hold finds nothing."""
+    if value is None or value.isascii():
+        return value
+    return unicodedata.normalize("NFC", value)
+
+
 def check_identifier(value: str) -> str:
     """An id names a pro, a contact, a payment: printable text, one spelling.
 

@@ -419,3 +419,32 @@ def test_a_pros_account_filter_is_that_pro_whatever_colons_other_ids_hold(store_
             ledger.statement("a", account="pro:a:wallet:wallet")  # another pro's account
     result = CliRunner().invoke(cli, ["--db", store_url, "trial-balance", "--account", "pro:a", "--format", "csv"])
     assert result.exit_code == 0 and "a:wallet:wallet" not in result.stdout, result.output
+
+
+def test_a_read_finds_an_id_in_either_spelling_of_its_accents(store_url):
+    """Ids are recorded NFC-normalised (``submissions.check_identifier``: an accented id
+    typed two ways is one id). Reads took the id as given: the very spelling a sender
+    used (NFD, as a macOS keyboard types it) answered wallet_not_found, and
+    ``--account pro:ID`` an empty book."""
+    import unicodedata
+
+    nfd, nfc = (unicodedata.normalize(form, "josé") for form in ("NFD", "NFC"))
+    contact = unicodedata.normalize("NFD", "ct-café")
+    assert nfd != nfc
+    with Ledger.from_url(store_url) as ledger:
+        ok(ledger.append([wallet(nfd), buy(nfd, 5000), quote(contact, nfd, commission=1500)]))
+        for pro in (nfd, nfc):
+            assert [row["pro_id"] for row in ledger.balances(pro_id=pro)] == [nfc]
+            assert [row["balance"] for row in ledger.balances(pro_id=pro)] == [3500]
+            assert [row["contact_id"] for row in ledger.refunds(pro_id=pro, as_of="2026-01-25")] == [
+                unicodedata.normalize("NFC", contact)]
+            assert {row["account"] for row in ledger.trial_balance(pro_id=pro)} >= {f"pro:{nfc}:wallet"}
+            assert [row["balance"] for row in ledger.trial_balance(account=f"pro:{pro}")] == [-3500]
+            assert [row["balance"] for row in ledger.trial_balance(account=f"pro:{pro}:wallet")] == [-3500]
+            assert ledger.statement(pro)[-1]["running_balance"] == 3500
+            assert ledger.statement(pro, account=f"pro:{pro}:wallet")[-1]["running_balance"] == 3500
+        for spelling in (contact, unicodedata.normalize("NFC", contact)):
+            assert ledger.refunds(contact_id=spelling, as_of="2026-01-25")[0]["status"] == "Gérer"
+            assert ledger.explain(spelling, as_of="2026-01-25")["status"] == "Gérer"
+    result = CliRunner().invoke(cli, ["--db", store_url, "balances", "--pro", nfd, "--format", "csv"])
+    assert result.exit_code == 0 and f"\n{nfc},pro360," in result.stdout, result.output
