@@ -58,7 +58,7 @@ def one_spelling(value: str | None) -> str | None:
     """An id as the ledger records it: NFC-normalised (``check_identifier``), so a read
     finds it in either spelling of its accents. Nothing else is checked: a read of an
     id no submission could hold finds nothing."""
-    if value is None or value.isascii():
+    if not isinstance(value, str) or value.isascii():
         return value
     return unicodedata.normalize("NFC", value)
 
@@ -81,7 +81,7 @@ def check_identifier(value: str) -> str:
         if value[:1] == " " or value[-1:] == " ":
             raise ValueError("leading or trailing white space")
         return value
-    value = unicodedata.normalize("NFC", value)
+    value = unicodedata.normalize("NFC", value)  # one_spelling, for reads, says the same
     if len(value) > MAX_IDENTIFIER_CHARS:
         raise ValueError(f"at most {MAX_IDENTIFIER_CHARS} characters")
     if value != value.strip():
