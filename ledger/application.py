@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Callable, Generator, Iterable, Iterator
+from uuid import UUID
 from urllib.parse import quote
 
 from eventsourcing.application import Application
@@ -1005,7 +1006,7 @@ class Ledger:
         app, _ = self._open()
         return eventlog.page(app, max(after, 0), limit)
 
-    def submission(self, event_id: str) -> dict[str, Any] | None:
+    def submission(self, event_id: str | UUID) -> dict[str, Any] | None:
         """The stored outcome of one submission (its receipt, answered from the log),
         or None when it was never recorded (rejections record nothing)."""
         key = parse_event_id(event_id)

@@ -430,9 +430,12 @@ def _short(exc: BaseException) -> str:
 _event_id_adapter: TypeAdapter[UUID] = TypeAdapter(UUID)
 
 
-def parse_event_id(value: str) -> UUID | None:
-    """The UUID an event id's text names, as a submission's ``event_id`` is read;
-    None when a submission would be refused for it."""
+def parse_event_id(value: str | UUID) -> UUID | None:
+    """The UUID an event id's text names, as a submission's ``event_id`` is read (a
+    UUID itself, as the Python API may pass one in a submission); None when a
+    submission would be refused for it."""
+    if isinstance(value, UUID):
+        return value
     if not isinstance(value, str) or len(value) > 64:
         return None
     try:

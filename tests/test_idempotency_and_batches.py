@@ -2,6 +2,7 @@
 
 import multiprocessing
 import threading
+import uuid
 
 from leadledger import Ledger
 from tests.helpers import at, balance, buy, ok, one, quote, wallet
@@ -42,6 +43,10 @@ def test_an_event_id_is_its_value_in_any_form_and_results_give_one_form(ledger):
     assert {r.event_id for r in results[1:]} == {canonical}
     assert balance(ledger, "p1")["balance"] == 100
     assert ledger.submission(forms[1])["event_id"] == canonical
+    # A UUID object, as append takes one in a dict: the same submission (before 0.6.6 None,
+    # "never recorded", to a caller that might then send it again).
+    assert ledger.submission(uuid.UUID(canonical))["event_id"] == canonical
+    assert ledger.append([purchase | {"event_id": uuid.UUID(canonical)}])[0].status == "duplicate"
     digit = next(i for i, c in enumerate(canonical) if c.isdigit())  # as Arabic-Indic: UUID() reads it
     mimic = canonical[:digit] + chr(0x660 + int(canonical[digit])) + canonical[digit + 1:]
     assert ledger.submission(mimic) is None
