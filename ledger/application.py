@@ -1124,7 +1124,7 @@ class Ledger:
             account = journal.pro_account(pro_id, account)
         if account is not None:
             journal.check_account_filter(account, pro_id)
-            if account in ("pro", f"pro:{pro_id}"):  # the node above the pro's accounts: all of them
+            if account in journal.pro_nodes(pro_id):  # a node above the pro's accounts: all of them
                 account = None
         return queries.statement(self._view, pro_id, span.start, span.end, account=account)
 

@@ -7,7 +7,6 @@ start) never imports psycopg: ~0.2 s of a one-line append's start-up.
 from __future__ import annotations
 
 import functools
-import json
 from collections import deque
 from contextlib import nullcontext
 from typing import Any, Sequence
@@ -21,7 +20,7 @@ from psycopg.sql import SQL, Identifier
 from leadledger import chain_store
 from leadledger.chain import Head
 from leadledger.recorders import Receipt
-from leadledger.store import CHAIN_COLUMN, HEAD_TABLE, LIBPQ_ENV, POSTGRES_SCHEMA, RECEIPTS_TABLE
+from leadledger.store import CHAIN_COLUMN, HEAD_TABLE, POSTGRES_SCHEMA, RECEIPTS_TABLE, libpq_params
 
 INSERT_PAGE = 2000  # events per INSERT statement: bounded message size
 SMALL_ROWS = 8  # up to this many events and receipts, a writer's batch is one statement of scalars
@@ -218,7 +217,7 @@ class LedgerPostgresFactory(PostgresFactory):
         serve_most_recent_first(self.datastore)
         session_options(self.datastore, flush_commits=env.get(FLUSH_COMMITS_ENV) == "1")
         # The URL's own libpq parameters (?sslmode=..., store.LIBPQ_URL_PARAMS).
-        self.datastore.pool.kwargs.update(json.loads(env.get(LIBPQ_ENV) or "{}"))
+        self.datastore.pool.kwargs.update(libpq_params(env))
 
 
 # The writers' and read models' transactions are serialised by locks (the chain

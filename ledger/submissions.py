@@ -455,12 +455,10 @@ def event_id_of(raw: str | bytes | dict[str, Any]) -> str | None:
     try:
         obj = raw if isinstance(raw, dict) else json.loads(raw)
         value = obj.get("event_id") if isinstance(obj, dict) else None
-        if isinstance(value, UUID):  # the Python API may pass one
-            return str(value)
-        if not isinstance(value, str) or len(value) > 64:
-            return None
-        key = parse_event_id(value)
-        return str(key) if key is not None else value
+        key = parse_event_id(value)  # a UUID too: the Python API may pass one
+        if key is not None:
+            return str(key)
+        return value if isinstance(value, str) and len(value) <= 64 else None
     except Exception:  # noqa: BLE001 - a bad line has no event_id to echo
         return None
 

@@ -52,7 +52,7 @@ def check_account_filter(account: str, pro_id: str | None = None) -> None:
     so any ``pro:...`` names some pro's account."""
     if pro_id is not None:
         own = [pro_account(pro_id, kind) for kind in sorted(PRO_KINDS)]
-        if account not in {"pro", f"pro:{pro_id}", *own}:  # the pro's accounts, or a node above them
+        if account not in (*pro_nodes(pro_id), *own):  # the pro's accounts, or a node above them
             raise Rejection(UNKNOWN_ACCOUNT, f"account: {account[:80]!r} is not an account of pro {pro_id[:80]!r}: "
                             "wallet, advance, card, or their full names (" + ", ".join(own) + ")")
         return
@@ -66,6 +66,11 @@ def check_account_filter(account: str, pro_id: str | None = None) -> None:
 def pro_account(pro_id: str, kind: str) -> str:
     assert kind in PRO_KINDS
     return f"pro:{pro_id}:{kind}"
+
+
+def pro_nodes(pro_id: str) -> tuple[str, str]:
+    """The chart's nodes above a pro's accounts: all pros', then this pro's."""
+    return "pro", f"pro:{pro_id}"
 
 
 def named_accounts(wanted: str) -> list[str] | None:

@@ -17,7 +17,6 @@ import queue
 import sqlite3
 import time
 from datetime import datetime, timedelta
-from urllib.parse import parse_qsl
 from typing import Any, AsyncIterator, Callable
 
 import orjson
@@ -425,8 +424,7 @@ class SubmissionsEndpoint:
             elif name == b"content-length":
                 declared = value
         key = await self.service.key_for(_bearer_secret(authorization), ("append",))
-        _check_query(scope.get("query_string", b""), SUBMISSIONS_TAKES, SUBMISSIONS_PATH)
-        atomic = _atomic(scope.get("query_string", b""))
+        atomic = _atomic(_check_query(scope.get("query_string", b""), SUBMISSIONS_TAKES, SUBMISSIONS_PATH))
         body = bodies.parse(await _read_limited(receive, declared), content_type)
         # Parsed by the writer process (see service/writer.py), one result each, in order.
         results = await self.service.writer.submit(body.submissions, key.recorded_by, atomic=atomic)
@@ -445,19 +443,16 @@ _TRUE, _FALSE = ("1", "true", "yes", "on", "t", "y"), ("0", "false", "no", "off"
 SUBMISSIONS_TAKES = frozenset({"atomic"})
 
 
-def _check_query(query_string: bytes, takes: frozenset[str], path: str) -> None:
+def _check_query(query_string: bytes, takes: frozenset[str], path: str) -> dict[str, str]:
     try:
-        query.check_query(query_string, takes, path)
+        return query.check_query(query_string, takes, path)
     except query.BadQuery as exc:
         raise ApiError(400, "bad_parameter", str(exc)) from None
 
 
-def _atomic(query_string: bytes) -> bool:
-    """``?atomic=``, read as pydantic reads a boolean (given at most once: ``_check_query``)."""
-    value = None
-    for name, given in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
-        if name == "atomic":
-            value = given
+def _atomic(params: dict[str, str]) -> bool:
+    """``?atomic=`` (``_check_query``'s), read as pydantic reads a boolean."""
+    value = params.get("atomic")
     if value is None:
         return False
     if value.lower() in _TRUE:

@@ -22,20 +22,21 @@ class BadQuery(ValueError):
     """The query names a parameter the endpoint does not take, or one twice."""
 
 
-def check_query(query_string: bytes, takes: frozenset[str], path: str) -> None:
-    """Raise BadQuery unless every parameter of ``query_string`` is one of ``takes``,
-    each given once. Names are read as Starlette reads them (latin-1, then
-    percent-decoded as UTF-8)."""
+def check_query(query_string: bytes, takes: frozenset[str], path: str) -> dict[str, str]:
+    """The parameters of ``query_string`` by name; BadQuery unless each is one of
+    ``takes``, given once. Read as Starlette reads them (latin-1, then percent-decoded
+    as UTF-8)."""
+    given: dict[str, str] = {}
     if not query_string:
-        return
-    seen: set[str] = set()
-    for name, _ in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
+        return given
+    for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
         if name not in takes:
             offered = ", ".join(sorted(takes)) or "none"
             raise BadQuery(f"unknown query parameter {name[:SHOWN_NAME_CHARS]!r}: {path} takes {offered}")
-        if name in seen:
+        if name in given:
             raise BadQuery(f"query parameter {name!r} is given twice: give it once")
-        seen.add(name)
+        given[name] = value
+    return given
 
 
 _TAKES: dict[str, frozenset[str]] = {}  # APIRoute.unique_id (routes are not hashable) -> names

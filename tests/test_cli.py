@@ -334,8 +334,21 @@ def test_an_export_that_fails_midway_leaves_the_previous_file_as_it_was(tmp_path
 def test_an_export_to_a_device_is_written_in_place_never_replaced(tmp_path):
     """A path that is not a regular file (a device, a pipe) has nothing to replace: it is
     written as it goes. Replaced, /dev/null and /dev/full became regular files."""
+    import threading
+
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     assert run(url, "append", "-", input=ndjson(wallet("ana"), buy("ana", 1200))).exit_code == 0
+    # First a pipe of this test's own: were it replaced, the test stops here, before it
+    # could replace the machine's /dev/null or /dev/full (as a broken version once did).
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    read: list[str] = []
+    reader = threading.Thread(target=lambda: read.append(pipe.read_text()), daemon=True)
+    reader.start()
+    assert run(url, "export", "-o", str(pipe)).exit_code == 0
+    reader.join(10)
+    assert stat.S_ISFIFO(os.stat(pipe).st_mode)
+    assert read and "Liabilities:Pro:P-ana:Wallet  -12.00 USD" in read[0]
     assert run(url, "export", "-o", os.devnull).exit_code == 0
     assert stat.S_ISCHR(os.stat(os.devnull).st_mode)
     if os.path.exists("/dev/full"):
